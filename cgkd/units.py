@@ -1,0 +1,34 @@
+"""Physical constants and unit conversions (OpenMM units: nm, ps, kJ/mol, amu, K).
+
+This is the only module that owns constants; convert at the edges, never inside models.
+"""
+
+from __future__ import annotations
+
+#: Boltzmann constant times Avogadro's number, kJ/(mol K).
+KB_KJ_PER_MOL_K: float = 0.008314462618
+
+#: Length conversions.
+ANGSTROM_PER_NM: float = 10.0
+NM_PER_ANGSTROM: float = 0.1
+
+#: Energy conversions.
+KJ_PER_KCAL: float = 4.184
+
+#: Seconds in a day over picoseconds in a nanosecond, for ns/day from ps and wall seconds.
+SECONDS_PER_DAY: float = 86400.0
+
+#: Unit mass in grams per mole (amu) to grams, for densities.
+AVOGADRO: float = 6.02214076e23
+
+
+def kt(temperature_k: float) -> float:
+    """Thermal energy k_B T in kJ/mol at ``temperature_k`` kelvin."""
+    return KB_KJ_PER_MOL_K * temperature_k
+
+
+def ns_per_day(simulated_ps: float, wall_seconds: float) -> float:
+    """Simulation speed in ns/day from simulated picoseconds and wall-clock seconds."""
+    if wall_seconds <= 0:
+        return float("inf")
+    return simulated_ps / 1000.0 * SECONDS_PER_DAY / wall_seconds
