@@ -1,0 +1,97 @@
+"""Command line: ``cgkd <stage> [hydra overrides ...]``.
+
+Stages: run (everything, then the report), generate, map, teach, distill, simulate,
+analyze (same as run). Overrides and ``--multirun`` are Hydra's, for example
+``cgkd run experiment=quick`` or ``cgkd distill --multirun loss.w_E=0,0.1,1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from cgkd import pipeline
+from cgkd.report import analyze
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+STAGES = {
+    "run": "every stage, then metrics, figures and report.md",
+    "generate": "AA reference trajectory with forces (H5MD)",
+    "map": "CG dataset: bead positions, mapped forces, types, masses",
+    "teach": "teacher ensemble trained on mapped forces",
+    "distill": "ensemble labels, student and baseline models",
+    "simulate": "CG MD of student and baseline in OpenMM",
+    "analyze": "same as run",
+}
+log = logging.getLogger("cgkd")
+_stage_name = "run"
+
+
+def _usage() -> str:
+    rows = "\n".join(f"  {name:<9} {text}" for name, text in STAGES.items())
+    return f"usage: cgkd <stage> [overrides ...] [--multirun]\n\nstages:\n{rows}\n"
+
+
+def _check_overrides(overrides: list[str]) -> str:
+    """Compose the config once so a bad override gives one line, not a Hydra traceback."""
+    if any(arg.startswith("-") for arg in overrides):
+        return ""  # Hydra flags (--multirun, --cfg, ...): let Hydra parse them.
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        first = str(error).strip().splitlines()[0]
+        return (f"{first} (see `cgkd {_stage_name} --cfg job` for the valid keys; "
+                "use +key=value to add a new one)")
+    return ""
+
+
+def _run_stage(cfg: DictConfig) -> Any:
+    if _stage_name in ("run", "analyze"):
+        return analyze(cfg, Path(HydraConfig.get().runtime.output_dir))
+    stage = {"generate": pipeline.generate, "map": pipeline.map_stage, "teach": pipeline.teach,
+             "distill": pipeline.distill, "simulate": pipeline.simulate}[_stage_name]
+    return stage(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> None:
+    try:
+        result = _run_stage(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        log.error("cgkd %s failed: %s", _stage_name, error)
+        raise SystemExit(1) from error
+    summary = {k: v for k, v in result.items() if k not in ("artifacts", "history", "members")}
+    print(json.dumps(summary, indent=2, default=str)[:4000])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cgkd`` console command."""
+    global _stage_name
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    if args[0] not in STAGES:
+        sys.exit(f"cgkd: unknown stage {args[0]!r}; use one of {', '.join(STAGES)}")
+    _stage_name, overrides = args[0], args[1:]
+    problem = _check_overrides(overrides)
+    if problem:
+        sys.exit(f"cgkd {_stage_name}: {problem}")
+    sys.argv = [f"cgkd-{_stage_name}", *overrides]
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

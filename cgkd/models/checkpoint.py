@@ -1,0 +1,66 @@
+"""Save and load CG potentials with the settings that rebuild them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgkd.models.hipnn import HipnnTS
+from cgkd.models.potential import CGPotential
+from cgkd.models.priors import PairRepulsion
+
+
+def build_potential(
+    network_kwargs: list[dict[str, Any]], prior: dict[str, Any] | None = None, seeds: list[int] | None = None
+) -> CGPotential:
+    """A potential with one HipnnTS per entry of ``network_kwargs``, each initialised with its seed.
+
+    ``prior`` holds ``sigma`` ([S, S] nm), ``epsilon`` (kJ/mol) and ``switch_factor``.
+    """
+    networks = []
+    for index, kwargs in enumerate(network_kwargs):
+        torch.manual_seed(seeds[index] if seeds else index)
+        networks.append(HipnnTS(**kwargs))
+    repulsion = None
+    if prior is not None:
+        repulsion = PairRepulsion(torch.as_tensor(prior["sigma"]), prior["epsilon"], prior["switch_factor"])
+    return CGPotential(networks, repulsion)
+
+
+def save_potential(path: Path, potential: CGPotential, network_kwargs: list[dict[str, Any]],
+                   prior: dict[str, Any] | None, metadata: dict[str, Any] | None = None) -> Path:
+    """Write weights, the settings that rebuild the potential and ``metadata`` (atomic)."""
+    path = Path(path)
+    payload = {
+        "network_kwargs": network_kwargs,
+        "prior": prior,
+        "state_dict": potential.state_dict(),
+        "metadata": metadata or {},
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_potential(path: Path) -> tuple[CGPotential, dict[str, Any]]:
+    """The potential saved at ``path`` and its metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}; run the stage that trains it first")
+    payload = torch.load(path, weights_only=False)
+    potential = build_potential(payload["network_kwargs"], payload["prior"])
+    potential.load_state_dict(payload["state_dict"])
+    return potential, payload["metadata"]
+
+
+def merge_members(members: list[tuple[CGPotential, list[dict[str, Any]]]]) -> tuple[CGPotential, list[dict[str, Any]]]:
+    """One ensemble potential whose members are the networks of ``members`` (same prior)."""
+    networks = [net for potential, _ in members for net in potential.networks]
+    kwargs = [entry for _, entries in members for entry in entries]
+    first = members[0][0]
+    prior = first.prior if first.use_prior else None
+    return CGPotential(networks, prior), kwargs

@@ -1,0 +1,281 @@
+"""Tests for cgkd.observables: RDF, ADF, block errors, comparison, serialisation and plots."""
+
+from __future__ import annotations
+
+import json
+
+import MDAnalysis
+import numpy as np
+import pytest
+from MDAnalysis.analysis.rdf import InterRDF
+from MDAnalysis.coordinates.memory import MemoryReader
+
+from cgkd.observables import (
+    ADF,
+    RDF,
+    ObservableResult,
+    block_average,
+    compare,
+    mean_absolute_deviation,
+    plot_comparison,
+    rdf_onset,
+    relative_integrated_deviation,
+)
+from cgkd.units import ANGSTROM_PER_NM
+
+TETRAHEDRAL_ANGLE = np.degrees(np.arccos(-1.0 / 3.0))
+
+
+def ideal_gas(n_frames: int, n_beads: int, length: float, seed: int = 0):
+    """Uniform random positions [T, N, 3] and cubic boxes [T, 3, 3] (nm)."""
+    rng = np.random.default_rng(seed)
+    positions = rng.uniform(0.0, length, size=(n_frames, n_beads, 3))
+    return positions, cubic_boxes(n_frames, length)
+
+
+def cubic_boxes(n_frames: int, length: float) -> np.ndarray:
+    return np.tile(np.eye(3) * length, (n_frames, 1, 1))
+
+
+def jittered_lattice(n_frames: int, seed: int = 1):
+    """Structured liquid-like coordinates: 8^3 cubic lattice (3 nm box) with Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    length, n_side = 3.0, 8
+    grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    positions = grid * (length / n_side) + rng.normal(0.0, 0.02, (n_frames, len(grid), 3))
+    # Wrap and round through float32 Angstrom, as MDAnalysis stores them, so both see one input.
+    angstrom = (positions % length * ANGSTROM_PER_NM).astype(np.float32).astype(np.float64)
+    return angstrom / ANGSTROM_PER_NM, cubic_boxes(n_frames, length)
+
+
+def test_rdf_ideal_gas_is_one():
+    positions, boxes = ideal_gas(n_frames=20, n_beads=500, length=3.0)
+    result = RDF(r_max=1.45, n_bins=58).run(positions, boxes)
+    window = (result.x >= 0.3) & (result.x <= 1.4)
+    assert abs(result.y[window].mean() - 1.0) < 0.01
+    assert np.abs(result.y[window] - 1.0).max() < 0.08
+    # Errors are meaningful: residuals are of the size of the error bars.
+    pulls = (result.y[window] - 1.0) / result.yerr[window]
+    assert 0.3 < np.sqrt(np.mean(pulls**2)) < 3.0
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["same-species", "cross-species"])
+def test_rdf_matches_mdanalysis_interrdf(cross: bool):
+    positions, boxes = jittered_lattice(n_frames=6)
+    n_beads = positions.shape[1]
+    universe = MDAnalysis.Universe.empty(n_beads, trajectory=False)
+    dimensions = np.array([3.0 * ANGSTROM_PER_NM] * 3 + [90.0] * 3, dtype=np.float32)
+    universe.load_new(
+        (positions * ANGSTROM_PER_NM).astype(np.float32),
+        format=MemoryReader,
+        dimensions=dimensions,
+    )
+    r_max, n_bins = 1.4, 70
+    if cross:
+        types = np.repeat([0, 1], [200, n_beads - 200])
+        n_pairs = 200 * (n_beads - 200)
+        ours = RDF(r_max, n_bins, types=types, pair=(0, 1)).run(positions, boxes)
+        theirs = InterRDF(
+            universe.atoms[:200], universe.atoms[200:], nbins=n_bins, range=(0.0, 14.0)
+        ).run()
+    else:
+        n_pairs = n_beads * (n_beads - 1) // 2
+        ours = RDF(r_max, n_bins).run(positions, boxes)
+        theirs = InterRDF(
+            universe.atoms, universe.atoms, nbins=n_bins, range=(0.0, 14.0), exclusion_block=(1, 1)
+        ).run()
+    np.testing.assert_allclose(ours.x * ANGSTROM_PER_NM, theirs.results.bins, rtol=1e-12)
+    assert ours.y.max() > 1.3  # structured, so the comparison is not trivially g = 1
+    # MDAnalysis's brute-force distances carry float32 rounding (~1e-7 relative), which moves
+    # the odd pair sitting on a bin edge; so compare pair counts: at most 2 per bin, 1e-4 overall.
+    edges = np.linspace(0.0, r_max, n_bins + 1)
+    pairs_per_g = len(positions) * n_pairs / 3.0**3 * 4.0 / 3.0 * np.pi * np.diff(edges**3)
+    moved = np.abs(ours.y - theirs.results.rdf) * pairs_per_g
+    assert moved.max() <= 2.0 + 1e-6
+    assert moved.sum() <= 1e-4 * np.sum(ours.y * pairs_per_g)
+    np.testing.assert_allclose(ours.y, theirs.results.rdf, rtol=1e-3, atol=1e-12)
+
+
+def test_rdf_simple_cubic_lattice_peak_and_onset():
+    spacing, n_side = 0.3, 10
+    grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    positions = (grid * spacing)[None] - 0.01  # slightly negative: exercises wrapping
+    boxes = cubic_boxes(1, n_side * spacing)
+    result = RDF(r_max=1.0, n_bins=45).run(positions, boxes)  # 0.3 nm sits mid-bin
+    first = int(np.argmax(result.y > 0))
+    assert result.x[first] == pytest.approx(spacing, abs=0.5 * (result.x[1] - result.x[0]))
+    assert np.all(result.y[:first] == 0)
+    # Six neighbours at the spacing: g = 6 V / ((N - 1) * shell volume).
+    n_beads, volume = len(grid), (n_side * spacing) ** 3
+    edges = np.linspace(0.0, 1.0, 46)
+    shell = 4.0 / 3.0 * np.pi * (edges[first + 1] ** 3 - edges[first] ** 3)
+    assert result.y[first] == pytest.approx(6 * volume / ((n_beads - 1) * shell), rel=1e-12)
+    assert rdf_onset(result) == result.x[first]
+
+
+def test_rdf_onset_threshold():
+    result = ObservableResult(
+        "rdf", [0.1, 0.2, 0.3, 0.4], [0.0, 0.005, 0.5, 1.0], [0.0] * 4, "", ""
+    )
+    assert rdf_onset(result, threshold=0.01) == pytest.approx(0.3)
+    assert rdf_onset(result, threshold=0.001) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="threshold"):
+        rdf_onset(result, threshold=2.0)
+
+
+def test_adf_tetrahedron_across_boundary():
+    length, bond = 3.0, 0.3
+    vertices = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3.0)
+    centre = np.array([0.05, 2.98, 0.1])  # near a corner, so neighbours wrap through the box
+    far = np.array([[1.5, 1.5, 1.5], [1.5, 0.6, 2.2], [2.3, 1.4, 0.8]])
+    frame = np.vstack([centre, centre + bond * vertices, far])
+    result = ADF(cutoff=0.35, n_bins=180).run(frame[None], cubic_boxes(1, length))
+    width = result.x[1] - result.x[0]
+    assert np.sum(result.y) * width == pytest.approx(1.0)
+    peak = int(np.argmax(result.y))
+    assert abs(result.x[peak] - TETRAHEDRAL_ANGLE) <= width / 2
+    assert result.y[peak] * width == pytest.approx(1.0)
+
+
+def test_adf_ideal_gas_follows_sine():
+    positions, boxes = ideal_gas(n_frames=10, n_beads=500, length=3.0, seed=2)
+    result = ADF(cutoff=0.6, n_bins=36).run(positions, boxes)
+    width = result.x[1] - result.x[0]
+    assert np.sum(result.y) * width == pytest.approx(1.0)
+    # Two independent uniform directions: P(theta) = sin(theta) / 2 per radian.
+    edges = np.radians(np.linspace(0.0, 180.0, 37))
+    expected = 0.5 * (np.cos(edges[:-1]) - np.cos(edges[1:])) / width
+    np.testing.assert_allclose(result.y, expected, atol=0.03 * expected.max())
+    assert np.corrcoef(result.y, expected)[0, 1] > 0.999
+
+
+def test_adf_matches_brute_force_loops():
+    rng = np.random.default_rng(5)
+    length, cutoff = 1.5, 0.5
+    frame = rng.uniform(-0.2, length + 0.2, size=(60, 3))  # some beads outside the box
+    result = ADF(cutoff=cutoff, n_bins=30).run(frame[None], cubic_boxes(1, length))
+    angles = []
+    for i in range(len(frame)):
+        bonds = frame - frame[i]
+        bonds -= length * np.round(bonds / length)
+        near = [b for j, b in enumerate(bonds) if j != i and np.linalg.norm(b) <= cutoff]
+        for j in range(len(near)):
+            for k in range(j + 1, len(near)):
+                cosine = near[j] @ near[k] / np.linalg.norm(near[j]) / np.linalg.norm(near[k])
+                angles.append(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    expected, _ = np.histogram(angles, bins=30, range=(0.0, 180.0), density=True)
+    np.testing.assert_allclose(result.y, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_block_errors_non_negative_and_shrink_with_more_frames():
+    short = RDF(1.4, 40).run(*ideal_gas(10, 300, 3.0, seed=3))
+    long = RDF(1.4, 40).run(*ideal_gas(80, 300, 3.0, seed=4))
+    assert np.all(short.yerr >= 0) and np.all(long.yerr >= 0)
+    window = short.x > 0.3
+    assert long.yerr[window].mean() < 0.6 * short.yerr[window].mean()
+
+
+def test_block_average_weights_and_block_count():
+    values = np.array([[2.0], [4.0], [9.0]])
+    mean, error = block_average(values, np.array([1.0, 1.0, 3.0]), n_blocks=5)  # 3 blocks
+    assert mean[0] == pytest.approx(15.0 / 5.0)
+    assert error[0] == pytest.approx(np.std([2.0, 4.0, 3.0], ddof=1) / np.sqrt(3))
+    _, single = block_average(values, np.ones(3), n_blocks=1)
+    assert single[0] == 0.0
+
+
+def test_run_frame_selection():
+    positions, boxes = ideal_gas(n_frames=6, n_beads=100, length=3.0)
+    rdf = RDF(1.0, 10)
+    subset = rdf.run(positions, boxes, start=1, stop=5, step=2)
+    explicit = rdf.run(positions[[1, 3]], boxes[[1, 3]])
+    np.testing.assert_allclose(subset.y, explicit.y)
+    with pytest.raises(ValueError, match="empty"):
+        rdf.run(positions, boxes, start=6)
+
+
+def test_compare_identical_and_different():
+    positions, boxes = ideal_gas(n_frames=4, n_beads=300, length=3.0)
+    lattice_positions, lattice_boxes = jittered_lattice(n_frames=2)
+    rdf = RDF(1.4, 40)
+    ref = rdf.run(positions, boxes)
+    other = rdf.run(lattice_positions, lattice_boxes)
+    scores = compare(ref, {"same": ref, "other": other})
+    assert scores["same"] == 0.0
+    assert scores["other"] > 0.05
+    assert mean_absolute_deviation(ref, other) == scores["other"]
+    assert relative_integrated_deviation(ref, ref) == 0.0
+    assert relative_integrated_deviation(ref, other) > 0.05
+    with pytest.raises(ValueError, match="different bins"):
+        mean_absolute_deviation(ref, RDF(1.4, 41).run(positions, boxes))
+
+
+def test_result_round_trips_through_json_and_npz(tmp_path):
+    result = RDF(1.0, 20).run(*ideal_gas(3, 100, 3.0))
+    from_json = ObservableResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    np.savez(tmp_path / "rdf.npz", **result.to_dict())
+    with np.load(tmp_path / "rdf.npz") as data:
+        from_npz = ObservableResult.from_dict(data)
+    for loaded in (from_json, from_npz):
+        assert (loaded.name, loaded.x_label, loaded.y_label) == ("rdf", "r (nm)", "g(r)")
+        for field in ("x", "y", "yerr"):
+            np.testing.assert_array_equal(getattr(loaded, field), getattr(result, field))
+
+
+def test_plot_comparison_writes_png(tmp_path):
+    positions, boxes = ideal_gas(n_frames=3, n_beads=200, length=3.0)
+    lattice_positions, lattice_boxes = jittered_lattice(n_frames=2)
+    rdf, adf = RDF(1.4, 40), ADF(0.5, 36)
+    results = {
+        "rdf": {
+            "AA (mapped)": rdf.run(positions, boxes),
+            "student": rdf.run(lattice_positions, lattice_boxes),
+        },
+        "adf": {
+            "AA (mapped)": adf.run(positions, boxes),
+            "student": adf.run(lattice_positions, lattice_boxes),
+        },
+    }
+    path = plot_comparison(results, tmp_path / "figs" / "comparison.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rdf_r_max_beyond_half_box_is_rejected():
+    positions, boxes = ideal_gas(n_frames=2, n_beads=50, length=3.0)
+    with pytest.raises(ValueError, match="r_max"):
+        RDF(r_max=1.6, n_bins=10).run(positions, boxes)
+
+
+@pytest.mark.parametrize(
+    ("positions_shape", "box_fix", "match"),
+    [
+        ((2, 50, 2), None, "positions"),
+        ((2, 50, 3), "triclinic", "triclinic"),
+        ((2, 50, 3), "wrong_frames", "boxes"),
+    ],
+)
+def test_bad_trajectory_input_is_rejected(positions_shape, box_fix, match):
+    positions = np.random.default_rng(0).uniform(0.0, 3.0, positions_shape)
+    boxes = cubic_boxes(2, 3.0)
+    if box_fix == "triclinic":
+        boxes[:, 1, 0] = 0.5
+    elif box_fix == "wrong_frames":
+        boxes = boxes[:1]
+    with pytest.raises(ValueError, match=match):
+        RDF(1.0, 10).run(positions, boxes)
+
+
+def test_rdf_type_selection_errors():
+    positions, boxes = ideal_gas(n_frames=1, n_beads=20, length=3.0)
+    with pytest.raises(ValueError, match="pair"):
+        RDF(1.0, 10, types=np.zeros(20, dtype=int))
+    with pytest.raises(ValueError, match="types"):
+        RDF(1.0, 10, types=np.zeros(19, dtype=int), pair=(0, 0)).run(positions, boxes)
+    with pytest.raises(ValueError, match="pair"):
+        RDF(1.0, 10, types=np.zeros(20, dtype=int), pair=(0, 3)).run(positions, boxes)
+
+
+def test_adf_without_triplets_is_rejected():
+    positions = np.array([[[0.5, 0.5, 0.5], [2.0, 2.0, 2.0]]])
+    with pytest.raises(ValueError, match="cutoff"):
+        ADF(cutoff=0.3).run(positions, cubic_boxes(1, 3.0))
