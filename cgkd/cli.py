@@ -71,7 +71,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
         result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         log.error("cgkd %s failed: %s", _stage_name, error)
-        raise SystemExit(1) from error
+        raise SystemExit(f"cgkd {_stage_name}: {error}") from error
     summary = {k: v for k, v in result.items() if k not in ("artifacts", "history", "members")}
     print(json.dumps(summary, indent=2, default=str)[:4000])
 

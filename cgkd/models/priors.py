@@ -40,7 +40,7 @@ class PairRepulsion(nn.Module):
         sigma = self.sigma[species_first, species_second].to(distances.dtype)
         r_off = sigma * self.switch_factor
         x = torch.clamp((distances - sigma) / (r_off - sigma), 0.0, 1.0)
-        switch = torch.cos(0.5 * math.pi * x) ** 2
+        switch = torch.where(x < 1.0, torch.cos(0.5 * math.pi * x) ** 2, torch.zeros_like(x))
         return self.epsilon * (sigma / distances) ** 12 * switch
 
 

@@ -1,0 +1,112 @@
+"""The quick end-to-end run through the real command line, its caching, sweeps and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CGKD = [sys.executable, "-m", "cgkd.cli"]
+
+
+def cgkd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([*CGKD, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `cgkd run experiment=quick` in a fresh directory (about a minute on 2 cores)."""
+    work = tmp_path_factory.mktemp("quick")
+    result = cgkd("run", "experiment=quick", "progress=false", "hydra.run.dir=out", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+@pytest.mark.slow
+def test_quick_run_produces_every_artifact(quick_run):
+    out = quick_run / "out"
+    for name in ("metrics.json", "observables.json", "report.md", "rdf_adf.png", "training.png", "config.yaml"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for observable in ("rdf", "adf"):
+        deviations = metrics["observables"][observable]["mean_absolute_deviation"]
+        assert set(deviations) <= {"student", "baseline"} and all(v >= 0 for v in deviations.values())
+    assert metrics["timings"]["aa_ns_per_day"] > 0
+    assert set(metrics["timings"]["ms_per_force_evaluation"]) == {
+        "teacher (single)", "teacher ensemble", "student", "baseline"}
+    assert set(metrics["stability"]) == {"student", "baseline"}
+    assert len(metrics["forces"]["teachers"]) == 2
+    stages = {path.name.rsplit("-", 1)[0] for path in (quick_run / "cache").iterdir()}
+    assert stages == {"generate", "map", "teach", "label", "student", "baseline",
+                      "simulate-student", "simulate-baseline"}
+    for stage in (quick_run / "cache").iterdir():
+        assert (stage / "done.json").is_file() and (stage / "config.yaml").is_file()
+    for model in ("teacher.ts", "ensemble.ts"):
+        assert next((quick_run / "cache").glob(f"teach-*/{model}")).is_file()
+    assert "| rdf | student |" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_stages_are_cached_and_a_loss_sweep_retrains_only_students(quick_run):
+    generated = next((quick_run / "cache").glob("generate-*/done.json"))
+    stamp = generated.stat().st_mtime
+    again = cgkd("generate", "experiment=quick", "progress=false", cwd=quick_run)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert generated.stat().st_mtime == stamp
+    sweep = cgkd("distill", "--multirun", "experiment=quick", "progress=false", "loss.w_E=0.0,1.0",
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", cwd=quick_run)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    cache = quick_run / "cache"
+    assert len(list(cache.glob("teach-*"))) == 1
+    assert len(list(cache.glob("student-*"))) == 3  # the default weights plus two new ones
+    assert len(list(cache.glob("baseline-*"))) == 1
+
+
+def test_unknown_config_key_is_one_line_naming_it(tmp_path):
+    result = cgkd("run", "no_such_key=3", cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "no_such_key" in last and "+key=value" in last
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    result = cgkd("trian", cwd=tmp_path)
+    assert result.returncode != 0 and "unknown stage 'trian'" in result.stderr
+
+
+def test_missing_user_trajectory_names_the_file(tmp_path):
+    result = cgkd("map", "input.topology=nope.pdb", "input.trajectory=nope.trr", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "nope.trr" in result.stderr and "input.trajectory" in result.stderr
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_the_quick_run(quick_run, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "compare_rdf_adf.ipynb"
+    monkeypatch.setenv("CGKD_RUN_DIR", str(quick_run / "out"))
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(quick_run)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "RDF MAD" in outputs
+
+
+@pytest.mark.slow
+def test_plain_openmm_example_runs_an_exported_student(quick_run):
+    script = Path(__file__).resolve().parent.parent / "examples" / "run_exported_model.py"
+    model = next((quick_run / "cache").glob("student-*/student.ts"))
+    start = next((quick_run / "cache").glob("simulate-student-*/topology.pdb"))
+    result = subprocess.run([sys.executable, str(script), str(model), str(start), "100"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    assert len(lines) == 5
+    temperatures = [float(line.split(",")[2]) for line in lines]
+    assert all(100 < t < 600 for t in temperatures)
