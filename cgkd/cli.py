@@ -52,16 +52,23 @@ def _check_overrides(overrides: list[str]) -> str:
             compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         first = str(error).strip().splitlines()[0]
-        return (f"{first} (see `cgkd {_stage_name} --cfg job` for the valid keys; "
-                "use +key=value to add a new one)")
+        return (
+            f"{first} (see `cgkd {_stage_name} --cfg job` for the valid keys; "
+            "use +key=value to add a new one)"
+        )
     return ""
 
 
 def _run_stage(cfg: DictConfig) -> Any:
     if _stage_name in ("run", "analyze"):
         return analyze(cfg, Path(HydraConfig.get().runtime.output_dir))
-    stage = {"generate": pipeline.generate, "map": pipeline.map_stage, "teach": pipeline.teach,
-             "distill": pipeline.distill, "simulate": pipeline.simulate}[_stage_name]
+    stage = {
+        "generate": pipeline.generate,
+        "map": pipeline.map_stage,
+        "teach": pipeline.teach,
+        "distill": pipeline.distill,
+        "simulate": pipeline.simulate,
+    }[_stage_name]
     return stage(cfg)
 
 

@@ -91,9 +91,15 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         trajectory, topology = Path(cfg.input.trajectory), Path(cfg.input.topology or "")
         for path in (trajectory, topology):
             if not path.is_file():
-                raise FileNotFoundError(f"input file {path} does not exist; fix input.topology/input.trajectory")
+                raise FileNotFoundError(
+                    f"input file {path} does not exist; fix input.topology/input.trajectory"
+                )
         stat = trajectory.stat()
-        return {"trajectory": str(trajectory), "topology": str(topology), "key": f"{stat.st_size}-{stat.st_mtime}"}
+        return {
+            "trajectory": str(trajectory),
+            "topology": str(topology),
+            "key": f"{stat.st_size}-{stat.st_mtime}",
+        }
     system = _plain(cfg.system)
     stage = _stage(cfg, "generate", {"system": system, "seed": cfg.seed})
     if stage.done:
@@ -121,9 +127,16 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
     stage = _stage(cfg, "map", {"aa": aa["key"], "mapping": mapping})
     if stage.done:
         return stage.record()
-    out = stage.begin() / "cg.h5"
-    frames = map_trajectory(aa["topology"], aa["trajectory"], out, config={"mapping": mapping, "aa": aa})
-    record = {"key": stage.key, "dataset": str(out), "n_frames": frames.n_frames, "n_beads": frames.n_particles}
+    out = stage.begin() / "cg.h5md"
+    frames = map_trajectory(
+        aa["topology"], aa["trajectory"], out, config={"mapping": mapping, "aa": aa}
+    )
+    record = {
+        "key": stage.key,
+        "dataset": str(out),
+        "n_frames": frames.n_frames,
+        "n_beads": frames.n_particles,
+    }
     return stage.finish({"mapping": mapping, "aa": aa}, record)
 
 
@@ -132,7 +145,9 @@ def _splits(cfg: DictConfig, n_frames: int, train_cfg: DictConfig) -> Splits:
 
 
 def _settings(train_cfg: DictConfig, seed: int) -> TrainSettings:
-    fields = {k: v for k, v in _plain(train_cfg).items() if k not in ("val_fraction", "test_fraction")}
+    fields = {
+        k: v for k, v in _plain(train_cfg).items() if k not in ("val_fraction", "test_fraction")
+    }
     return TrainSettings(**fields, seed=seed)
 
 
@@ -140,7 +155,9 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
     """Teacher ensemble: K HIP-NN-TS models trained on mapped forces only, with a fitted prior."""
     cg = map_stage(cfg)
     teacher, prior_cfg = _plain(cfg.teacher), _plain(cfg.prior)
-    stage = _stage(cfg, "teach", {"cg": cg["key"], "teacher": teacher, "prior": prior_cfg, "seed": cfg.seed})
+    stage = _stage(
+        cfg, "teach", {"cg": cg["key"], "teacher": teacher, "prior": prior_cfg, "seed": cfg.seed}
+    )
     if stage.done:
         return stage.record()
     out = stage.begin()
@@ -155,20 +172,39 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
         seed = cfg.seed + 1000 * (k + 1)
         potential = build_potential([network], prior, seeds=[seed])
         result = train_potential(
-            potential, data, splits, LossWeights(), _settings(cfg.teacher.train, seed),
-            description=f"teacher {k + 1}/{cfg.teacher.n_members}", progress=cfg.progress,
+            potential,
+            data,
+            splits,
+            LossWeights(),
+            _settings(cfg.teacher.train, seed),
+            description=f"teacher {k + 1}/{cfg.teacher.n_members}",
+            progress=cfg.progress,
         )
-        save_potential(out / f"teacher_{k}.pt", potential, [network], prior, {"history": result.history})
+        save_potential(
+            out / f"teacher_{k}.pt", potential, [network], prior, {"history": result.history}
+        )
         members.append((potential, [network]))
-        results.append({"best_epoch": result.best_epoch, "seconds": result.seconds, **result.test_metrics,
-                        "history": result.history})
+        results.append(
+            {
+                "best_epoch": result.best_epoch,
+                "seconds": result.seconds,
+                **result.test_metrics,
+                "history": result.history,
+            }
+        )
     ensemble, kwargs = merge_members(members)
     save_potential(out / "ensemble.pt", ensemble, kwargs, prior)
     species = torch.as_tensor(frames.types)
     meta = {"type_names": frames.type_names, "config": teacher}
     export_torchscript(members[0][0], species, out / "teacher.ts", meta)
     export_torchscript(ensemble, species, out / "ensemble.ts", meta)
-    record = {"key": stage.key, "dir": str(out), "splits": splits.to_dict(), "members": results, "prior": prior}
+    record = {
+        "key": stage.key,
+        "dir": str(out),
+        "splits": splits.to_dict(),
+        "members": results,
+        "prior": prior,
+    }
     return stage.finish({"teacher": teacher, "prior": prior_cfg, "cg": cg}, record)
 
 
@@ -176,11 +212,20 @@ def _fit_prior(cfg: DictConfig, frames: Any) -> dict[str, Any] | None:
     if not cfg.prior.enabled:
         return None
     half_box = 0.5 * float(np.min(np.linalg.norm(frames.boxes, axis=-1)))
-    sigma = fit_repulsion_sigma(frames.positions, frames.boxes, frames.types, len(frames.type_names),
-                                r_max=min(half_box, 1.0), threshold=cfg.prior.rdf_threshold)
+    sigma = fit_repulsion_sigma(
+        frames.positions,
+        frames.boxes,
+        frames.types,
+        len(frames.type_names),
+        r_max=min(half_box, 1.0),
+        threshold=cfg.prior.rdf_threshold,
+    )
     temperature = float(cfg.simulate.temperature)
-    return {"sigma": sigma.tolist(), "epsilon": cfg.prior.epsilon_kt * kt(temperature),
-            "switch_factor": cfg.prior.switch_factor}
+    return {
+        "sigma": sigma.tolist(),
+        "epsilon": cfg.prior.epsilon_kt * kt(temperature),
+        "switch_factor": cfg.prior.switch_factor,
+    }
 
 
 def distill(cfg: DictConfig) -> dict[str, Any]:
@@ -190,11 +235,24 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     frames = read_h5md(cg["dataset"])
     targets = _label(cfg, teachers, frames)
     loss = _plain(cfg.loss)
-    weights = LossWeights(mapped_forces=loss["w_F"], teacher_forces=loss["w_f"], energy=loss["w_E"],
-                          bead_energies=loss["w_eps"])
-    student = _train_student(cfg, "student", teachers, frames, weights, targets,
-                             {"teachers": teachers["key"], "loss": loss})
-    baseline = _train_student(cfg, "baseline", teachers, frames, LossWeights(), None, {"cg": cg["key"]})
+    weights = LossWeights(
+        mapped_forces=loss["w_F"],
+        teacher_forces=loss["w_f"],
+        energy=loss["w_E"],
+        bead_energies=loss["w_eps"],
+    )
+    student = _train_student(
+        cfg,
+        "student",
+        teachers,
+        frames,
+        weights,
+        targets,
+        {"teachers": teachers["key"], "loss": loss},
+    )
+    baseline = _train_student(
+        cfg, "baseline", teachers, frames, LossWeights(), None, {"cg": cg["key"]}
+    )
     return {"targets": targets["key"], "student": student, "baseline": baseline}
 
 
@@ -204,17 +262,31 @@ def _label(cfg: DictConfig, teachers: dict[str, Any], frames: Any) -> dict[str, 
         return stage.record()
     out = stage.begin()
     ensemble, _ = load_potential(Path(teachers["dir"]) / "ensemble.pt")
-    targets = label_frames(ensemble, frames.positions, frames.boxes, frames.types, progress=cfg.progress)
+    targets = label_frames(
+        ensemble, frames.positions, frames.boxes, frames.types, progress=cfg.progress
+    )
     np.savez(out / "targets.npz", **targets.__dict__)
-    record = {"key": stage.key, "targets": str(out / "targets.npz"),
-              "mean_force_std": float(targets.force_std.mean())}
+    record = {
+        "key": stage.key,
+        "targets": str(out / "targets.npz"),
+        "mean_force_std": float(targets.force_std.mean()),
+    }
     return stage.finish({"teachers": teachers["key"]}, record)
 
 
-def _train_student(cfg: DictConfig, name: str, teachers: dict[str, Any], frames: Any,
-                   weights: LossWeights, targets: dict[str, Any] | None, inputs: dict[str, Any]) -> dict[str, Any]:
+def _train_student(
+    cfg: DictConfig,
+    name: str,
+    teachers: dict[str, Any],
+    frames: Any,
+    weights: LossWeights,
+    targets: dict[str, Any] | None,
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
     student = _plain(cfg.student)
-    stage = _stage(cfg, name, {**inputs, "student": student, "prior": teachers["prior"], "seed": cfg.seed})
+    stage = _stage(
+        cfg, name, {**inputs, "student": student, "prior": teachers["prior"], "seed": cfg.seed}
+    )
     if stage.done:
         return stage.record()
     out = stage.begin()
@@ -223,13 +295,32 @@ def _train_student(cfg: DictConfig, name: str, teachers: dict[str, Any], frames:
     splits = Splits.from_dict(teachers["splits"])
     network = {**student["model"], "n_species": len(frames.type_names)}
     potential = build_potential([network], teachers["prior"], seeds=[cfg.seed])
-    result = train_potential(potential, data, splits, weights, _settings(cfg.student.train, cfg.seed),
-                             description=name, progress=cfg.progress)
-    save_potential(out / f"{name}.pt", potential, [network], teachers["prior"], {"history": result.history})
-    export_torchscript(potential, torch.as_tensor(frames.types), out / f"{name}.ts",
-                       {"type_names": frames.type_names, "config": student, "loss_weights": weights.__dict__})
-    record = {"key": stage.key, "model": str(out / f"{name}.ts"), "best_epoch": result.best_epoch,
-              "seconds": result.seconds, **result.test_metrics, "history": result.history}
+    result = train_potential(
+        potential,
+        data,
+        splits,
+        weights,
+        _settings(cfg.student.train, cfg.seed),
+        description=name,
+        progress=cfg.progress,
+    )
+    save_potential(
+        out / f"{name}.pt", potential, [network], teachers["prior"], {"history": result.history}
+    )
+    export_torchscript(
+        potential,
+        torch.as_tensor(frames.types),
+        out / f"{name}.ts",
+        {"type_names": frames.type_names, "config": student, "loss_weights": weights.__dict__},
+    )
+    record = {
+        "key": stage.key,
+        "model": str(out / f"{name}.ts"),
+        "best_epoch": result.best_epoch,
+        "seconds": result.seconds,
+        **result.test_metrics,
+        "history": result.history,
+    }
     return stage.finish({**inputs, "student": student}, record)
 
 
@@ -241,15 +332,28 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     runs = {}
     for name in ("student", "baseline"):
         model = models[name]
-        stage = _stage(cfg, f"simulate-{name}", {"model": model["key"], "simulate": _plain(cfg.simulate),
-                                                  "seed": cfg.seed})
+        stage = _stage(
+            cfg,
+            f"simulate-{name}",
+            {"model": model["key"], "simulate": _plain(cfg.simulate), "seed": cfg.seed},
+        )
         if not stage.done:
             out = stage.begin()
             names = [frames.type_names[t] for t in frames.types]
-            result = run_cg_md(Path(model["model"]), frames.positions[-1], frames.boxes[-1], frames.masses,
-                               settings, out, bead_names=names, progress=cfg.progress)
-            record = {**{k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()},
-                      "key": stage.key}
+            result = run_cg_md(
+                Path(model["model"]),
+                frames.positions[-1],
+                frames.boxes[-1],
+                frames.masses,
+                settings,
+                out,
+                bead_names=names,
+                progress=cfg.progress,
+            )
+            record = {
+                **{k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()},
+                "key": stage.key,
+            }
             stage.finish({"model": model["key"], "simulate": _plain(cfg.simulate)}, record)
         runs[name] = stage.record()
     return runs
@@ -261,5 +365,9 @@ def run_all(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     metrics = analyze(cfg, output_dir)
-    log.info("pipeline finished in %.0f s; report: %s", time.perf_counter() - start, output_dir / "report.md")
+    log.info(
+        "pipeline finished in %.0f s; report: %s",
+        time.perf_counter() - start,
+        output_dir / "report.md",
+    )
     return metrics

@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 REFERENCE = "AA (mapped)"
 
 
-def load_cg_trajectory(trajectory: str | Path, topology: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def load_cg_trajectory(
+    trajectory: str | Path, topology: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions [T, N, 3] and boxes [T, 3, 3] (nm) of a CG DCD trajectory, read with mdtraj."""
     traj = mdtraj.load_dcd(str(trajectory), top=str(topology))
     return traj.xyz.astype(np.float64), traj.unitcell_vectors.astype(np.float64)
 
 
-def observables(cfg: DictConfig, positions: np.ndarray, boxes: np.ndarray) -> dict[str, ObservableResult]:
+def observables(
+    cfg: DictConfig, positions: np.ndarray, boxes: np.ndarray
+) -> dict[str, ObservableResult]:
     """RDF and ADF of a trajectory with the configured bins."""
     rdf = RDF(cfg.analysis.rdf.r_max, cfg.analysis.rdf.n_bins).run(positions, boxes)
     adf = ADF(cfg.analysis.adf.cutoff, cfg.analysis.adf.n_bins).run(positions, boxes)
@@ -55,7 +59,9 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         reference = curves[REFERENCE][observable]
         deviations[observable] = {
             "mean_absolute_deviation": compare(reference, others),
-            "relative_integrated_deviation": compare(reference, others, relative_integrated_deviation),
+            "relative_integrated_deviation": compare(
+                reference, others, relative_integrated_deviation
+            ),
         }
     by_observable = {obs: {name: c[obs] for name, c in curves.items()} for obs in ("rdf", "adf")}
     plot_comparison(by_observable, output_dir / "rdf_adf.png")
@@ -65,7 +71,9 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "system": {"name": cfg.system.name, "n_beads": cg["n_beads"], "n_frames": cg["n_frames"]},
         "observables": deviations,
         "forces": {
-            "teachers": [{k: v for k, v in m.items() if k != "history"} for m in teachers["members"]],
+            "teachers": [
+                {k: v for k, v in m.items() if k != "history"} for m in teachers["members"]
+            ],
             "student": _test_metrics(models["student"]),
             "baseline": _test_metrics(models["baseline"]),
             "ensemble_mean_force_std": _label_std(cfg, teachers),
@@ -76,10 +84,20 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "cg_ms_per_step": {name: run["ms_per_step"] for name, run in runs.items()},
             "ms_per_force_evaluation": timing,
         },
-        "stability": {name: {"stable": run["stable"], "message": run["message"],
-                             "steps_completed": run["steps_completed"]} for name, run in runs.items()},
-        "artifacts": {"aa": aa, "cg": cg["dataset"], "student": models["student"]["model"],
-                      "baseline": models["baseline"]["model"]},
+        "stability": {
+            name: {
+                "stable": run["stable"],
+                "message": run["message"],
+                "steps_completed": run["steps_completed"],
+            }
+            for name, run in runs.items()
+        },
+        "artifacts": {
+            "aa": aa,
+            "cg": cg["dataset"],
+            "student": models["student"]["model"],
+            "baseline": models["baseline"]["model"],
+        },
     }
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     (output_dir / "observables.json").write_text(
@@ -99,7 +117,9 @@ def _label_std(cfg: DictConfig, teachers: dict[str, Any]) -> float:
     return float(stage.record()["mean_force_std"])
 
 
-def _timings(cfg: DictConfig, teachers: dict[str, Any], models: dict[str, Any], frames: Any) -> dict[str, float]:
+def _timings(
+    cfg: DictConfig, teachers: dict[str, Any], models: dict[str, Any], frames: Any
+) -> dict[str, float]:
     files = {
         "teacher (single)": Path(teachers["dir"]) / "teacher.ts",
         "teacher ensemble": Path(teachers["dir"]) / "ensemble.ts",
@@ -107,8 +127,9 @@ def _timings(cfg: DictConfig, teachers: dict[str, Any], models: dict[str, Any], 
         "baseline": Path(models["baseline"]["model"]),
     }
     return {
-        name: time_force_evaluation(path, frames.positions[-1], frames.boxes[-1], frames.masses,
-                                    cfg.analysis.timing_repeats)
+        name: time_force_evaluation(
+            path, frames.positions[-1], frames.boxes[-1], frames.masses, cfg.analysis.timing_repeats
+        )
         for name, path in files.items()
     }
 
@@ -119,7 +140,9 @@ def _plot_training(teachers: dict[str, Any], models: dict[str, Any], path: Path)
     histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(teachers["members"])}
     histories.update({name: models[name]["history"] for name in ("student", "baseline")})
     for label, history in histories.items():
-        ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history], marker="o", label=label)
+        ax.plot(
+            [h["epoch"] for h in history], [h["val_loss"] for h in history], marker="o", label=label
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss (normalised)")
     ax.set_yscale("log")
@@ -155,19 +178,33 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any]) -> str:
     for model, s in metrics["stability"].items():
         lines.append(f"| {model} | {s['stable']} | {s['steps_completed']} | {s['message']} |")
     forces = metrics["forces"]
-    lines += ["", "## Forces on held-out frames (kJ/mol/nm)", "",
-              "| model | RMSE vs mapped | RMSE vs teacher mean |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Forces on held-out frames (kJ/mol/nm)",
+        "",
+        "| model | RMSE vs mapped | RMSE vs teacher mean |",
+        "|---|---|---|",
+    ]
     for k, teacher in enumerate(forces["teachers"]):
         lines.append(f"| teacher {k + 1} | {_fmt(teacher['force_rmse_mapped'])} | |")
     for model in ("student", "baseline"):
         row = forces[model]
-        lines.append(f"| {model} | {_fmt(row['force_rmse_mapped'])} | {_fmt(row.get('force_rmse_teacher', ''))} |")
-    lines.append(f"\nMean spread of the teachers' forces: {_fmt(forces['ensemble_mean_force_std'])} kJ/mol/nm.")
+        lines.append(
+            f"| {model} | {_fmt(row['force_rmse_mapped'])} "
+            f"| {_fmt(row.get('force_rmse_teacher', ''))} |"
+        )
+    lines.append(
+        f"\nMean spread of the teachers' forces: "
+        f"{_fmt(forces['ensemble_mean_force_std'])} kJ/mol/nm."
+    )
     timings = metrics["timings"]
     lines += ["", "## Timings (this machine)", "", "| what | value |", "|---|---|"]
     lines.append(f"| AA MD | {_fmt(timings['aa_ns_per_day'])} ns/day |")
     for model, value in timings["cg_ns_per_day"].items():
-        lines.append(f"| CG MD, {model} | {_fmt(value)} ns/day ({_fmt(timings['cg_ms_per_step'][model])} ms/step) |")
+        lines.append(
+            f"| CG MD, {model} | {_fmt(value)} ns/day "
+            f"({_fmt(timings['cg_ms_per_step'][model])} ms/step) |"
+        )
     for model, value in timings["ms_per_force_evaluation"].items():
         lines.append(f"| force evaluation, {model} | {_fmt(value)} ms |")
     lines += ["", "![training](training.png)", ""]

@@ -12,6 +12,7 @@ import sys
 import openmm
 import openmm.app as app
 import openmm.unit as unit
+import torch  # noqa: F401  # load torch first: it provides the libraries openmmtorch links
 from openmmtorch import TorchForce
 
 
@@ -26,13 +27,23 @@ def main() -> None:
     force = TorchForce(model)
     force.setUsesPeriodicBoundaryConditions(True)
     system.addForce(force)
-    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
-    simulation = app.Simulation(pdb.topology, system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    integrator = openmm.LangevinMiddleIntegrator(
+        300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond
+    )
+    simulation = app.Simulation(
+        pdb.topology, system, integrator, openmm.Platform.getPlatformByName("CPU")
+    )
     simulation.context.setPositions(pdb.positions)
     simulation.minimizeEnergy(maxIterations=100)
     simulation.reporters.append(
-        app.StateDataReporter(sys.stdout, max(steps // 5, 1), step=True, potentialEnergy=True,
-                              temperature=True, speed=True)
+        app.StateDataReporter(
+            sys.stdout,
+            max(steps // 5, 1),
+            step=True,
+            potentialEnergy=True,
+            temperature=True,
+            speed=True,
+        )
     )
     simulation.step(steps)
 

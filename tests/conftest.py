@@ -24,8 +24,17 @@ def random_liquid(n_beads: int, edge: float, seed: int, min_distance: float = 0.
     return np.asarray(points)
 
 
-NETWORK = dict(n_species=2, n_features=8, n_sensitivities=6, n_interactions=2, n_atom_layers=1,
-               tensor_order=2, cutoff=0.6, soft_min=0.22, soft_max=0.55)
+NETWORK = dict(
+    n_species=2,
+    n_features=8,
+    n_sensitivities=6,
+    n_interactions=2,
+    n_atom_layers=1,
+    tensor_order=2,
+    cutoff=0.6,
+    soft_min=0.22,
+    soft_max=0.55,
+)
 PRIOR = {"sigma": [[0.25, 0.27], [0.27, 0.3]], "epsilon": 2.5, "switch_factor": 1.5}
 
 

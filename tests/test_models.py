@@ -23,8 +23,12 @@ def test_energy_invariant_under_translation_rotation_and_image_shifts(potential,
     reference = energy(potential, positions, box, species)
     shifted = positions + torch.tensor([0.37, -1.2, 2.9], dtype=torch.float64)
     assert torch.allclose(energy(potential, shifted, box, species), reference, rtol=1e-10)
-    images = torch.as_tensor(np.random.default_rng(0).integers(-2, 3, (1, 40, 3)), dtype=torch.float64)
-    assert torch.allclose(energy(potential, positions + images @ box[0], box, species), reference, rtol=1e-10)
+    images = torch.as_tensor(
+        np.random.default_rng(0).integers(-2, 3, (1, 40, 3)), dtype=torch.float64
+    )
+    assert torch.allclose(
+        energy(potential, positions + images @ box[0], box, species), reference, rtol=1e-10
+    )
     rotation = torch.as_tensor(Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix())
     rotated = energy(potential, positions @ rotation.T, box @ rotation.T, species)
     assert torch.allclose(rotated, reference, rtol=1e-9)
@@ -44,7 +48,9 @@ def test_forces_are_minus_the_gradient_by_finite_differences(potential, liquid):
         plus[0, bead, axis] += step
         minus[0, bead, axis] -= step
         with torch.no_grad():
-            numeric = (energy(potential, plus, box, species) - energy(potential, minus, box, species)) / (2 * step)
+            numeric = (
+                energy(potential, plus, box, species) - energy(potential, minus, box, species)
+            ) / (2 * step)
         assert float(gradient[0, bead, axis]) == pytest.approx(float(numeric), rel=1e-5, abs=1e-6)
 
 
@@ -64,7 +70,7 @@ def test_neighbor_pairs_match_brute_force_in_a_triclinic_box():
     first, second, vectors = neighbor_pairs(
         torch.as_tensor(positions).unsqueeze(0), torch.as_tensor(box).unsqueeze(0), cutoff
     )
-    found = {(int(i), int(j)): v.numpy() for i, j, v in zip(first, second, vectors)}
+    found = {(int(i), int(j)): v.numpy() for i, j, v in zip(first, second, vectors, strict=True)}
     expected = {}
     shifts = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)]) @ box
     for i in range(30):
@@ -91,8 +97,13 @@ def test_quadrupole_directions_have_the_frobenius_norm_of_the_traceless_tensor()
     unit = torch.nn.functional.normalize(torch.randn(50, 3, dtype=torch.float64), dim=1)
     weights = torch.randn(50, dtype=torch.float64)
     quadrupole = (weights[:, None] * _directions(unit, 2)[:, 4:]).sum(0)
-    matrix = sum(w * (torch.outer(u, u) - torch.eye(3, dtype=torch.float64) / 3) for w, u in zip(weights, unit))
-    assert float(torch.linalg.norm(quadrupole)) == pytest.approx(float(torch.linalg.norm(matrix)), rel=1e-12)
+    matrix = sum(
+        w * (torch.outer(u, u) - torch.eye(3, dtype=torch.float64) / 3)
+        for w, u in zip(weights, unit, strict=True)
+    )
+    assert float(torch.linalg.norm(quadrupole)) == pytest.approx(
+        float(torch.linalg.norm(matrix)), rel=1e-12
+    )
 
 
 def test_repulsion_prior_is_kt_at_sigma_and_vanishes_past_the_switch():

@@ -15,7 +15,9 @@ CGKD = [sys.executable, "-m", "cgkd.cli"]
 
 def cgkd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([*CGKD, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [*CGKD, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +32,41 @@ def quick_run(tmp_path_factory):
 @pytest.mark.slow
 def test_quick_run_produces_every_artifact(quick_run):
     out = quick_run / "out"
-    for name in ("metrics.json", "observables.json", "report.md", "rdf_adf.png", "training.png", "config.yaml"):
+    for name in (
+        "metrics.json",
+        "observables.json",
+        "report.md",
+        "rdf_adf.png",
+        "training.png",
+        "config.yaml",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for observable in ("rdf", "adf"):
         deviations = metrics["observables"][observable]["mean_absolute_deviation"]
-        assert set(deviations) <= {"student", "baseline"} and all(v >= 0 for v in deviations.values())
+        assert set(deviations) <= {"student", "baseline"} and all(
+            v >= 0 for v in deviations.values()
+        )
     assert metrics["timings"]["aa_ns_per_day"] > 0
     assert set(metrics["timings"]["ms_per_force_evaluation"]) == {
-        "teacher (single)", "teacher ensemble", "student", "baseline"}
+        "teacher (single)",
+        "teacher ensemble",
+        "student",
+        "baseline",
+    }
     assert set(metrics["stability"]) == {"student", "baseline"}
     assert len(metrics["forces"]["teachers"]) == 2
     stages = {path.name.rsplit("-", 1)[0] for path in (quick_run / "cache").iterdir()}
-    assert stages == {"generate", "map", "teach", "label", "student", "baseline",
-                      "simulate-student", "simulate-baseline"}
+    assert stages == {
+        "generate",
+        "map",
+        "teach",
+        "label",
+        "student",
+        "baseline",
+        "simulate-student",
+        "simulate-baseline",
+    }
     for stage in (quick_run / "cache").iterdir():
         assert (stage / "done.json").is_file() and (stage / "config.yaml").is_file()
     for model in ("teacher.ts", "ensemble.ts"):
@@ -58,8 +81,16 @@ def test_stages_are_cached_and_a_loss_sweep_retrains_only_students(quick_run):
     again = cgkd("generate", "experiment=quick", "progress=false", cwd=quick_run)
     assert again.returncode == 0, again.stderr[-2000:]
     assert generated.stat().st_mtime == stamp
-    sweep = cgkd("distill", "--multirun", "experiment=quick", "progress=false", "loss.w_E=0.0,1.0",
-                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", cwd=quick_run)
+    sweep = cgkd(
+        "distill",
+        "--multirun",
+        "experiment=quick",
+        "progress=false",
+        "loss.w_E=0.0,1.0",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=1",
+        cwd=quick_run,
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     cache = quick_run / "cache"
     assert len(list(cache.glob("teach-*"))) == 1
@@ -93,8 +124,12 @@ def test_notebook_runs_on_the_quick_run(quick_run, monkeypatch):
     notebook = Path(__file__).resolve().parent.parent / "notebooks" / "compare_rdf_adf.ipynb"
     monkeypatch.setenv("CGKD_RUN_DIR", str(quick_run / "out"))
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(quick_run)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(quick_run)}}
+    ).execute()
+    outputs = "".join(
+        o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
+    )
     assert "RDF MAD" in outputs
 
 
@@ -103,8 +138,12 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     script = Path(__file__).resolve().parent.parent / "examples" / "run_exported_model.py"
     model = next((quick_run / "cache").glob("student-*/student.ts"))
     start = next((quick_run / "cache").glob("simulate-student-*/topology.pdb"))
-    result = subprocess.run([sys.executable, str(script), str(model), str(start), "100"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), str(model), str(start), "100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
     assert len(lines) == 5

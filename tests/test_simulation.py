@@ -6,20 +6,24 @@ import numpy as np
 import openmm
 import pytest
 import torch
+from conftest import NETWORK, PRIOR
 
 from cgkd.models.checkpoint import build_potential
 from cgkd.simulation.export import export_torchscript, read_export_metadata
 from cgkd.simulation.md import MDSettings, build_system, run_cg_md
-from conftest import NETWORK, PRIOR
 
 
 def openmm_forces(model_path, positions, box, masses):
     system = build_system(model_path, masses, box)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU")
+    )
     context.setPositions(positions)
     state = context.getState(getEnergy=True, getForces=True)
     energy = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
-    forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
+    forces = state.getForces(asNumpy=True).value_in_unit(
+        openmm.unit.kilojoule_per_mole / openmm.unit.nanometer
+    )
     return energy, np.asarray(forces)
 
 
@@ -44,7 +48,9 @@ def test_eager_torchscript_and_openmm_give_the_same_forces(potential, liquid, tm
     np.testing.assert_allclose(-script_grad.numpy(), -eager_grad[0].numpy(), atol=1e-4 * scale)
     np.testing.assert_allclose(forces, -eager_grad[0].numpy(), atol=1e-3 * scale)
     assert energy == pytest.approx(float(eager_energy.detach()), rel=1e-5)
-    assert float(scripted.bead_energies(x64.detach(), box[0]).sum()) == pytest.approx(float(eager_energy.detach()), rel=1e-5)
+    assert float(scripted.bead_energies(x64.detach(), box[0]).sum()) == pytest.approx(
+        float(eager_energy.detach()), rel=1e-5
+    )
 
 
 def test_md_with_prior_only_is_stable_and_writes_frames(liquid, tmp_path):
@@ -55,8 +61,15 @@ def test_md_with_prior_only_is_stable_and_writes_frames(liquid, tmp_path):
             network.energy_scale.fill_(0.0)  # a pure repulsive-sphere fluid
     path = export_torchscript(model, species, tmp_path / "prior.ts")
     settings = MDSettings(steps=200, report_interval=50, timestep=0.002)
-    result = run_cg_md(path, positions[0].numpy(), box[0].numpy(), np.full(40, 18.0), settings,
-                       tmp_path / "run", progress=False)
+    result = run_cg_md(
+        path,
+        positions[0].numpy(),
+        box[0].numpy(),
+        np.full(40, 18.0),
+        settings,
+        tmp_path / "run",
+        progress=False,
+    )
     assert result.stable, result.message
     assert result.n_frames == 4 and result.steps_completed == 200
     import mdtraj
@@ -68,7 +81,8 @@ def test_md_with_prior_only_is_stable_and_writes_frames(liquid, tmp_path):
 
 
 def test_collapsing_model_is_reported_unstable_not_crashing(liquid, tmp_path):
-    positions, box, species = liquid
+    positions, box, _ = liquid
+
     class Collapse(torch.nn.Module):
         """A strong harmonic pull of every bead to the origin: beads pile up."""
 
@@ -79,8 +93,15 @@ def test_collapsing_model_is_reported_unstable_not_crashing(liquid, tmp_path):
     path = tmp_path / "collapse.ts"
     torch.jit.script(Collapse()).save(str(path))
     settings = MDSettings(steps=2000, report_interval=50, minimize=False, min_distance=0.12)
-    result = run_cg_md(path, positions[0].numpy(), box[0].numpy(), np.full(40, 18.0), settings,
-                       tmp_path / "bad", progress=False)
+    result = run_cg_md(
+        path,
+        positions[0].numpy(),
+        box[0].numpy(),
+        np.full(40, 18.0),
+        settings,
+        tmp_path / "bad",
+        progress=False,
+    )
     assert not result.stable
     assert "step" in result.message
     assert (tmp_path / "bad" / "last_good.pdb").is_file()

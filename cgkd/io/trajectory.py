@@ -103,7 +103,7 @@ def _open_universe(top: Path, traj: Path) -> Universe:
     fmt = "H5MD" if traj.suffix.lower() in _H5MD_SUFFIXES else None
     try:
         universe.load_new(str(traj), format=fmt)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError, KeyError) as err:
         # load_new attaches the new reader before comparing atom counts.
         reader = getattr(universe, "trajectory", None)
         n_traj = getattr(reader, "n_atoms", n_top)
@@ -117,6 +117,6 @@ def _open_universe(top: Path, traj: Path) -> Universe:
 
 
 def _one_line(err: Exception) -> str:
-    """First line of an exception message (MDAnalysis puts the gist there)."""
+    """Type and first line of an exception message (MDAnalysis puts the gist there)."""
     lines = str(err).strip().splitlines()
-    return lines[0].strip() if lines else type(err).__name__
+    return f"{type(err).__name__}: {lines[0].strip() if lines else ''}"

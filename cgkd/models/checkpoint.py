@@ -14,7 +14,9 @@ from cgkd.models.priors import PairRepulsion
 
 
 def build_potential(
-    network_kwargs: list[dict[str, Any]], prior: dict[str, Any] | None = None, seeds: list[int] | None = None
+    network_kwargs: list[dict[str, Any]],
+    prior: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
 ) -> CGPotential:
     """A potential with one HipnnTS per entry of ``network_kwargs``, each initialised with its seed.
 
@@ -26,12 +28,19 @@ def build_potential(
         networks.append(HipnnTS(**kwargs))
     repulsion = None
     if prior is not None:
-        repulsion = PairRepulsion(torch.as_tensor(prior["sigma"]), prior["epsilon"], prior["switch_factor"])
+        repulsion = PairRepulsion(
+            torch.as_tensor(prior["sigma"]), prior["epsilon"], prior["switch_factor"]
+        )
     return CGPotential(networks, repulsion)
 
 
-def save_potential(path: Path, potential: CGPotential, network_kwargs: list[dict[str, Any]],
-                   prior: dict[str, Any] | None, metadata: dict[str, Any] | None = None) -> Path:
+def save_potential(
+    path: Path,
+    potential: CGPotential,
+    network_kwargs: list[dict[str, Any]],
+    prior: dict[str, Any] | None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write weights, the settings that rebuild the potential and ``metadata`` (atomic)."""
     path = Path(path)
     payload = {
@@ -57,7 +66,9 @@ def load_potential(path: Path) -> tuple[CGPotential, dict[str, Any]]:
     return potential, payload["metadata"]
 
 
-def merge_members(members: list[tuple[CGPotential, list[dict[str, Any]]]]) -> tuple[CGPotential, list[dict[str, Any]]]:
+def merge_members(
+    members: list[tuple[CGPotential, list[dict[str, Any]]]],
+) -> tuple[CGPotential, list[dict[str, Any]]]:
     """One ensemble potential whose members are the networks of ``members`` (same prior)."""
     networks = [net for potential, _ in members for net in potential.networks]
     kwargs = [entry for _, entries in members for entry in entries]

@@ -34,7 +34,9 @@ class InverseSensitivity(nn.Module):
     def forward(self, distances: Tensor) -> Tensor:
         """Sensitivities [P, n_sensitivities] for pair distances [P] (nm)."""
         scaled = (1.0 / distances.unsqueeze(1) - self.inverse_mu.unsqueeze(0)) * self.sigma
-        return torch.exp(-0.5 * scaled * scaled) * cosine_cutoff(distances, self.cutoff).unsqueeze(1)
+        return torch.exp(-0.5 * scaled * scaled) * cosine_cutoff(distances, self.cutoff).unsqueeze(
+            1
+        )
 
 
 class InteractionLayer(nn.Module):
@@ -95,8 +97,12 @@ class InteractionLayer(nn.Module):
         directions = _directions(unit, self.order)
         width = pair_terms.shape[1]
         pair_values = (directions.unsqueeze(2) * pair_terms.unsqueeze(1)).flatten(1)
-        environment = torch.zeros(n_beads, pair_values.shape[1], dtype=features.dtype, device=features.device)
-        environment = environment.index_add(0, first, pair_values).view(n_beads, -1, width) @ weights
+        environment = torch.zeros(
+            n_beads, pair_values.shape[1], dtype=features.dtype, device=features.device
+        )
+        environment = (
+            environment.index_add(0, first, pair_values).view(n_beads, -1, width) @ weights
+        )
         out = self.self_interaction(features) + environment[:, 0]
         if self.order >= 1:
             out = out + self.tensor_weights[0] * _norm(environment[:, 1:4])
@@ -132,7 +138,7 @@ def _directions(unit: Tensor, order: int) -> Tensor:
 
 
 def _norm(tensor_features: Tensor) -> Tensor:
-    """Rotation-invariant norm over the tensor axis of [M, D, W], with a small floor for smooth gradients."""
+    """Rotation-invariant norm over the tensor axis of [M, D, W] (floored for smooth gradients)."""
     return torch.sqrt(torch.sum(tensor_features * tensor_features, dim=1) + 1e-8)
 
 
@@ -142,7 +148,9 @@ class Block(nn.Module):
     def __init__(self, interaction: InteractionLayer, n_features: int, n_atom_layers: int):
         super().__init__()
         self.interaction = interaction
-        self.atom_layers = nn.ModuleList([nn.Linear(n_features, n_features) for _ in range(n_atom_layers)])
+        self.atom_layers = nn.ModuleList(
+            [nn.Linear(n_features, n_features) for _ in range(n_atom_layers)]
+        )
 
     def forward(self, features: Tensor, first: Tensor, second: Tensor, vectors: Tensor) -> Tensor:
         """Features after this block, [M, n_features]."""
@@ -199,11 +207,13 @@ class HipnnTS(nn.Module):
         self.readouts = nn.ModuleList([nn.Linear(n_features, 1) for _ in range(n_interactions)])
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale)))
 
-    def hierarchical_energies(self, species: Tensor, first: Tensor, second: Tensor, vectors: Tensor) -> Tensor:
+    def hierarchical_energies(
+        self, species: Tensor, first: Tensor, second: Tensor, vectors: Tensor
+    ) -> Tensor:
         """Per-layer bead energies [n_interactions + 1, M] in kJ/mol (layer 0: species offsets)."""
         features = nn.functional.one_hot(species, self.n_species).to(vectors.dtype)
         energies = [self.species_energy(features).squeeze(-1)]
-        for block, readout in zip(self.blocks, self.readouts):
+        for block, readout in zip(self.blocks, self.readouts, strict=True):
             features = block(features, first, second, vectors)
             energies.append(readout(features).squeeze(-1))
         return torch.stack(energies) * self.energy_scale

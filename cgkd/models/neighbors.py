@@ -46,12 +46,14 @@ def check_cutoff(boxes: Tensor, cutoff: float) -> None:
     smallest = float(perpendicular_widths(boxes.detach()).min())
     if cutoff >= 0.5 * smallest:
         raise ValueError(
-            "model cutoff {} nm is not below half the smallest box width {} nm; "
-            "use a larger system or a smaller cutoff".format(cutoff, smallest)
+            f"model cutoff {cutoff} nm is not below half the smallest box width {smallest} nm; "
+            "use a larger system or a smaller cutoff"
         )
 
 
-def neighbor_pairs(positions: Tensor, boxes: Tensor, cutoff: float) -> tuple[Tensor, Tensor, Tensor]:
+def neighbor_pairs(
+    positions: Tensor, boxes: Tensor, cutoff: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """Directed neighbour pairs within ``cutoff`` for a batch of frames.
 
     Args:
@@ -81,4 +83,3 @@ def neighbor_pairs(positions: Tensor, boxes: Tensor, cutoff: float) -> tuple[Ten
     vectors = vectors - torch.bmm(shifts.unsqueeze(1), boxes[frame]).squeeze(1)
     offset = frame * n_beads
     return first + offset, second + offset, vectors
-

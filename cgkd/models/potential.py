@@ -28,7 +28,9 @@ class CGPotential(nn.Module):
             raise ValueError("a CGPotential needs at least one network")
         cutoffs = {net.cutoff for net in networks}
         if len(cutoffs) != 1:
-            raise ValueError(f"ensemble members have different cutoffs {sorted(cutoffs)} nm; use one")
+            raise ValueError(
+                f"ensemble members have different cutoffs {sorted(cutoffs)} nm; use one"
+            )
         self.cutoff = cutoffs.pop()
         if prior is not None and prior.reach > self.cutoff:
             raise ValueError(

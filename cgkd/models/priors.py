@@ -23,7 +23,9 @@ class PairRepulsion(nn.Module):
     def __init__(self, sigma: Tensor, epsilon: float, switch_factor: float = 1.5):
         super().__init__()
         if sigma.dim() != 2 or sigma.shape[0] != sigma.shape[1]:
-            raise ValueError(f"sigma must be a square [n_species, n_species] matrix, got {list(sigma.shape)}")
+            raise ValueError(
+                f"sigma must be a square [n_species, n_species] matrix, got {list(sigma.shape)}"
+            )
         if switch_factor <= 1.0:
             raise ValueError(f"switch_factor {switch_factor} must exceed 1")
         self.register_buffer("sigma", sigma.to(torch.float32))
@@ -45,8 +47,13 @@ class PairRepulsion(nn.Module):
 
 
 def fit_repulsion_sigma(
-    positions: np.ndarray, boxes: np.ndarray, types: np.ndarray, n_species: int,
-    r_max: float, threshold: float = 0.01, n_bins: int = 200,
+    positions: np.ndarray,
+    boxes: np.ndarray,
+    types: np.ndarray,
+    n_species: int,
+    r_max: float,
+    threshold: float = 0.01,
+    n_bins: int = 200,
 ) -> np.ndarray:
     """Onset (nm) of the reference RDF of every species pair: the first r where g(r) > threshold.
 

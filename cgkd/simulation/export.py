@@ -19,7 +19,7 @@ from cgkd.models.potential import CGPotential
 
 
 class OpenMMPotential(nn.Module):
-    """A CG potential for one system, callable with a single frame in float64 (OpenMM's CPU types)."""
+    """A CG potential for one system, called with one frame in float64 (OpenMM's CPU types)."""
 
     def __init__(self, potential: CGPotential, species: Tensor):
         super().__init__()
@@ -38,8 +38,9 @@ class OpenMMPotential(nn.Module):
         return self.potential(x, b, self.species)[0].to(torch.float64)
 
 
-def export_torchscript(potential: CGPotential, species: Tensor, path: Path,
-                       metadata: dict[str, Any] | None = None) -> Path:
+def export_torchscript(
+    potential: CGPotential, species: Tensor, path: Path, metadata: dict[str, Any] | None = None
+) -> Path:
     """Script ``potential`` for the bead types ``species`` and save it (atomic) with ``metadata``
     (units, bead types, config) stored as the extra file ``metadata.json``."""
     path = Path(path)

@@ -17,6 +17,7 @@ import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as unit
+import torch  # noqa: F401  # load torch first: it provides the libraries openmmtorch links
 from openmmtorch import TorchForce
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
@@ -71,7 +72,7 @@ def bead_topology(n_beads: int, box: np.ndarray, names: list[str] | None = None)
 
 
 def build_system(model_path: Path, masses: np.ndarray, box: np.ndarray) -> openmm.System:
-    """An OpenMM System of beads (masses in amu) with the exported model as a periodic TorchForce."""
+    """An OpenMM System of beads (masses, amu) with the exported model as a periodic TorchForce."""
     system = openmm.System()
     for mass in masses:
         system.addParticle(float(mass))
@@ -99,11 +100,17 @@ def run_cg_md(
     out_dir.mkdir(parents=True, exist_ok=True)
     system = build_system(model_path, masses, box)
     integrator = openmm.LangevinMiddleIntegrator(
-        settings.temperature * unit.kelvin, settings.friction / unit.picosecond, settings.timestep * unit.picosecond
+        settings.temperature * unit.kelvin,
+        settings.friction / unit.picosecond,
+        settings.timestep * unit.picosecond,
     )
     integrator.setRandomNumberSeed(settings.seed)
     platform = openmm.Platform.getPlatformByName(settings.platform)
-    properties = {"Threads": str(settings.threads)} if settings.threads and settings.platform == "CPU" else {}
+    properties = (
+        {"Threads": str(settings.threads)}
+        if settings.threads and settings.platform == "CPU"
+        else {}
+    )
     context = openmm.Context(system, integrator, platform, properties)
     context.setPositions(positions)
     if settings.minimize:
@@ -111,7 +118,10 @@ def run_cg_md(
     context.setVelocitiesToTemperature(settings.temperature * unit.kelvin, settings.seed)
 
     topology = bead_topology(len(masses), box, bead_names)
-    paths = {name: out_dir / name for name in ("trajectory.dcd", "topology.pdb", "state.csv", "last_good.pdb")}
+    paths = {
+        name: out_dir / name
+        for name in ("trajectory.dcd", "topology.pdb", "state.csv", "last_good.pdb")
+    }
     state = context.getState(getPositions=True)
     with open(paths["topology.pdb"], "w") as handle:
         app.PDBFile.writeFile(topology, state.getPositions(), handle)
@@ -136,16 +146,27 @@ def run_cg_md(
             temperature = 2.0 * kinetic / (n_dof * KB_KJ_PER_MOL_K)
             problem = _check_frame(x, box, potential, temperature, settings)
             if problem:
-                stable, message = False, f"unstable at step {done + settings.report_interval}: {problem}"
+                stable, message = (
+                    False,
+                    f"unstable at step {done + settings.report_interval}: {problem}",
+                )
                 break
             done += settings.report_interval
-            dcd.writeModel(x * unit.nanometer, periodicBoxVectors=[openmm.Vec3(*r) for r in box] * unit.nanometer)
+            dcd.writeModel(
+                x * unit.nanometer,
+                periodicBoxVectors=[openmm.Vec3(*r) for r in box] * unit.nanometer,
+            )
             frames += 1
             last_good = x
             rows.append((done, done * settings.timestep, potential, kinetic, temperature))
     elapsed = time.perf_counter() - start
-    np.savetxt(paths["state.csv"], np.array(rows).reshape(-1, 5), delimiter=",",
-               header="step,time_ps,potential_kj_mol,kinetic_kj_mol,temperature_k", comments="")
+    np.savetxt(
+        paths["state.csv"],
+        np.array(rows).reshape(-1, 5),
+        delimiter=",",
+        header="step,time_ps,potential_kj_mol,kinetic_kj_mol,temperature_k",
+        comments="",
+    )
     if not stable:
         with open(paths["last_good.pdb"], "w") as handle:
             app.PDBFile.writeFile(topology, last_good * unit.nanometer, handle)
@@ -163,8 +184,9 @@ def run_cg_md(
     )
 
 
-def _check_frame(positions: np.ndarray, box: np.ndarray, energy: float, temperature: float,
-                 settings: MDSettings) -> str:
+def _check_frame(
+    positions: np.ndarray, box: np.ndarray, energy: float, temperature: float, settings: MDSettings
+) -> str:
     """Empty if the frame is sound, else what is wrong with it."""
     if not (np.isfinite(positions).all() and np.isfinite(energy)):
         return "positions or energy became NaN/Inf"
@@ -175,15 +197,26 @@ def _check_frame(positions: np.ndarray, box: np.ndarray, energy: float, temperat
     distances, _ = tree.query(np.mod(positions, edges), k=2)
     closest = float(distances[:, 1].min())
     if closest < settings.min_distance:
-        return f"beads collapsed (closest pair {closest:.3f} nm < min_distance {settings.min_distance} nm)"
+        return (
+            f"beads collapsed (closest pair {closest:.3f} nm < "
+            f"min_distance {settings.min_distance} nm)"
+        )
     return ""
 
 
-def time_force_evaluation(model_path: Path, positions: np.ndarray, box: np.ndarray, masses: np.ndarray,
-                          repeats: int = 10, platform: str = "CPU") -> float:
+def time_force_evaluation(
+    model_path: Path,
+    positions: np.ndarray,
+    box: np.ndarray,
+    masses: np.ndarray,
+    repeats: int = 10,
+    platform: str = "CPU",
+) -> float:
     """Milliseconds per energy + force evaluation of an exported model inside OpenMM."""
     system = build_system(model_path, masses, box)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    context = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform)
+    )
     rng = np.random.default_rng(0)
     for _ in range(3):  # warm-up: TorchScript optimises the graph over the first calls
         context.setPositions(positions + rng.normal(0.0, 1e-4, positions.shape))

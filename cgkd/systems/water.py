@@ -49,7 +49,9 @@ class WaterBoxSpec:
     """What to simulate. Units: K, ps, 1/ps, nm, g/cm^3; ``save_interval`` in MD steps.
 
     ``density`` is the mass density the initial box is scaled to; the box then stays fixed.
-    ``threads`` sets the CPU platform's thread count (``None``: OpenMM's default).
+    ``threads`` sets the CPU platform's thread count (``None``: OpenMM's default, all cores).
+    A run is reproducible for the same seed, platform and thread count (forces are computed
+    deterministically; another thread count gives a different trajectory).
     """
 
     n_molecules: int = 300
@@ -122,8 +124,9 @@ class GeneratedSystem:
 
 
 def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) -> GeneratedSystem:
-    """Simulate ``spec`` and write ``out_dir/aa.h5`` (H5MD) and ``out_dir/aa_topology.pdb``."""
+    """Simulate ``spec`` and write ``out_dir/aa.h5md`` (H5MD) and ``out_dir/aa_topology.pdb``."""
     out_dir = Path(out_dir)
+    platform, properties = _platform(spec)
     xml, box_model = WATER_MODELS[spec.water_model]
     forcefield = app.ForceField(xml)
     modeller = app.Modeller(app.Topology(), [])
@@ -146,7 +149,6 @@ def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) 
     )
     integrator_seed, velocity_seed = np.random.default_rng(spec.seed).integers(1, 2**31 - 1, 2)
     integrator.setRandomNumberSeed(int(integrator_seed))
-    platform, properties = _platform(spec)
     context = openmm.Context(system, integrator, platform, properties)
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, _MINIMISE_TOLERANCE, _MINIMISE_MAX_ITERATIONS)
@@ -198,7 +200,7 @@ def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) 
     ).reshape(-1, 2)
     speed = ns_per_day(n_frames * spec.save_interval * spec.timestep, wall)
     trajectory = write_h5md(
-        out_dir / "aa.h5",
+        out_dir / "aa.h5md",
         frames,
         config={"water_box": asdict(spec), "ns_per_day": speed},
         steps=steps,

@@ -28,14 +28,13 @@ def label_frames(
     forces, spread, bead_energies = [], [], []
     batches = range(0, len(positions), batch_size)
     for first in tqdm(batches, desc="labelling frames", disable=not progress, unit="batch"):
-        x = torch.as_tensor(positions[first : first + batch_size], dtype=torch.float32).requires_grad_(True)
+        x = torch.as_tensor(
+            positions[first : first + batch_size], dtype=torch.float32
+        ).requires_grad_(True)
         box = torch.as_tensor(boxes[first : first + batch_size], dtype=torch.float32)
         members = ensemble.member_bead_energies(x, box, species_t)
         member_forces = torch.stack(
-            [
-                -torch.autograd.grad(energy.sum(), x, retain_graph=True)[0]
-                for energy in members
-            ]
+            [-torch.autograd.grad(energy.sum(), x, retain_graph=True)[0] for energy in members]
         )
         forces.append(member_forces.mean(0).detach().numpy())
         spread.append(member_forces.std(0, unbiased=False).detach().numpy())

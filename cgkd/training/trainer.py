@@ -19,7 +19,7 @@ from cgkd.training.losses import LossWeights, rmse_mae
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimiser and schedule: Adam, learning rate reduced on a validation plateau, early stopping."""
+    """Adam, learning rate reduced on a validation plateau, early stopping on validation loss."""
 
     epochs: int = 30
     batch_size: int = 8
@@ -42,12 +42,17 @@ class TrainResult:
     test_metrics: dict[str, float] = field(default_factory=dict)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def predict(potential: CGPotential, positions: Tensor, boxes: Tensor, species: Tensor,
-            create_graph: bool = False) -> tuple[Tensor, Tensor]:
+def predict(
+    potential: CGPotential,
+    positions: Tensor,
+    boxes: Tensor,
+    species: Tensor,
+    create_graph: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Bead energies [B, N] (kJ/mol) and forces -dE/dx [B, N, 3] (kJ/mol/nm) of a batch."""
     positions = positions.detach().requires_grad_(True)
     bead_energies = potential(positions, boxes, species)
@@ -60,7 +65,9 @@ class _Loss:
 
     def __init__(self, data: TrainingData, train: np.ndarray, weights: LossWeights):
         if weights.needs_teacher and data.teacher_forces is None:
-            raise ValueError("loss weights use teacher terms but the training data has no teacher labels")
+            raise ValueError(
+                "loss weights use teacher terms but the training data has no teacher labels"
+            )
         self.weights = weights
         self.force_scale = _rms(data.mapped_forces[train])
         if data.teacher_forces is not None:
@@ -70,11 +77,16 @@ class _Loss:
             self.energy_scale = float(torch.std(data.teacher_energies[train] / n_beads)) + 1e-6
             self.bead_energy_scale = float(torch.std(data.teacher_bead_energies[train])) + 1e-6
 
-    def __call__(self, data: TrainingData, batch: Tensor, energies: Tensor, forces: Tensor) -> Tensor:
+    def __call__(
+        self, data: TrainingData, batch: Tensor, energies: Tensor, forces: Tensor
+    ) -> Tensor:
         w = self.weights
         loss = torch.zeros((), dtype=forces.dtype)
         if w.mapped_forces > 0:
-            loss = loss + w.mapped_forces * rmse_mae(forces, data.mapped_forces[batch]) / self.force_scale
+            loss = (
+                loss
+                + w.mapped_forces * rmse_mae(forces, data.mapped_forces[batch]) / self.force_scale
+            )
         if data.teacher_forces is None:
             return loss
         assert data.teacher_energies is not None and data.teacher_bead_energies is not None
@@ -126,7 +138,7 @@ def train_potential(
     """Train ``potential`` in place; the best state on the validation set is kept.
 
     Raises:
-        TrainingDiverged: the loss became NaN/Inf (the message names epoch and batch).
+        TrainingDivergedError: the loss became NaN/Inf (the message names epoch and batch).
     """
     torch.manual_seed(settings.seed)
     generator = np.random.default_rng(settings.seed)
@@ -151,7 +163,7 @@ def train_potential(
             )
             loss = loss_fn(data, batch, energies, forces)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(
+                raise TrainingDivergedError(
                     f"{description}: loss is {float(loss)} at epoch {epoch} batch {number}; "
                     "lower train.learning_rate or check the dataset for NaN/huge forces"
                 )
@@ -164,7 +176,12 @@ def train_potential(
         scheduler.step(val_loss)
         lr = optimizer.param_groups[0]["lr"]
         result.history.append(
-            {"epoch": epoch, "train_loss": float(np.mean(train_losses)), "val_loss": val_loss, "lr": lr}
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(train_losses)),
+                "val_loss": val_loss,
+                "lr": lr,
+            }
         )
         bar.set_postfix(train=f"{np.mean(train_losses):.4f}", val=f"{val_loss:.4f}")
         if val_loss < result.best_val_loss:
@@ -178,25 +195,30 @@ def train_potential(
     return result
 
 
-def _mean_loss(potential: CGPotential, data: TrainingData, frames: np.ndarray, loss_fn: _Loss,
-               batch_size: int) -> float:
+def _mean_loss(
+    potential: CGPotential, data: TrainingData, frames: np.ndarray, loss_fn: _Loss, batch_size: int
+) -> float:
     losses, counts = [], []
     for first in range(0, len(frames), batch_size):
         batch = torch.as_tensor(frames[first : first + batch_size])
-        energies, forces = predict(potential, data.positions[batch], data.boxes[batch], data.species)
+        energies, forces = predict(
+            potential, data.positions[batch], data.boxes[batch], data.species
+        )
         losses.append(float(loss_fn(data, batch, energies.detach(), forces.detach())))
         counts.append(len(batch))
     return float(np.average(losses, weights=counts))
 
 
-def evaluate(potential: CGPotential, data: TrainingData, frames: np.ndarray, batch_size: int = 8
-             ) -> dict[str, float]:
-    """Force RMSE (kJ/mol/nm) against mapped and teacher forces, and energy RMSE per bead (kJ/mol)."""
+def evaluate(
+    potential: CGPotential, data: TrainingData, frames: np.ndarray, batch_size: int = 8
+) -> dict[str, float]:
+    """Force RMSE (kJ/mol/nm) vs mapped and teacher forces; energy RMSE per bead (kJ/mol)."""
     forces, energies = [], []
     for first in range(0, len(frames), batch_size):
         batch = torch.as_tensor(frames[first : first + batch_size])
-        bead_energies, batch_forces = predict(potential, data.positions[batch], data.boxes[batch],
-                                              data.species)
+        bead_energies, batch_forces = predict(
+            potential, data.positions[batch], data.boxes[batch], data.species
+        )
         forces.append(batch_forces.detach())
         energies.append(bead_energies.detach())
     index = torch.as_tensor(frames)
@@ -206,6 +228,8 @@ def evaluate(potential: CGPotential, data: TrainingData, frames: np.ndarray, bat
         assert data.teacher_energies is not None and data.teacher_bead_energies is not None
         metrics["force_rmse_teacher"] = _rms(predicted - data.teacher_forces[index])
         n_beads = bead_energies.shape[1]
-        metrics["energy_rmse_per_bead"] = _rms((bead_energies.sum(1) - data.teacher_energies[index]) / n_beads)
+        metrics["energy_rmse_per_bead"] = _rms(
+            (bead_energies.sum(1) - data.teacher_energies[index]) / n_beads
+        )
         metrics["bead_energy_rmse"] = _rms(bead_energies - data.teacher_bead_energies[index])
     return metrics

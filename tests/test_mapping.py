@@ -1,0 +1,188 @@
+"""One bead per molecule: whole molecules across PBC, centres of mass, summed forces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from MDAnalysis import Universe
+from openmm import app, unit
+
+from cgkd.io.frames import Frames
+from cgkd.io.h5md import read_h5md, read_h5md_config, write_h5md
+from cgkd.mapping.molecule_com import map_molecules, map_trajectory, molecule_labels
+
+MASSES = np.array([16.0, 1.0, 1.0, 16.0, 1.0, 1.0])
+L = 2.0  # cubic box edge, nm
+
+
+def water_universe(
+    resindex: list[int], resnames: tuple[str, ...] = ("HOH", "HOH"), bonds: bool = False
+) -> Universe:
+    """A topology of 3-atom molecules; ``resindex`` gives each atom's residue (molecule)."""
+    universe = Universe.empty(len(resindex), n_residues=len(resnames), atom_resindex=resindex)
+    universe.add_TopologyAttr("resname", list(resnames))
+    if bonds:
+        members = [np.flatnonzero(np.array(resindex) == r) for r in range(len(resnames))]
+        universe.add_TopologyAttr(
+            "bonds", [(m[0], m[1]) for m in members] + [(m[0], m[2]) for m in members]
+        )
+    return universe
+
+
+def two_waters() -> Frames:
+    """Molecule A inside the box; molecule B split across x (its COM falls just below x = 0)."""
+    positions = np.array(
+        [
+            [1.00, 1.00, 1.00],  # A: O
+            [1.10, 1.00, 1.00],  # A: H
+            [1.00, 1.10, 1.00],  # A: H
+            [0.01, 0.50, 0.50],  # B: O
+            [1.90, 0.50, 0.50],  # B: H, whole at x = -0.10
+            [1.90, 0.60, 1.95],  # B: H, whole at x = -0.10, z = -0.05
+        ]
+    )
+    forces = np.array(
+        [
+            [10.0, -2.0, 3.0],
+            [-4.0, 1.0, 0.5],
+            [1.0, 1.0, -1.5],
+            [100.0, 0.0, -50.0],
+            [-30.0, 20.0, 5.0],
+            [-60.0, -10.0, 40.0],
+        ]
+    )
+    return Frames(
+        positions=positions[None],
+        forces=forces[None],
+        boxes=np.eye(3)[None] * L,
+        times=np.array([0.5]),
+        masses=MASSES,
+        types=np.zeros(6, dtype=np.int64),
+        type_names=["HOH"],
+    )
+
+
+def test_two_molecules_by_hand() -> None:
+    beads = map_molecules(water_universe([0, 0, 0, 1, 1, 1]), two_waters())
+    com_a = np.array([(16 * 1.0 + 1.1 + 1.0) / 18, (16 * 1.0 + 1.0 + 1.1) / 18, 1.0])
+    # B whole: x = (16*0.01 - 0.10 - 0.10)/18 = -0.04/18 -> wrapped to L - 0.04/18.
+    com_b = np.array([L - 0.04 / 18, (16 * 0.5 + 0.5 + 0.6) / 18, (16 * 0.5 + 0.5 - 0.05) / 18])
+    np.testing.assert_allclose(beads.positions[0], [com_a, com_b], atol=1e-12)
+    np.testing.assert_allclose(beads.forces[0], [[7.0, 0.0, 2.0], [10.0, 10.0, -5.0]])
+    np.testing.assert_allclose(beads.masses, [18.0, 18.0])
+    assert beads.type_names == ["HOH"]
+    assert beads.types.tolist() == [0, 0]
+    np.testing.assert_array_equal(beads.boxes, two_waters().boxes)
+    assert beads.times.tolist() == [0.5]
+
+
+def test_bonds_and_interleaved_atoms_give_the_same_beads() -> None:
+    frames = two_waters()
+    expected = map_molecules(water_universe([0, 0, 0, 1, 1, 1]), frames)
+    bonded = map_molecules(water_universe([0, 0, 0, 1, 1, 1], bonds=True), frames)
+    np.testing.assert_allclose(bonded.positions, expected.positions)
+    # Interleave the atoms of the two molecules: A0 B0 A1 B1 A2 B2.
+    perm = np.array([0, 3, 1, 4, 2, 5])
+    shuffled = Frames(
+        positions=frames.positions[:, perm],
+        forces=frames.forces[:, perm],
+        boxes=frames.boxes,
+        times=frames.times,
+        masses=frames.masses[perm],
+        types=frames.types[perm],
+        type_names=frames.type_names,
+    )
+    beads = map_molecules(water_universe([0, 1, 0, 1, 0, 1]), shuffled)
+    np.testing.assert_allclose(beads.positions, expected.positions, atol=1e-12)
+    np.testing.assert_allclose(beads.forces, expected.forces, atol=1e-12)
+
+
+def test_triclinic_box_split_molecule() -> None:
+    box = np.array([[2.0, 0.0, 0.0], [0.7, 1.8, 0.0], [-0.4, 0.5, 1.9]])
+    rng = np.random.default_rng(1)
+    whole = np.array([0.05, 0.05, 0.05]) + rng.normal(0.0, 0.08, (3, 3))
+    com = MASSES[:3] @ whole / 18.0
+    # Scatter the atoms by lattice translations, as a wrapped trajectory would.
+    shifted = whole + np.array([[0, 0, 0], [1, -1, 0], [0, 1, 1]]) @ box
+    frames = Frames(
+        positions=shifted[None],
+        forces=np.zeros((1, 3, 3)),
+        boxes=box[None],
+        times=np.zeros(1),
+        masses=MASSES[:3],
+        types=np.zeros(3, dtype=np.int64),
+        type_names=["HOH"],
+    )
+    bead = map_molecules(water_universe([0, 0, 0], ("HOH",)), frames).positions[0, 0]
+    fractional = np.linalg.solve(box.T, bead)
+    assert np.all((fractional >= 0) & (fractional < 1))
+    lattice = np.linalg.solve(box.T, bead - com)  # bead = com + integer lattice vector
+    np.testing.assert_allclose(lattice, np.round(lattice), atol=1e-12)
+
+
+def test_internal_forces_cancel() -> None:
+    """Equal and opposite forces within a molecule (e.g. constraint forces) do not change beads."""
+    frames = two_waters()
+    universe = water_universe([0, 0, 0, 1, 1, 1])
+    internal = np.zeros_like(frames.forces)
+    for i, j, f in ((0, 1, [300.0, -20.0, 5.0]), (1, 2, [-7.0, 80.0, 1.0]), (3, 5, [1e3, 2e3, 0])):
+        internal[0, i] += f
+        internal[0, j] -= f
+    loaded = frames.select([0])
+    loaded.forces = frames.forces + internal
+    np.testing.assert_allclose(
+        map_molecules(universe, loaded).forces, map_molecules(universe, frames).forces, atol=1e-9
+    )
+
+
+def test_bead_types_and_errors() -> None:
+    frames = two_waters()
+    universe = water_universe([0, 0, 0, 1, 1, 1], resnames=("SOL", "HOH"))
+    beads = map_molecules(universe, frames)
+    assert beads.type_names == ["HOH", "SOL"]
+    assert beads.types.tolist() == [1, 0]
+    single = map_molecules(universe, frames, bead_type="single")
+    assert single.type_names == ["CG"]
+    with pytest.raises(ValueError, match="bead_type 'atom' is unknown"):
+        map_molecules(universe, frames, bead_type="atom")
+    with pytest.raises(ValueError, match="topology has 3 atoms but frames have 6"):
+        map_molecules(water_universe([0, 0, 0], ("HOH",)), frames)
+
+
+def test_molecule_labels_follow_bonds_across_residues() -> None:
+    universe = water_universe([0, 0, 0, 1, 1, 1], resnames=("A", "B"))
+    universe.add_TopologyAttr("bonds", [(2, 3)])  # one molecule of two residues
+    assert molecule_labels(universe).tolist() == [0] * 6
+    assert map_molecules(universe, two_waters()).type_names == ["A-B"]
+
+
+def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
+    frames = two_waters()
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(2):
+        residue = topology.addResidue("HOH", chain)
+        for name, element in (("O", app.element.oxygen), ("H1", app.element.hydrogen)):
+            topology.addAtom(name, element, residue)
+        topology.addAtom("H2", app.element.hydrogen, residue)
+    topology.setPeriodicBoxVectors(np.eye(3) * L * unit.nanometer)
+    pdb = tmp_path / "aa.pdb"
+    with open(pdb, "w") as handle:
+        app.PDBFile.writeFile(topology, frames.positions[0] * unit.nanometer, handle)
+    aa = write_h5md(tmp_path / "aa.h5", frames)
+
+    beads = map_trajectory(pdb, aa, tmp_path / "cg.h5", config={"mapping": {"name": "com"}})
+    stored = read_h5md(tmp_path / "cg.h5")
+    np.testing.assert_array_equal(stored.positions, beads.positions)
+    np.testing.assert_array_equal(stored.forces, beads.forces)
+    assert stored.type_names == ["HOH"]
+    np.testing.assert_allclose(stored.masses, [18.015, 18.015])
+    frames.masses = np.tile([15.999, 1.008, 1.008], 2)  # as MDAnalysis guesses from elements
+    expected = map_molecules(water_universe([0, 0, 0, 1, 1, 1]), frames)
+    np.testing.assert_allclose(stored.positions, expected.positions, atol=1e-6)  # float32 via MDA
+    np.testing.assert_allclose(stored.forces, expected.forces, rtol=1e-6, atol=1e-4)
+    config = read_h5md_config(tmp_path / "cg.h5")
+    assert config["mapping"] == {"name": "com"}
+    assert config["source"]["scheme"] == "molecule_com"
