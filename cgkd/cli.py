@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cgkd import pipeline
 from cgkd.report import analyze
+from cgkd.runtime import keep_freed_memory_in_heap
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 STAGES = {
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem:
         sys.exit(f"cgkd {_stage_name}: {problem}")
     sys.argv = [f"cgkd-{_stage_name}", *overrides]
+    keep_freed_memory_in_heap()
     _hydra_entry()
 
 

@@ -9,11 +9,16 @@ Beads get the mass of one water molecule here; use your dataset's masses for oth
 
 import sys
 
+# isort: off
+# torch before openmm: OpenMM loads its plugins on import, and the openmmtorch plugin needs
+# the libraries that torch loads (libtorch, CUDA runtime); imported later, TorchForce has no kernel.
+import torch  # noqa: F401
 import openmm
 import openmm.app as app
 import openmm.unit as unit
-import torch  # noqa: F401  # load torch first: it provides the libraries openmmtorch links
 from openmmtorch import TorchForce
+
+# isort: on
 
 
 def main() -> None:

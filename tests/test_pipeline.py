@@ -149,3 +149,19 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     assert len(lines) == 5
     temperatures = [float(line.split(",")[2]) for line in lines]
     assert all(100 < t < 600 for t in temperatures)
+
+
+def test_user_trajectory_without_forces_is_one_line(tmp_path):
+    import MDAnalysis as mda
+
+    universe = mda.Universe.empty(3, n_residues=1, atom_resindex=[0, 0, 0], trajectory=True)
+    universe.add_TopologyAttr("names", ["OW", "HW1", "HW2"])
+    universe.add_TopologyAttr("resnames", ["HOH"])
+    universe.atoms.positions = [[1.0, 1.0, 1.0], [1.9, 1.0, 1.0], [1.0, 1.9, 1.0]]
+    universe.dimensions = [20.0, 20.0, 20.0, 90.0, 90.0, 90.0]
+    universe.atoms.write(tmp_path / "w.pdb")
+    universe.atoms.write(tmp_path / "w.dcd")
+    result = cgkd("map", "input.topology=w.pdb", "input.trajectory=w.dcd", cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "w.dcd" in last and "forces" in last

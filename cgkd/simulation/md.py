@@ -14,11 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# isort: off
+# torch before openmm: OpenMM loads its plugins on import, and the openmmtorch plugin needs
+# the libraries that torch loads; imported later, TorchForce has no kernel on any platform.
+import torch  # noqa: F401
 import openmm
 import openmm.app as app
 import openmm.unit as unit
-import torch  # noqa: F401  # load torch first: it provides the libraries openmmtorch links
 from openmmtorch import TorchForce
+
+# isort: on
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
@@ -73,6 +79,7 @@ def bead_topology(n_beads: int, box: np.ndarray, names: list[str] | None = None)
 
 def build_system(model_path: Path, masses: np.ndarray, box: np.ndarray) -> openmm.System:
     """An OpenMM System of beads (masses, amu) with the exported model as a periodic TorchForce."""
+    _check_torch_plugin()
     system = openmm.System()
     for mass in masses:
         system.addParticle(float(mass))
@@ -81,6 +88,16 @@ def build_system(model_path: Path, masses: np.ndarray, box: np.ndarray) -> openm
     force.setUsesPeriodicBoundaryConditions(True)
     system.addForce(force)
     return system
+
+
+def _check_torch_plugin() -> None:
+    """Raise if OpenMM failed to load the openmmtorch kernels (openmm imported before torch)."""
+    failures = [f for f in openmm.Platform.getPluginLoadFailures() if "TorchReference" in f]
+    if failures:
+        raise RuntimeError(
+            f"OpenMM could not load the openmmtorch plugin ({failures[0].split(': ', 1)[-1]}); "
+            "import torch (or cgkd) before openmm in your script"
+        )
 
 
 def run_cg_md(

@@ -123,9 +123,10 @@ class GeneratedSystem:
     density_g_cm3: float
 
 
-def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) -> GeneratedSystem:
-    """Simulate ``spec`` and write ``out_dir/aa.h5md`` (H5MD) and ``out_dir/aa_topology.pdb``."""
-    out_dir = Path(out_dir)
+def build_water_context(
+    spec: WaterBoxSpec,
+) -> tuple[openmm.Context, openmm.Integrator, openmm.System, app.Topology]:
+    """The water box of ``spec`` as a ready OpenMM Context (positions set and minimised)."""
     platform, properties = _platform(spec)
     xml, box_model = WATER_MODELS[spec.water_model]
     forcefield = app.ForceField(xml)
@@ -133,7 +134,7 @@ def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) 
     modeller.addSolvent(forcefield, model=box_model, numAdded=spec.n_molecules)
     topology = modeller.topology
     positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer))
-    edge = _rescale_to_density(topology, positions, spec)
+    _rescale_to_density(topology, positions, spec)
 
     system = forcefield.createSystem(
         topology,
@@ -153,6 +154,13 @@ def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) 
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, _MINIMISE_TOLERANCE, _MINIMISE_MAX_ITERATIONS)
     context.setVelocitiesToTemperature(spec.temperature * unit.kelvin, int(velocity_seed))
+    return context, integrator, system, topology
+
+
+def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) -> GeneratedSystem:
+    """Simulate ``spec`` and write ``out_dir/aa.h5md`` (H5MD) and ``out_dir/aa_topology.pdb``."""
+    out_dir = Path(out_dir)
+    context, integrator, system, topology = build_water_context(spec)
     _run(integrator, spec.equilibration_steps, spec.save_interval, "equilibration", progress)
 
     context.setTime(0.0)
@@ -215,13 +223,13 @@ def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) 
         ns_per_day=speed,
         n_atoms=n_atoms,
         n_frames=n_frames,
-        box_edge_nm=float(edge),
-        density_g_cm3=float(_density(masses.sum(), edge**3)),
+        box_edge_nm=float(boxes[0, 0, 0]),
+        density_g_cm3=float(_density(masses.sum(), abs(np.linalg.det(boxes[0])))),
     )
 
 
-def _rescale_to_density(topology: app.Topology, positions: np.ndarray, spec: WaterBoxSpec) -> float:
-    """Shift molecules in place so the cubic box has ``spec.density``; return its edge (nm)."""
+def _rescale_to_density(topology: app.Topology, positions: np.ndarray, spec: WaterBoxSpec) -> None:
+    """Shift molecules in place so the cubic box has ``spec.density``."""
     masses = np.array([atom.element.mass.value_in_unit(unit.dalton) for atom in topology.atoms()])
     volume = masses.sum() / AVOGADRO / spec.density * _NM3_PER_CM3
     edge = volume ** (1.0 / 3.0)
@@ -239,7 +247,6 @@ def _rescale_to_density(topology: app.Topology, positions: np.ndarray, spec: Wat
     centres /= np.bincount(residue, weights=masses)[:, None]
     positions += centres[residue] * (edge / old_edge - 1.0)
     topology.setPeriodicBoxVectors(np.eye(3) * edge * unit.nanometer)
-    return edge
 
 
 def _platform(spec: WaterBoxSpec) -> tuple[openmm.Platform, dict[str, str]]:
