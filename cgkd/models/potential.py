@@ -41,11 +41,6 @@ class CGPotential(nn.Module):
         self.use_prior = prior is not None
         self.prior = prior if prior is not None else PairRepulsion(torch.zeros(1, 1), 0.0)
 
-    @property
-    def n_members(self) -> int:
-        """Number of ensemble members."""
-        return len(self.networks)
-
     def member_bead_energies(self, positions: Tensor, boxes: Tensor, species: Tensor) -> Tensor:
         """Bead energies of every member, [K, B, N] in kJ/mol (prior included).
 
