@@ -1,8 +1,10 @@
 """Loss terms for teachers and students.
 
-Every term is err(prediction, target) / scale with err = RMSE + MAE over all components
-and ``scale`` the RMS of the target over the training frames, so that the weights
-w_F, w_f, w_E, w_eps are dimensionless and comparable across systems.
+Every term is err(prediction, target) / scale with err = RMSE + MAE over all components,
+so that the weights w_F, w_f, w_E, w_eps are dimensionless and comparable across systems:
+force terms are divided by the RMS of their target force, and both energy terms (total
+energy per bead and per-bead energies) by the standard deviation of the teacher's
+per-bead energies over the training frames.
 """
 
 from __future__ import annotations

@@ -72,10 +72,10 @@ class _Loss:
         self.force_scale = _rms(data.mapped_forces[train])
         if data.teacher_forces is not None:
             assert data.teacher_energies is not None and data.teacher_bead_energies is not None
-            n_beads = data.positions.shape[1]
             self.teacher_force_scale = _rms(data.teacher_forces[train])
-            self.energy_scale = float(torch.std(data.teacher_energies[train] / n_beads)) + 1e-6
-            self.bead_energy_scale = float(torch.std(data.teacher_bead_energies[train])) + 1e-6
+            # One energy scale for both energy terms: the spread of the teacher's bead energies.
+            # (The spread of E/N over frames is ~sqrt(N) times smaller: w_E became far too stiff.)
+            self.energy_scale = float(torch.std(data.teacher_bead_energies[train])) + 1e-6
 
     def __call__(
         self, data: TrainingData, batch: Tensor, energies: Tensor, forces: Tensor
@@ -100,7 +100,7 @@ class _Loss:
             loss = loss + w.energy * rmse_mae(per_bead, target) / self.energy_scale
         if w.bead_energies > 0:
             target = data.teacher_bead_energies[batch]
-            loss = loss + w.bead_energies * rmse_mae(energies, target) / self.bead_energy_scale
+            loss = loss + w.bead_energies * rmse_mae(energies, target) / self.energy_scale
         return loss
 
 
@@ -164,14 +164,15 @@ def train_potential(
             loss = loss_fn(data, batch, energies, forces)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"{description}: loss is {float(loss)} at epoch {epoch} batch {number}; "
+                    f"{description}: loss is {float(loss.detach())} at epoch {epoch} "
+                    f"batch {number}; "
                     "lower train.learning_rate or check the dataset for NaN/huge forces"
                 )
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(potential.parameters(), settings.grad_clip)
             optimizer.step()
-            train_losses.append(float(loss))
+            train_losses.append(float(loss.detach()))
         val_loss = _mean_loss(potential, data, splits.val, loss_fn, settings.batch_size)
         scheduler.step(val_loss)
         lr = optimizer.param_groups[0]["lr"]
