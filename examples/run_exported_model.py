@@ -40,6 +40,7 @@ def main() -> None:
     )
     simulation.context.setPositions(pdb.positions)
     simulation.minimizeEnergy(maxIterations=100)
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
     simulation.reporters.append(
         app.StateDataReporter(
             sys.stdout,

@@ -139,7 +139,7 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     model = next((quick_run / "cache").glob("student-*/student.ts"))
     start = next((quick_run / "cache").glob("simulate-student-*/topology.pdb"))
     result = subprocess.run(
-        [sys.executable, str(script), str(model), str(start), "100"],
+        [sys.executable, str(script), str(model), str(start), "2000"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -148,7 +148,9 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
     assert len(lines) == 5
     temperatures = [float(line.split(",")[2]) for line in lines]
-    assert all(100 < t < 600 for t in temperatures)
+    # Started at a minimum, half the kinetic energy flows into the potential at first; after
+    # 4 ps the Langevin thermostat has brought the beads back to 300 K.
+    assert 240 < temperatures[-1] < 360, temperatures
 
 
 def test_user_trajectory_without_forces_is_one_line(tmp_path):
