@@ -27,6 +27,14 @@ def openmm_forces(model_path, positions, box, masses):
     return energy, np.asarray(forces)
 
 
+def run_liquid(path, positions, box, settings, out):
+    """CG MD of the 40-bead test liquid (water-like masses) with the model at ``path``."""
+    masses = np.full(positions.shape[1], 18.0)
+    return run_cg_md(
+        path, positions[0].numpy(), box[0].numpy(), masses, settings, out, progress=False
+    )
+
+
 def test_eager_torchscript_and_openmm_give_the_same_forces(potential, liquid, tmp_path):
     positions, box, species = liquid
     model = potential.float()
@@ -61,15 +69,7 @@ def test_md_with_prior_only_is_stable_and_writes_frames(liquid, tmp_path):
             network.energy_scale.fill_(0.0)  # a pure repulsive-sphere fluid
     path = export_torchscript(model, species, tmp_path / "prior.ts")
     settings = MDSettings(steps=200, report_interval=50, timestep=0.002)
-    result = run_cg_md(
-        path,
-        positions[0].numpy(),
-        box[0].numpy(),
-        np.full(40, 18.0),
-        settings,
-        tmp_path / "run",
-        progress=False,
-    )
+    result = run_liquid(path, positions, box, settings, tmp_path / "run")
     assert result.stable, result.message
     assert result.n_frames == 4 and result.steps_completed == 200
     import mdtraj
@@ -93,15 +93,7 @@ def test_collapsing_model_is_reported_unstable_not_crashing(liquid, tmp_path):
     path = tmp_path / "collapse.ts"
     torch.jit.script(Collapse()).save(str(path))
     settings = MDSettings(steps=2000, report_interval=50, minimize=False, min_distance=0.12)
-    result = run_cg_md(
-        path,
-        positions[0].numpy(),
-        box[0].numpy(),
-        np.full(40, 18.0),
-        settings,
-        tmp_path / "bad",
-        progress=False,
-    )
+    result = run_liquid(path, positions, box, settings, tmp_path / "bad")
     assert not result.stable
     assert "step" in result.message
     assert (tmp_path / "bad" / "last_good.pdb").is_file()

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from cgkd.observables.base import Observable, ObservableResult
-from cgkd.observables.box import box_lengths, minimum_image, wrap
+from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
 
 
 class ADF(Observable):
@@ -30,12 +30,7 @@ class ADF(Observable):
         self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
 
     def _prepare(self, positions: np.ndarray, boxes: np.ndarray) -> None:
-        half_width = 0.5 * box_lengths(boxes).min()
-        if self.cutoff > half_width:
-            raise ValueError(
-                f"cutoff={self.cutoff} nm exceeds half the shortest box width "
-                f"({half_width:.4g} nm); use cutoff <= {half_width:.4g}"
-            )
+        check_within_half_box("cutoff", self.cutoff, boxes)
 
     def _single_frame(self, positions: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float]:
         lengths = box_lengths(box)

@@ -39,3 +39,13 @@ def wrap(positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def minimum_image(vectors: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Separation ``vectors`` [..., 3] reduced to their shortest periodic image (nm)."""
     return vectors - lengths * np.round(vectors / lengths)
+
+
+def check_within_half_box(name: str, value: float, boxes: np.ndarray) -> None:
+    """Raise if the distance ``value`` (nm) called ``name`` exceeds half the shortest box width."""
+    half_width = 0.5 * box_lengths(boxes).min()
+    if value > half_width:
+        raise ValueError(
+            f"{name}={value} nm exceeds half the shortest box width ({half_width:.4g} nm); "
+            f"use {name} <= {half_width:.4g}"
+        )

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from cgkd.observables.base import Observable, ObservableResult
-from cgkd.observables.box import box_lengths, minimum_image, wrap
+from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
 
 
 class RDF(Observable):
@@ -43,12 +43,7 @@ class RDF(Observable):
         self.name = "rdf" if pair is None else f"rdf {pair[0]}-{pair[1]}"
 
     def _prepare(self, positions: np.ndarray, boxes: np.ndarray) -> None:
-        half_width = 0.5 * box_lengths(boxes).min()
-        if self.r_max > half_width:
-            raise ValueError(
-                f"r_max={self.r_max} nm exceeds half the shortest box width ({half_width:.4g} nm);"
-                f" use r_max <= {half_width:.4g}"
-            )
+        check_within_half_box("r_max", self.r_max, boxes)
         n_beads = positions.shape[1]
         if self.types is None or self.pair is None:
             self._index_a = self._index_b = np.arange(n_beads)
