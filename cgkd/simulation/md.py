@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
+from tqdm.auto import tqdm
+
+from cgkd.units import KB_KJ_PER_MOL_K, ns_per_day
 
 # isort: off
 # torch before openmm: OpenMM loads its plugins on import, and the openmmtorch plugin needs
@@ -22,13 +26,14 @@ import torch  # noqa: F401
 import openmm
 import openmm.app as app
 import openmm.unit as unit
-from openmmtorch import TorchForce
 
+# openmmtorch's SWIG module imports the deprecated simtk.openmm, which logs a warning that
+# means nothing to our users; silence just that import.
+logging.disable(logging.WARNING)
+from openmmtorch import TorchForce  # noqa: E402
+
+logging.disable(logging.NOTSET)
 # isort: on
-from scipy.spatial import cKDTree
-from tqdm.auto import tqdm
-
-from cgkd.units import KB_KJ_PER_MOL_K, ns_per_day
 
 log = logging.getLogger(__name__)
 
