@@ -56,7 +56,7 @@ def test_eager_torchscript_and_openmm_give_the_same_forces(potential, liquid, tm
     np.testing.assert_allclose(-script_grad.numpy(), -eager_grad[0].numpy(), atol=1e-4 * scale)
     np.testing.assert_allclose(forces, -eager_grad[0].numpy(), atol=1e-3 * scale)
     assert energy == pytest.approx(float(eager_energy.detach()), rel=1e-5)
-    assert float(scripted.bead_energies(x64.detach(), box[0]).sum()) == pytest.approx(
+    assert float(scripted.bead_energies(x64.detach(), box[0]).sum().detach()) == pytest.approx(
         float(eager_energy.detach()), rel=1e-5
     )
 

@@ -22,7 +22,7 @@ def pair_forces(positions: np.ndarray) -> np.ndarray:
     delta = positions[None, :, :] - positions[:, None, :]
     delta -= EDGE * np.round(delta / EDGE)
     r = np.linalg.norm(delta, axis=-1)
-    np.fill_diagonal(r, np.inf)
+    np.fill_diagonal(r, 10.0)  # beyond the cutoff: no self-interaction
     du_dr = 40 * np.exp(-((r - 0.25) ** 2) / 0.005) * (-2 * (r - 0.25) / 0.005)
     du_dr[r > 0.6] = 0.0
     # F_i = sum_j dU/dr * (x_j - x_i) / r
