@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,7 +252,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     baseline = _train_student(
         cfg, "baseline", teachers, frames, LossWeights(), None, {"cg": cg["key"]}
     )
-    return {"targets": targets["key"], "student": student, "baseline": baseline}
+    return {"targets": targets, "student": student, "baseline": baseline}
 
 
 def _label(cfg: DictConfig, teachers: dict[str, Any], frames: Any) -> dict[str, Any]:
@@ -357,17 +356,3 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
             stage.finish({"model": model["key"], "simulate": _plain(cfg.simulate)}, record)
         runs[name] = stage.record()
     return runs
-
-
-def run_all(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Every stage, then the analysis and report into ``output_dir``."""
-    from cgkd.report import analyze
-
-    start = time.perf_counter()
-    metrics = analyze(cfg, output_dir)
-    log.info(
-        "pipeline finished in %.0f s; report: %s",
-        time.perf_counter() - start,
-        output_dir / "report.md",
-    )
-    return metrics

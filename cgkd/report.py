@@ -76,7 +76,7 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             ],
             "student": _test_metrics(models["student"]),
             "baseline": _test_metrics(models["baseline"]),
-            "ensemble_mean_force_std": _label_std(cfg, teachers),
+            "ensemble_mean_force_std": models["targets"]["mean_force_std"],
         },
         "timings": {
             "aa_ns_per_day": aa.get("ns_per_day"),
@@ -110,11 +110,6 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 def _test_metrics(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("history", "key", "model")}
-
-
-def _label_std(cfg: DictConfig, teachers: dict[str, Any]) -> float:
-    stage = pipeline._stage(cfg, "label", {"teachers": teachers["key"]})
-    return float(stage.record()["mean_force_std"])
 
 
 def _timings(

@@ -12,14 +12,14 @@ KB_KJ_PER_MOL_K: float = 0.008314462618
 ANGSTROM_PER_NM: float = 10.0
 NM_PER_ANGSTROM: float = 0.1
 
-#: Energy conversions.
-KJ_PER_KCAL: float = 4.184
-
 #: Seconds in a day over picoseconds in a nanosecond, for ns/day from ps and wall seconds.
 SECONDS_PER_DAY: float = 86400.0
 
-#: Unit mass in grams per mole (amu) to grams, for densities.
+#: Avogadro's number (1/mol): grams per amu is 1 / AVOGADRO, for densities.
 AVOGADRO: float = 6.02214076e23
+
+#: Cubic nanometres per cubic centimetre.
+NM3_PER_CM3: float = 1e21
 
 
 def kt(temperature_k: float) -> float:

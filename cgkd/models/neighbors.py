@@ -10,20 +10,15 @@ import torch
 from torch import Tensor
 
 
-def minimum_image(displacements: Tensor, boxes: Tensor) -> Tensor:
-    """Wrap displacement vectors [B, ..., 3] (nm) into the box [B, 3, 3] (rows are box vectors).
+def _wrap(vectors: Tensor, boxes: Tensor, inverse: Tensor) -> Tensor:
+    """Minimum image of vectors [B, M, 3] (nm) in boxes [B, 3, 3] with their inverses.
 
-    Uses fractional coordinates, which gives the true minimum image for orthorhombic
-    boxes and for triclinic boxes whenever the cutoff is below half the shortest
-    perpendicular box width (checked by :func:`check_cutoff`).
+    Fractional rounding gives the true minimum image for orthorhombic boxes and for
+    triclinic boxes whenever the cutoff is below half the shortest perpendicular box
+    width (checked by :func:`check_cutoff`).
     """
-    shape = displacements.shape
-    flat = displacements.reshape(shape[0], -1, 3)
-    inverse = torch.linalg.inv(boxes)
-    fractional = torch.bmm(flat, inverse)
-    shifts = torch.round(fractional).detach()
-    wrapped = flat - torch.bmm(shifts, boxes)
-    return wrapped.reshape(shape)
+    shifts = torch.round(torch.bmm(vectors, inverse)).detach()
+    return vectors - torch.bmm(shifts, boxes)
 
 
 def perpendicular_widths(boxes: Tensor) -> Tensor:
@@ -67,19 +62,17 @@ def neighbor_pairs(
         vectors x_second - x_first [P, 3] in nm, differentiable w.r.t. positions.
     """
     check_cutoff(boxes, cutoff)
-    n_beads = positions.shape[1]
+    n_frames, n_beads = positions.shape[0], positions.shape[1]
+    inverse = torch.linalg.inv(boxes)
     with torch.no_grad():
-        all_vectors = positions.unsqueeze(1) - positions.unsqueeze(2)
-        all_vectors = minimum_image(all_vectors, boxes)
+        all_vectors = (positions.unsqueeze(1) - positions.unsqueeze(2)).reshape(n_frames, -1, 3)
+        all_vectors = _wrap(all_vectors, boxes, inverse).reshape(n_frames, n_beads, n_beads, 3)
         distance2 = torch.sum(all_vectors * all_vectors, dim=-1)
         eye = torch.eye(n_beads, dtype=torch.bool, device=positions.device)
         mask = (distance2 < cutoff * cutoff) & ~eye.unsqueeze(0)
         index = torch.nonzero(mask)
         frame, first, second = index[:, 0], index[:, 1], index[:, 2]
     vectors = positions[frame, second] - positions[frame, first]
-    inverse = torch.linalg.inv(boxes)
-    fractional = torch.bmm(vectors.unsqueeze(1), inverse[frame]).squeeze(1)
-    shifts = torch.round(fractional).detach()
-    vectors = vectors - torch.bmm(shifts.unsqueeze(1), boxes[frame]).squeeze(1)
+    vectors = _wrap(vectors.unsqueeze(1), boxes[frame], inverse[frame]).squeeze(1)
     offset = frame * n_beads
     return first + offset, second + offset, vectors

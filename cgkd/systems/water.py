@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from cgkd.io.atomic import atomic_path
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import write_h5md
-from cgkd.units import AVOGADRO, ns_per_day
+from cgkd.units import AVOGADRO, NM3_PER_CM3, ns_per_day
 
 #: Supported rigid 3-site water models: force-field file and the Modeller box to start from.
 WATER_MODELS: dict[str, tuple[str, str]] = {
@@ -34,9 +34,6 @@ WATER_MODELS: dict[str, tuple[str, str]] = {
     "spce": ("amber14/spce.xml", "spce"),
     "opc3": ("amber14/opc3.xml", "tip3p"),
 }
-
-#: nm^3 per cm^3.
-_NM3_PER_CM3 = 1e21
 
 #: Energy minimisation only removes clashes from the rescaled box; equilibration does the rest.
 #: RMS force tolerance in kJ/mol/nm (constraint directions keep it above ~600 for water).
@@ -61,7 +58,7 @@ class WaterBoxSpec:
     friction: float = 1.0
     nonbonded_cutoff: float = 0.9
     equilibration: float = 20.0
-    production: float = 100.0
+    production: float = 80.0
     save_interval: int = 100
     seed: int = 0
     platform: str = "CPU"
@@ -231,7 +228,7 @@ def generate_water(spec: WaterBoxSpec, out_dir: Path, *, progress: bool = True) 
 def _rescale_to_density(topology: app.Topology, positions: np.ndarray, spec: WaterBoxSpec) -> None:
     """Shift molecules in place so the cubic box has ``spec.density``."""
     masses = np.array([atom.element.mass.value_in_unit(unit.dalton) for atom in topology.atoms()])
-    volume = masses.sum() / AVOGADRO / spec.density * _NM3_PER_CM3
+    volume = masses.sum() / AVOGADRO / spec.density * NM3_PER_CM3
     edge = volume ** (1.0 / 3.0)
     if spec.nonbonded_cutoff >= edge / 2:
         needed = math.ceil((2 * spec.nonbonded_cutoff) ** 3 / volume * spec.n_molecules) + 1
@@ -283,4 +280,4 @@ def _run(
 
 def _density(mass_amu: float, volume_nm3: float) -> float:
     """Mass density in g/cm^3 of ``mass_amu`` in ``volume_nm3``."""
-    return mass_amu / AVOGADRO / (volume_nm3 / _NM3_PER_CM3)
+    return mass_amu / AVOGADRO / (volume_nm3 / NM3_PER_CM3)
