@@ -20,6 +20,9 @@ Layout written by :func:`write_h5md` (``T`` frames, ``N`` particles, ``K`` const
                                   attribute particles_group = reference to /particles/<group>
     /parameters                   attribute cgkd_config = the run configuration as a JSON string
 
+Per-frame datasets are chunked and resizable, so :class:`H5MDWriter` can stream frames in
+and :class:`H5MDReader` can read a frame range without loading the rest.
+
 Unit attributes are variable-length strings spelled as MDAnalysis's H5MD reader expects, so
 ``MDAnalysis.Universe(topology, path)`` reads the file and converts to Angstrom and
 kJ/(mol Angstrom) itself.
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,64 +69,205 @@ def write_h5md(
     ``constraints`` is a ``[K, 2]`` array of constrained particle index pairs;
     ``config`` is stored as JSON under ``/parameters``.
     """
-    path = Path(path)
-    if not group or "/" in group:
-        raise H5MDError(f"H5MD particle group name {group!r} for {path} must be non-empty, no '/'")
-    step_values = _check_steps(steps, frames.n_frames, path)
-    pairs = _check_constraints(constraints, frames.n_particles, path)
-    config_json = _config_to_json(config, path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    step_values = _check_steps(steps, frames.n_frames, Path(path))
+    with H5MDWriter(
+        path,
+        masses=frames.masses,
+        types=frames.types,
+        type_names=frames.type_names,
+        group=group,
+        config=config,
+        constraints=constraints,
+    ) as writer:
+        writer.append(frames, steps=step_values)
+    return writer.path
+
+
+class H5MDWriter:
+    """Stream frames into an H5MD 1.1 file that appears under its final name only when complete.
+
+    Frames go to a temporary sibling file; leaving the ``with`` block normally renames it to
+    ``path`` (after storing ``config``, which may be updated until then), an exception deletes
+    it. ``dtype`` is the stored precision of positions, forces and boxes (float64 by default;
+    float32 halves the size of imported single-precision trajectories).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        masses: np.ndarray,
+        types: np.ndarray,
+        type_names: list[str],
+        group: str = "all",
+        config: dict[str, Any] | None = None,
+        constraints: np.ndarray | None = None,
+        dtype: type = np.float64,
+    ) -> None:
+        self.path = Path(path)
+        if not group or "/" in group:
+            raise H5MDError(
+                f"H5MD particle group name {group!r} for {self.path} must be non-empty, no '/'"
+            )
+        self.config = dict(config or {})
+        _config_to_json(self.config, self.path)  # fail before any work, not at the end
+        self.n_frames = 0
+        self._n_particles = len(masses)
+        self._pairs = _check_constraints(constraints, self._n_particles, self.path)
+        self._group, self._dtype = group, dtype
+        self._static = (np.asarray(masses, np.float64), np.asarray(types, np.int64), type_names)
+        self._atomic = atomic_path(self.path)
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> H5MDWriter:
+        tmp = self._atomic.__enter__()
+        try:
+            self._file = h5py.File(tmp, "w")
+            self._create_layout(self._file)
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._file is not None, "H5MDWriter used outside its with block"
+        try:
+            if exc_type is None:
+                config_json = _config_to_json(self.config, self.path)
+                self._file["parameters"].attrs["cgkd_config"] = config_json
+        except BaseException:
+            self._file.close()
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        self._file.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+    def append(self, frames: Frames, *, steps: np.ndarray | None = None) -> None:
+        """Append ``frames`` (same particles); ``steps`` default to running frame indices."""
+        if self._file is None:
+            raise H5MDError(f"append to {self.path} inside the writer's with block")
+        if frames.n_particles != self._n_particles:
+            raise H5MDError(
+                f"frames of {frames.n_particles} particles cannot go into {self.path}, "
+                f"which holds {self._n_particles}"
+            )
+        start, count = self.n_frames, frames.n_frames
+        if steps is None:
+            steps = np.arange(start, start + count)
+        steps = _check_steps(steps, count, self.path)
+        particles = self._file["particles"][self._group]
+        for dataset, data in (
+            (particles["box/edges/step"], steps),
+            (particles["box/edges/time"], frames.times),
+            (particles["box/edges/value"], frames.boxes),
+            (particles["position/value"], frames.positions),
+            (particles["force/value"], frames.forces),
+        ):
+            dataset.resize(start + count, axis=0)
+            dataset[start:] = data
+        self.n_frames += count
+
+    def _create_layout(self, f: h5py.File) -> None:
+        masses, types, type_names = self._static
+        n, dtype = self._n_particles, self._dtype
         _write_metadata(f)
-        particles = f.create_group(f"particles/{group}")
+        particles = f.create_group(f"particles/{self._group}")
         box = particles.create_group("box")
         box.attrs["dimension"] = 3
         box.attrs["boundary"] = ["periodic"] * 3
         edges = box.create_group("edges")
-        step_ds = edges.create_dataset("step", data=step_values)
-        time_ds = edges.create_dataset("time", data=frames.times)
+        # At most 1 MiB and 64 frames per chunk of per-particle data, so appends and partial
+        # reads stay cheap and small files stay small.
+        frames_per_chunk = max(1, min(64, 2**20 // max(1, n * 3 * np.dtype(dtype).itemsize)))
+        step_ds = edges.create_dataset("step", (0,), np.int64, maxshape=(None,), chunks=(64,))
+        time_ds = edges.create_dataset("time", (0,), np.float64, maxshape=(None,), chunks=(64,))
         time_ds.attrs["unit"] = TIME_UNIT
-        edges.create_dataset("value", data=frames.boxes).attrs["unit"] = LENGTH_UNIT
-        for name, data, unit in (
-            ("position", frames.positions, LENGTH_UNIT),
-            ("force", frames.forces, FORCE_UNIT),
-        ):
+        value = edges.create_dataset(
+            "value", (0, 3, 3), dtype, maxshape=(None, 3, 3), chunks=(64, 3, 3)
+        )
+        value.attrs["unit"] = LENGTH_UNIT
+        for name, unit in (("position", LENGTH_UNIT), ("force", FORCE_UNIT)):
             element = particles.create_group(name)
             element["step"] = step_ds
             element["time"] = time_ds
-            element.create_dataset("value", data=data).attrs["unit"] = unit
-        particles.create_dataset("mass", data=frames.masses).attrs["unit"] = MASS_UNIT
-        species = particles.create_dataset("species", data=frames.types)
-        species.attrs["type_names"] = np.array(frames.type_names, dtype=h5py.string_dtype())
-        if pairs is not None:
-            dset = f.create_dataset("connectivity/constraints", data=pairs)
+            data = element.create_dataset(
+                "value", (0, n, 3), dtype, maxshape=(None, n, 3), chunks=(frames_per_chunk, n, 3)
+            )
+            data.attrs["unit"] = unit
+        particles.create_dataset("mass", data=masses).attrs["unit"] = MASS_UNIT
+        species = particles.create_dataset("species", data=types)
+        species.attrs["type_names"] = np.array(type_names, dtype=h5py.string_dtype())
+        if self._pairs is not None:
+            dset = f.create_dataset("connectivity/constraints", data=self._pairs)
             dset.attrs["particles_group"] = particles.ref
-        f.create_group("parameters").attrs["cgkd_config"] = config_json
-    return path
+        f.create_group("parameters")
 
 
 def read_h5md(path: str | Path, group: str = "all") -> Frames:
     """Read positions (nm), forces (kJ/mol/nm), boxes, times, masses and species of ``group``."""
-    path = Path(path)
-    with _open(path) as f:
-        particles = _particle_group(f, group, path)
-        for name in ("position", "force", "mass", "species"):
-            if name not in particles:
-                hint = " (write forces with the trajectory)" if name == "force" else ""
-                raise H5MDError(f"H5MD file {path} has no /particles/{group}/{name}{hint}")
-        positions = _read_value(particles["position"], LENGTH_UNIT, path)
-        forces = _read_value(particles["force"], FORCE_UNIT, path)
-        n_frames = positions.shape[0]
-        species = particles["species"]
-        type_names = [_as_str(name) for name in species.attrs.get("type_names", [])]
+    with H5MDReader(path, group) as reader:
+        return reader.read()
+
+
+class H5MDReader:
+    """Read an H5MD file of positions and forces whole, by frame range, or in chunks.
+
+    Opened with ``with``; ``n_frames``, ``n_particles``, ``masses``, ``types`` and
+    ``type_names`` are known up front. Data are returned in nm, kJ/mol/nm, ps, amu.
+    """
+
+    def __init__(self, path: str | Path, group: str = "all") -> None:
+        self.path = Path(path)
+        self._file = _open(self.path)
+        try:
+            particles = _particle_group(self._file, group, self.path)
+            for name in ("position", "force", "mass", "species"):
+                if name not in particles:
+                    hint = " (write forces with the trajectory)" if name == "force" else ""
+                    raise H5MDError(f"H5MD file {self.path} has no /particles/{group}/{name}{hint}")
+            self._positions = particles["position/value"]
+            self._forces = particles["force/value"]
+            _check_unit(self._positions, LENGTH_UNIT, self.path)
+            _check_unit(self._forces, FORCE_UNIT, self.path)
+            if self._forces.shape != self._positions.shape:
+                raise H5MDError(
+                    f"H5MD file {self.path} has positions {self._positions.shape} but forces "
+                    f"{self._forces.shape}; the file is truncated or corrupt, regenerate it"
+                )
+            self.n_frames, self.n_particles = self._positions.shape[:2]
+            self.masses = particles["mass"][()]
+            species = particles["species"]
+            self.types = species[()]
+            self.type_names = [_as_str(name) for name in species.attrs.get("type_names", [])]
+            self._boxes = _read_boxes(particles, self.n_frames, self.path)
+            self._times = _read_times(particles["position"], self.n_frames, self.path)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> H5MDReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()
+
+    def read(self, start: int = 0, stop: int | None = None) -> Frames:
+        """Frames ``start:stop`` (all by default)."""
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
         return Frames(
-            positions=positions,
-            forces=forces,
-            boxes=_read_boxes(particles, n_frames, path),
-            times=_read_times(particles["position"], n_frames, path),
-            masses=particles["mass"][()],
-            types=species[()],
-            type_names=type_names,
+            positions=self._positions[start:stop],
+            forces=self._forces[start:stop],
+            boxes=self._boxes[start:stop],
+            times=self._times[start:stop],
+            masses=self.masses,
+            types=self.types,
+            type_names=self.type_names,
         )
+
+    def chunks(self, max_frames: int) -> Iterator[Frames]:
+        """All frames in order, at most ``max_frames`` at a time."""
+        for start in range(0, self.n_frames, max(1, max_frames)):
+            yield self.read(start, start + max_frames)
 
 
 def read_h5md_config(path: str | Path) -> dict[str, Any]:
@@ -231,12 +377,6 @@ def _particle_group(f: h5py.File, group: str, path: Path) -> h5py.Group:
 
 def _as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _read_value(element: h5py.Group, unit: str, path: Path) -> np.ndarray:
-    value = element["value"]
-    _check_unit(value, unit, path)
-    return value[()]
 
 
 def _check_unit(dataset: h5py.Dataset, unit: str, path: Path) -> None:
