@@ -16,7 +16,8 @@ from pathlib import Path
 
 from cgkd.io.h5md import read_h5md
 from cgkd.simulation.md import MDSettings, run_cg_md, time_force_evaluation
-from cgkd.systems.water import WaterBoxSpec, build_water_context
+from cgkd.systems.reference_md import prepare
+from cgkd.systems.water import WaterBoxSpec
 from cgkd.units import ns_per_day
 
 
@@ -31,7 +32,7 @@ def newest(cache: Path, pattern: str) -> Path:
 def aa_speed(molecules: int, steps: int) -> tuple[float, float]:
     """(ms/step, ns/day) of the AA water box."""
     spec = WaterBoxSpec(n_molecules=molecules, equilibration=0.0, production=1.0)
-    context, integrator, _, _ = build_water_context(spec)
+    context, integrator, _ = prepare(spec)
     integrator.step(50)
     start = time.perf_counter()
     integrator.step(steps)

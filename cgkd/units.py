@@ -32,3 +32,30 @@ def ns_per_day(simulated_ps: float, wall_seconds: float) -> float:
     if wall_seconds <= 0:
         return float("inf")
     return simulated_ps / 1000.0 * SECONDS_PER_DAY / wall_seconds
+
+
+#: Kilojoules per kilocalorie (thermochemical calorie).
+KJ_PER_KCAL: float = 4.184
+
+#: kJ/mol per electronvolt (CODATA 2018 e * N_A / 1000).
+KJ_MOL_PER_EV: float = 96.48533212331002
+
+#: Factors from the length, force and time units users' trajectories may use to nm,
+#: kJ/mol/nm and ps (the names accepted in ``input.units``).
+LENGTH_TO_NM: dict[str, float] = {"nm": 1.0, "angstrom": NM_PER_ANGSTROM}
+FORCE_TO_KJ_MOL_NM: dict[str, float] = {
+    "kJ/mol/nm": 1.0,
+    "kJ/mol/angstrom": ANGSTROM_PER_NM,
+    "kcal/mol/angstrom": KJ_PER_KCAL * ANGSTROM_PER_NM,
+    "eV/angstrom": KJ_MOL_PER_EV * ANGSTROM_PER_NM,
+}
+TIME_TO_PS: dict[str, float] = {"fs": 1e-3, "ps": 1.0, "ns": 1e3}
+
+#: Unit systems of common MD engines, for trajectories that do not record their units.
+UNIT_PRESETS: dict[str, dict[str, str]] = {
+    "gromacs": {"length": "nm", "force": "kJ/mol/nm", "time": "ps"},
+    "openmm": {"length": "nm", "force": "kJ/mol/nm", "time": "ps"},
+    "amber": {"length": "angstrom", "force": "kcal/mol/angstrom", "time": "ps"},
+    "lammps-real": {"length": "angstrom", "force": "kcal/mol/angstrom", "time": "fs"},
+    "lammps-metal": {"length": "angstrom", "force": "eV/angstrom", "time": "ps"},
+}
