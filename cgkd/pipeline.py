@@ -23,12 +23,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd.io.h5md import read_h5md
+from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
 from cgkd.mapping.molecule_com import map_trajectory
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
 from cgkd.models.priors import fit_repulsion_sigma
 from cgkd.simulation.export import export_torchscript
 from cgkd.simulation.md import MDSettings, run_cg_md
-from cgkd.systems.water import WaterBoxSpec, generate_water
+from cgkd.systems import spec_from_config
+from cgkd.systems.reference_md import generate as generate_system
 from cgkd.training.dataset import Splits, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.targets import label_frames
@@ -85,38 +87,63 @@ def _plain(node: Any) -> Any:
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:
-    """AA reference trajectory with forces: the user's files, or a generated water box."""
+    """AA reference trajectory with forces (H5MD): a built-in system or the user's files."""
     if cfg.input.trajectory is not None:
-        trajectory, topology = Path(cfg.input.trajectory), Path(cfg.input.topology or "")
-        for path in (trajectory, topology):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"input file {path} does not exist; fix input.topology/input.trajectory"
-                )
-        stat = trajectory.stat()
-        return {
-            "trajectory": str(trajectory),
-            "topology": str(topology),
-            "key": f"{stat.st_size}-{stat.st_mtime}",
-        }
+        return _import(cfg)
     system = _plain(cfg.system)
     stage = _stage(cfg, "generate", {"system": system, "seed": cfg.seed})
     if stage.done:
         return stage.record()
-    spec = WaterBoxSpec(**{k: v for k, v in system.items() if k != "name"}, seed=cfg.seed)
-    log.info("generating the AA reference (%s, %d molecules)", system["name"], spec.n_molecules)
-    made = generate_water(spec, stage.begin(), progress=cfg.progress)
+    spec = spec_from_config(system, seed=cfg.seed)
+    log.info("generating the AA reference: %s", system["name"])
+    made = generate_system(spec, stage.begin(), config={"system": system}, progress=cfg.progress)
+    record = {"key": stage.key, **made.to_dict()}
+    return stage.finish({"system": system, "seed": cfg.seed}, record)
+
+
+def _import(cfg: DictConfig) -> dict[str, Any]:
+    """The user's topology + trajectory, selected, screened and converted into H5MD."""
+    source = _plain(cfg.input)
+    topology, trajectory = Path(source["topology"] or ""), Path(source["trajectory"])
+    for path in (trajectory, topology):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"input file {path} does not exist; fix input.topology/input.trajectory"
+            )
+    files = {
+        str(path.resolve()): [path.stat().st_size, path.stat().st_mtime]
+        for path in (topology, trajectory)
+    }
+    stage = _stage(cfg, "import", {"input": source, "files": files})
+    if stage.done:
+        return stage.record()
+    out = stage.begin()
+    topology_copy = out / f"aa_topology{''.join(topology.suffixes)}"
+    shutil.copyfile(topology, topology_copy)
+    imported = import_trajectory(
+        topology,
+        trajectory,
+        out / "aa.h5md",
+        selection=FrameSelection(**{k: source[k] for k in _SELECTION_KEYS}),
+        units=source["units"],
+        format=source["format"],
+        timestep=source["timestep"],
+        screen=FrameScreen(max_force=source["max_force"], on_bad_frame=source["on_bad_frame"]),
+        config={"input": source},
+        progress=cfg.progress,
+    )
     record = {
         "key": stage.key,
-        "trajectory": str(made.trajectory),
-        "topology": str(made.topology),
-        "ns_per_day": made.ns_per_day,
-        "n_atoms": made.n_atoms,
-        "n_frames": made.n_frames,
-        "box_edge_nm": made.box_edge_nm,
-        "density_g_cm3": made.density_g_cm3,
+        "trajectory": str(imported.path),
+        "topology": str(topology_copy),
+        "n_atoms": imported.n_atoms,
+        "n_frames": imported.n_frames,
+        "n_dropped": imported.n_dropped,
     }
-    return stage.finish({"system": system, "seed": cfg.seed}, record)
+    return stage.finish({"input": source, "files": files}, record)
+
+
+_SELECTION_KEYS = ("start", "stop", "step", "time_start", "time_stop")
 
 
 def map_stage(cfg: DictConfig) -> dict[str, Any]:
@@ -127,14 +154,19 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
     if stage.done:
         return stage.record()
     out = stage.begin() / "cg.h5md"
-    frames = map_trajectory(
-        aa["topology"], aa["trajectory"], out, config={"mapping": mapping, "aa": aa}
+    mapped = map_trajectory(
+        aa["topology"],
+        aa["trajectory"],
+        out,
+        config={"mapping": mapping, "aa": aa},
+        progress=cfg.progress,
     )
     record = {
         "key": stage.key,
         "dataset": str(out),
-        "n_frames": frames.n_frames,
-        "n_beads": frames.n_particles,
+        "n_frames": mapped.n_frames,
+        "n_beads": mapped.n_beads,
+        "type_names": mapped.type_names,
     }
     return stage.finish({"mapping": mapping, "aa": aa}, record)
 

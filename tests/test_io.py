@@ -19,7 +19,7 @@ from cgkd.io.h5md import (
     read_h5md_constraints,
     write_h5md,
 )
-from cgkd.io.trajectory import TrajectoryError, load_trajectory
+from cgkd.io.trajectory import FrameSelection, TrajectoryError, load_trajectory
 
 # Triclinic box (rows a, b, c in nm) in MDAnalysis's canonical orientation (a along x, b in xy).
 BOX = np.array([[2.0, 0.0, 0.0], [0.3, 2.2, 0.0], [0.1, 0.2, 2.5]])
@@ -172,7 +172,7 @@ def test_load_trajectory_converts_units(tmp_path: Path) -> None:
     frames = water_frames(n_frames=6)
     pdb = write_water_pdb(tmp_path / "top.pdb", 2, frames.positions[0])
     path = write_h5md(tmp_path / "aa.h5", frames)
-    universe, loaded = load_trajectory(pdb, path, start=1, step=2)
+    universe, loaded = load_trajectory(pdb, path, selection=FrameSelection(start=1, step=2))
     assert universe.atoms.n_atoms == 6
     expected = frames.select(slice(1, None, 2))
     assert loaded.n_frames == 3

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CGKD = [sys.executable, "-m", "cgkd.cli"]
@@ -167,3 +169,70 @@ def test_user_trajectory_without_forces_is_one_line(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "w.dcd" in last and "forces" in last
+
+
+TINY_WATER = (
+    "system.n_molecules=80",
+    "system.nonbonded_cutoff=0.6",
+    "system.equilibration=0.2",
+    "system.save_interval=10",
+    "system.threads=1",
+)
+
+
+def test_interrupted_generation_leaves_nothing_and_reruns_cleanly(tmp_path):
+    """Ctrl-C during production: no aa.h5md, no temporary file, no done.json; a rerun works."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [*CGKD, "generate", *TINY_WATER, "system.production=200", "progress=true"]
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env, bufsize=1
+    )
+    seen = ""
+    while "production" not in seen:
+        chunk = process.stderr.read(64)
+        assert chunk, f"generation ended before production started: {seen[-2000:]}"
+        seen += chunk
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    stage = next((tmp_path / "cache").glob("generate-*"))
+    assert sorted(p.name for p in stage.iterdir()) == []  # nothing half-written
+    result = cgkd("generate", *TINY_WATER, "system.production=1", "progress=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    finished = [p for p in (tmp_path / "cache").glob("generate-*") if (p / "done.json").is_file()]
+    assert len(finished) == 1
+    assert {p.name for p in finished[0].iterdir()} >= {"aa.h5md", "aa_topology.pdb"}
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_user_trajectory_is_imported_then_mapped(tmp_path):
+    """`cgkd map` on a user's LAMMPS dump: imported to H5MD (units converted, frames selected),
+    then mapped; the import is cached and records where its data came from."""
+    from formats import make_frames, write_lammps_dump, write_topology_pdb
+
+    from cgkd.io.h5md import read_h5md, read_h5md_config
+
+    frames = make_frames(n_frames=8, n_atoms=30, type_names=("HOH", "SOL"))
+    write_topology_pdb(tmp_path / "top.pdb", frames)
+    write_lammps_dump(tmp_path / "run.dump", frames, "real")
+    args = (
+        "input.topology=top.pdb",
+        "input.trajectory=run.dump",
+        "input.units=lammps-real",
+        "input.timestep=1.0",
+        "input.time_start=1.0",
+        "progress=false",
+    )
+    result = cgkd("map", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = next((tmp_path / "cache").glob("import-*"))
+    aa = read_h5md(imported / "aa.h5md")
+    assert aa.n_frames == 6  # t = 1.0 ... 3.5 ps
+    np.testing.assert_allclose(aa.forces, frames.forces[2:], rtol=1e-5, atol=1e-2)
+    source = read_h5md_config(imported / "aa.h5md")["source"]
+    assert source["units"]["force"] == "kcal/mol/angstrom"
+    cg = read_h5md(next((tmp_path / "cache").glob("map-*")) / "cg.h5md")
+    assert (cg.n_frames, cg.n_particles, cg.type_names) == (6, 10, ["HOH", "SOL"])
+    np.testing.assert_allclose(cg.forces, aa.forces.reshape(6, 10, 3, 3).sum(axis=2), atol=1e-3)
+    again = cgkd("map", *args, cwd=tmp_path)
+    assert again.returncode == 0 and len(list((tmp_path / "cache").iterdir())) == 2

@@ -1,109 +1,358 @@
-"""Load any MDAnalysis-readable topology + trajectory with forces into :class:`Frames`.
+"""Users' all-atom trajectories with forces, read through MDAnalysis, streamed into H5MD.
 
-MDAnalysis works in Angstrom, ps and kJ/(mol Angstrom); this module converts to cgkd's nm and
-kJ/(mol nm) at the edge. Species are the residue names (``type_names`` = sorted unique names).
+Any format MDAnalysis reads with forces and a periodic box works: GROMACS TRR and TNG, H5MD,
+AMBER NetCDF, LAMMPS dumps with ``fx fy fz`` columns, ... with a topology file that MDAnalysis
+reads (PDB, GRO, PSF, TPR, PRMTOP, LAMMPS data, ...). Values are converted at this edge to
+nm, kJ/mol/nm and ps. A format that does not record its units (LAMMPS dumps; H5MD without
+unit attributes) needs them stated with ``units`` (a preset from :data:`UNIT_PRESETS` or a
+mapping with ``length``, ``force`` and ``time``). Species are the residue names.
+
+:func:`import_trajectory` streams the selected frames chunk by chunk into the same H5MD layout
+that cgkd generates, so memory stays bounded for trajectories larger than memory and the
+rest of the pipeline does not care where its data came from.
 """
 
 from __future__ import annotations
 
+import struct
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from MDAnalysis import Universe
 from MDAnalysis.exceptions import NoDataError
 from MDAnalysis.lib.mdamath import triclinic_vectors
+from tqdm.auto import tqdm
 
 from cgkd.io.frames import Frames
-from cgkd.units import ANGSTROM_PER_NM, NM_PER_ANGSTROM
+from cgkd.io.h5md import H5MDWriter
+from cgkd.units import FORCE_TO_KJ_MOL_NM, LENGTH_TO_NM, TIME_TO_PS, UNIT_PRESETS
 
 _NO_FORCES_FIX = (
     "write forces (e.g. OpenMM State getForces / GROMACS -f) or choose a format that stores them"
 )
 
+#: MDAnalysis's base units, in which a reader delivers values when it converts units itself.
+_MDA_BASE_UNITS = {"length": "angstrom", "force": "kJ/mol/angstrom", "time": "ps"}
 
-_H5MD_SUFFIXES = (".h5", ".hdf5", ".h5md")
+#: Suffixes MDAnalysis does not map to the right reader by itself.
+_FORMAT_BY_SUFFIX = {
+    ".h5": "H5MD",
+    ".hdf5": "H5MD",
+    ".h5md": "H5MD",
+    ".dump": "LAMMPSDUMP",
+    ".lammpstrj": "LAMMPSDUMP",
+    ".lammpsdump": "LAMMPSDUMP",
+}
+
+#: MDAnalysis raises many types for unreadable or cut-off files; all mean "this file is bad".
+_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, RuntimeError)
+
+#: Frames x atoms read at once, to bound memory (~100 MB of float64 positions and forces).
+CHUNK_ELEMENTS = 2_000_000
 
 
 class TrajectoryError(ValueError):
     """A topology/trajectory pair cannot be turned into frames with forces."""
 
 
-def load_trajectory(
+class BadFramesWarning(UserWarning):
+    """Frames with NaN/Inf values or absurd forces were left out."""
+
+
+@dataclass(frozen=True, eq=False)
+class OpenTrajectory:
+    """A topology + trajectory opened with MDAnalysis.
+
+    ``units`` are the units of the values its reader delivers (MDAnalysis's base units when it
+    converts, the file's own when the user stated them).
+    """
+
+    universe: Universe
+    path: Path
+    units: dict[str, str]
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """Which frames to read: indices ``start:stop:step``, then times in [time_start, time_stop].
+
+    Times are in ps and assume a constant interval between frames (checked while reading).
+    """
+
+    start: int | None = None
+    stop: int | None = None
+    step: int | None = None
+    time_start: float | None = None
+    time_stop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.step is not None and self.step < 1:
+            raise ValueError(f"frame step must be >= 1, got {self.step}")
+        if (
+            self.time_start is not None
+            and self.time_stop is not None
+            and self.time_stop < self.time_start
+        ):
+            raise ValueError(
+                f"time_stop {self.time_stop} ps is before time_start {self.time_start} ps; "
+                "swap them"
+            )
+
+
+@dataclass(frozen=True)
+class FrameScreen:
+    """Which frames count as bad, and what to do with them.
+
+    A frame is bad when a position, force or box entry is NaN/Inf or an atom's force exceeds
+    ``max_force`` kJ/mol/nm. ``on_bad_frame="error"`` stops with the frame named; ``"drop"``
+    leaves such frames out and warns with their count.
+    """
+
+    max_force: float = 1e5
+    on_bad_frame: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.on_bad_frame not in ("error", "drop"):
+            raise ValueError(f"on_bad_frame {self.on_bad_frame!r} is unknown; use error or drop")
+        if not self.max_force > 0:
+            raise ValueError(f"max_force must be positive (kJ/mol/nm), got {self.max_force}")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What :func:`import_trajectory` wrote: the H5MD path and how many frames it kept/dropped."""
+
+    path: Path
+    n_frames: int
+    n_dropped: int
+    n_atoms: int
+
+
+def open_trajectory(
     topology: str | Path,
     trajectory: str | Path,
     *,
-    start: int | None = None,
-    stop: int | None = None,
-    step: int | None = None,
-) -> tuple[Universe, Frames]:
-    """Read frames ``start:stop:step`` of ``trajectory`` with forces, in nm, kJ/mol/nm, ps, amu.
+    units: str | Mapping[str, str] | None = None,
+    format: str | None = None,
+    timestep: float | None = None,
+) -> OpenTrajectory:
+    """The MDAnalysis universe of ``topology`` + ``trajectory``, checked for readability.
 
-    Returns the MDAnalysis universe (for topology: residues, bonds, names) and the frames.
-    Every frame must carry forces and a periodic box.
+    ``units``: the file's own units (preset name or mapping), for formats that do not record
+    them; when given, they replace what MDAnalysis assumes for the format. ``format``: the
+    MDAnalysis format name, when the suffix does not tell. ``timestep``: the MD time step in the
+    file's time unit, for formats that store step numbers instead of times (LAMMPS dumps).
     """
     top, traj = Path(topology), Path(trajectory)
     for path, kind in ((top, "topology"), (traj, "trajectory")):
         if not path.is_file():
             raise TrajectoryError(f"{kind} file {path} does not exist; check the path")
-    universe = _open_universe(top, traj)
+        if path.stat().st_size == 0:
+            raise TrajectoryError(f"{kind} file {path} is empty (0 bytes); re-copy or re-write it")
+    native = None if units is None else resolve_units(units, traj)
+    fmt = format or _FORMAT_BY_SUFFIX.get(traj.suffix.lower())
+    if (fmt or traj.suffix.lstrip(".")).upper() == "TNG":
+        _check_tng_blocks(traj)
+    options: dict[str, Any] = {"convert_units": native is None}
+    if timestep is not None:
+        options["dt"] = timestep
+    elif fmt == "LAMMPSDUMP":
+        warnings.warn(
+            f"LAMMPS dump {traj} stores step numbers, not times; set input.timestep to the "
+            "run's time step (in the file's time unit) to get times in ps",
+            UserWarning,
+            stacklevel=2,
+        )
+        options["dt"] = 1.0
+    universe = _open_universe(top, traj, fmt, options)
+    if not universe.trajectory.ts.has_forces:
+        raise TrajectoryError(f"trajectory {traj} has no forces; {_NO_FORCES_FIX}")
+    return OpenTrajectory(universe, traj, native or _reader_units(universe.trajectory, traj))
+
+
+def resolve_units(units: str | Mapping[str, str], path: Path) -> dict[str, str]:
+    """A unit preset name or mapping, checked against the known unit names."""
+    if isinstance(units, str):
+        if units not in UNIT_PRESETS:
+            raise TrajectoryError(
+                f"unknown unit preset {units!r} for {path}; use one of {sorted(UNIT_PRESETS)} "
+                "or a mapping with length, force and time"
+            )
+        return dict(UNIT_PRESETS[units])
+    resolved = {}
+    for quantity, table in (
+        ("length", LENGTH_TO_NM),
+        ("force", FORCE_TO_KJ_MOL_NM),
+        ("time", TIME_TO_PS),
+    ):
+        name = units.get(quantity)
+        if name not in table:
+            raise TrajectoryError(
+                f"unknown {quantity} unit {name!r} for {path}; use one of {sorted(table)}"
+            )
+        resolved[quantity] = name
+    return resolved
+
+
+def iter_frames(
+    trajectory: OpenTrajectory,
+    selection: FrameSelection | None = None,
+    *,
+    chunk_frames: int | None = None,
+) -> Iterator[Frames]:
+    """Selected frames in nm, kJ/mol/nm, ps, amu, at most ``chunk_frames`` at a time."""
+    universe, traj, units = trajectory.universe, trajectory.path, trajectory.units
+    reader = universe.trajectory
+    selection = selection or FrameSelection()
+    indices = _selected_indices(trajectory, selection)
+    window = _time_window(selection, 1.0)
     atoms = universe.atoms
-    try:
-        masses = np.asarray(atoms.masses, dtype=np.float64)
-    except NoDataError:
-        raise TrajectoryError(
-            f"topology {top} has no masses and none could be guessed; use a topology with masses"
-        ) from None
+    masses = _masses(universe)
     type_names = sorted(set(atoms.resnames))
     types = np.searchsorted(type_names, atoms.resnames)
-
-    sliced = universe.trajectory[start:stop:step]
-    n_frames = len(sliced)
-    if n_frames == 0:
-        raise TrajectoryError(
-            f"trajectory {traj} has no frames in start={start} stop={stop} step={step} "
-            f"(it has {universe.trajectory.n_frames}); widen the frame range"
-        )
+    to_nm, to_kj = LENGTH_TO_NM[units["length"]], FORCE_TO_KJ_MOL_NM[units["force"]]
+    to_ps = TIME_TO_PS[units["time"]]
+    chunk = chunk_frames or max(1, CHUNK_ELEMENTS // max(1, atoms.n_atoms))
     n_atoms = atoms.n_atoms
-    positions = np.empty((n_frames, n_atoms, 3))
-    forces = np.empty((n_frames, n_atoms, 3))
-    boxes = np.empty((n_frames, 3, 3))
-    times = np.empty(n_frames)
-    for i, ts in enumerate(sliced):
-        if not ts.has_forces:
-            raise TrajectoryError(f"trajectory {traj} has no forces; {_NO_FORCES_FIX}")
-        if ts.dimensions is None:
+    for lo in range(0, len(indices), chunk):
+        picked = indices[lo : lo + chunk]
+        positions = np.empty((len(picked), n_atoms, 3))
+        forces = np.empty((len(picked), n_atoms, 3))
+        boxes = np.empty((len(picked), 3, 3))
+        times = np.empty(len(picked))
+        for i, frame in enumerate(picked):
+            ts = _read_frame(reader, int(frame), traj)
+            if not ts.has_forces:
+                raise TrajectoryError(f"trajectory {traj} has no forces; {_NO_FORCES_FIX}")
+            if ts.dimensions is None or not np.all(ts.dimensions[:3] > 0):
+                raise TrajectoryError(
+                    f"trajectory {traj} frame {ts.frame} has no periodic box; cgkd needs "
+                    "periodic data, so write the box vectors with each frame"
+                )
+            positions[i] = ts.positions
+            forces[i] = ts.forces
+            boxes[i] = triclinic_vectors(ts.dimensions)
+            times[i] = ts.time
+        if not np.all((times * to_ps >= window[0]) & (times * to_ps <= window[1])):
             raise TrajectoryError(
-                f"trajectory {traj} frame {ts.frame} has no periodic box; cgkd needs periodic "
-                "data, so write the box vectors with each frame"
+                f"trajectory {traj} has unevenly spaced frame times, so input.time_start/"
+                "time_stop cannot pick frames; select them with input.start/stop/step"
             )
-        positions[i] = ts.positions
-        forces[i] = ts.forces
-        boxes[i] = triclinic_vectors(ts.dimensions)
-        times[i] = ts.time
-    frames = Frames(
-        positions=positions * NM_PER_ANGSTROM,
-        forces=forces * ANGSTROM_PER_NM,
-        boxes=boxes * NM_PER_ANGSTROM,
-        times=times,
-        masses=masses,
-        types=types,
-        type_names=type_names,
-    )
-    return universe, frames
+        yield Frames(
+            positions=positions * to_nm,
+            forces=forces * to_kj,
+            boxes=boxes * to_nm,
+            times=times * to_ps,
+            masses=masses,
+            types=types,
+            type_names=type_names,
+        )
 
 
-def _open_universe(top: Path, traj: Path) -> Universe:
+def load_trajectory(
+    topology: str | Path,
+    trajectory: str | Path,
+    *,
+    selection: FrameSelection | None = None,
+    units: str | Mapping[str, str] | None = None,
+    format: str | None = None,
+    timestep: float | None = None,
+    screen: FrameScreen | None = None,
+) -> tuple[Universe, Frames]:
+    """Read the selected frames of ``trajectory`` into memory (nm, kJ/mol/nm, ps, amu).
+
+    For data that fit in memory; :func:`import_trajectory` streams. ``units``, ``format`` and
+    ``timestep`` as in :func:`open_trajectory`; bad frames are handled as ``screen`` says
+    (default: an error).
+    """
+    opened = open_trajectory(topology, trajectory, units=units, format=format, timestep=timestep)
+    check = screen or FrameScreen()
+    chunks = [_screened(chunk, check, opened.path) for chunk in iter_frames(opened, selection)]
+    kept = [frames for frames, _ in chunks if frames.n_frames]
+    n_dropped = sum(n for _, n in chunks)
+    _warn_dropped(n_dropped, sum(f.n_frames for f in kept) + n_dropped, opened.path, check)
+    if not kept:
+        raise _all_bad(n_dropped, opened.path, check)
+    return opened.universe, _concatenate(kept)
+
+
+def import_trajectory(
+    topology: str | Path,
+    trajectory: str | Path,
+    out_path: str | Path,
+    *,
+    selection: FrameSelection | None = None,
+    units: str | Mapping[str, str] | None = None,
+    format: str | None = None,
+    timestep: float | None = None,
+    screen: FrameScreen | None = None,
+    config: dict[str, Any] | None = None,
+    chunk_frames: int | None = None,
+    progress: bool = True,
+) -> ImportResult:
+    """Stream the selected, screened frames of a user's trajectory into H5MD at ``out_path``.
+
+    Stored in single precision (what MDAnalysis reads); the file appears only when complete.
+    Options as in :func:`load_trajectory`; ``config`` is recorded with the source files, the
+    selection, units and screen.
+    """
+    opened = open_trajectory(topology, trajectory, units=units, format=format, timestep=timestep)
+    universe = opened.universe
+    selection, screen = selection or FrameSelection(), screen or FrameScreen()
+    atoms = universe.atoms
+    type_names = sorted(set(atoms.resnames))
+    record = {
+        **(config or {}),
+        "source": {
+            "topology": str(topology),
+            "trajectory": str(trajectory),
+            "selection": asdict(selection),
+            "units": opened.units,
+            "screen": asdict(screen),
+        },
+    }
+    total = len(_selected_indices(opened, selection))
+    n_dropped = 0
+    with (
+        H5MDWriter(
+            out_path,
+            masses=_masses(universe),
+            types=np.searchsorted(type_names, atoms.resnames),
+            type_names=type_names,
+            config=record,
+            dtype=np.float32,
+        ) as writer,
+        tqdm(total=total, desc="import", unit="frame", disable=not progress) as bar,
+    ):
+        for chunk in iter_frames(opened, selection, chunk_frames=chunk_frames):
+            kept, dropped = _screened(chunk, screen, opened.path)
+            n_dropped += dropped
+            if kept.n_frames:
+                writer.append(kept)
+            bar.update(chunk.n_frames)
+        if writer.n_frames == 0:
+            raise _all_bad(n_dropped, opened.path, screen)
+        writer.config["source"]["n_dropped"] = n_dropped
+    _warn_dropped(n_dropped, total, opened.path, screen)
+    return ImportResult(Path(out_path), writer.n_frames, n_dropped, atoms.n_atoms)
+
+
+def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, Any]) -> Universe:
     """Build the universe, turning MDAnalysis errors into one-line :class:`TrajectoryError`."""
     try:
         universe = Universe(str(top))
-    except (OSError, ValueError, TypeError) as err:
+    except _READ_ERRORS as err:
         raise TrajectoryError(f"cannot read topology {top}: {_one_line(err)}") from None
     n_top = universe.atoms.n_atoms
-    # MDAnalysis recognises H5MD only by the .h5md suffix; cgkd also writes .h5.
-    fmt = "H5MD" if traj.suffix.lower() in _H5MD_SUFFIXES else None
     try:
-        universe.load_new(str(traj), format=fmt)
-    except (OSError, ValueError, TypeError, KeyError) as err:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Reader has no dt information")
+            universe.load_new(str(traj), format=fmt, **options)
+    except _READ_ERRORS as err:
         # load_new attaches the new reader before comparing atom counts.
         reader = getattr(universe, "trajectory", None)
         n_traj = getattr(reader, "n_atoms", n_top)
@@ -112,8 +361,170 @@ def _open_universe(top: Path, traj: Path) -> Universe:
                 f"topology {top} has {n_top} atoms but trajectory {traj} has {n_traj}; "
                 "use the topology that belongs to this trajectory"
             ) from None
-        raise TrajectoryError(f"cannot read trajectory {traj}: {_one_line(err)}") from None
+        raise TrajectoryError(
+            f"cannot read trajectory {traj} (truncated, corrupt or not the format its suffix "
+            f"says?): {_one_line(err)}"
+        ) from None
+    if universe.trajectory.n_frames == 0:
+        raise TrajectoryError(f"trajectory {traj} has no frames; re-copy or re-write it")
+    if universe.trajectory.format == "LAMMPSDUMP":
+        _check_dump_lines(traj, universe.trajectory.n_frames, n_top)
     return universe
+
+
+def _check_dump_lines(path: Path, n_frames: int, n_atoms: int) -> None:
+    """MDAnalysis counts whole frames of a text dump and ignores a cut-off last one: check."""
+    with open(path, "rb") as handle:
+        data_lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(2**24), b""))
+        handle.seek(-1, 2)
+        data_lines += handle.read(1) != b"\n"
+    if data_lines != n_frames * (n_atoms + 9):
+        raise TrajectoryError(
+            f"LAMMPS dump {path} is truncated or corrupt: {data_lines} lines is not {n_frames} "
+            f"frames of {n_atoms} atoms plus 9 header lines; re-copy the file"
+        )
+
+
+def _check_tng_blocks(path: Path) -> None:
+    """Walk the TNG block headers: the TNG library crashes the process on a cut-off block.
+
+    Each block starts with its header size, contents size and id (int64, either byte order).
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        position = 0
+        while position < size:
+            handle.seek(position)
+            header = handle.read(24)
+            sizes = None
+            for order in "<>":
+                if len(header) == 24:
+                    header_size, contents_size, _ = struct.unpack(order + "qqq", header)
+                    if 0 < header_size < 2**20 and 0 <= contents_size < 2**40:
+                        sizes = header_size, contents_size
+                        break
+            if sizes is None or position + sum(sizes) > size:
+                raise TrajectoryError(
+                    f"TNG trajectory {path} is truncated or corrupt (block at byte {position} of "
+                    f"{size} is incomplete); re-copy the file"
+                )
+            position += sum(sizes)
+
+
+def _reader_units(reader: Any, traj: Path) -> dict[str, str]:
+    """Units of the values a converting reader delivers, or an error if the format has none."""
+    known = getattr(reader, "units", {}) or {}
+    missing = [q for q in ("length", "force") if known.get(q) is None]
+    if missing:
+        raise TrajectoryError(
+            f"trajectory {traj} ({reader.format}) does not record its {' and '.join(missing)} "
+            f"units; set input.units to one of {sorted(UNIT_PRESETS)} or to "
+            "{length: ..., force: ..., time: ...}"
+        )
+    return dict(_MDA_BASE_UNITS)
+
+
+def _masses(universe: Universe) -> np.ndarray:
+    try:
+        return np.asarray(universe.atoms.masses, dtype=np.float64)
+    except NoDataError:
+        raise TrajectoryError(
+            f"topology {universe.filename} has no masses and none could be guessed; "
+            "use a topology with masses"
+        ) from None
+
+
+def _selected_indices(trajectory: OpenTrajectory, selection: FrameSelection) -> np.ndarray:
+    reader, traj = trajectory.universe.trajectory, trajectory.path
+    indices = np.arange(reader.n_frames)[selection.start : selection.stop : selection.step]
+    if selection.time_start is not None or selection.time_stop is not None:
+        # Frame times from the first two frames; iter_frames checks the spacing is constant.
+        to_ps = TIME_TO_PS[trajectory.units["time"]]
+        t0 = _read_frame(reader, 0, traj).time * to_ps
+        dt = _read_frame(reader, 1, traj).time * to_ps - t0 if reader.n_frames > 1 else 0.0
+        times = t0 + dt * indices
+        lo, hi = _time_window(selection, dt)
+        indices = indices[(times >= lo) & (times <= hi)]
+    if len(indices) == 0:
+        raise TrajectoryError(
+            f"trajectory {traj} has no frames in {selection} (it has {reader.n_frames}); "
+            "widen the frame or time range"
+        )
+    return indices
+
+
+def _time_window(selection: FrameSelection, dt: float) -> tuple[float, float]:
+    """[time_start, time_stop] in ps, widened by a rounding tolerance of the frame interval."""
+    slack = 1e-6 * abs(dt)
+    lo = -np.inf if selection.time_start is None else selection.time_start - slack
+    hi = np.inf if selection.time_stop is None else selection.time_stop + slack
+    return lo, hi
+
+
+def _read_frame(reader: Any, index: int, traj: Path) -> Any:
+    try:
+        return reader[index]
+    except _READ_ERRORS as err:
+        raise TrajectoryError(
+            f"trajectory {traj} is truncated or corrupt at frame {index} ({_one_line(err)}); "
+            f"re-copy the file, or set input.stop={index} to use the frames before it"
+        ) from None
+
+
+def _screened(frames: Frames, screen: FrameScreen, traj: Path) -> tuple[Frames, int]:
+    """``frames`` without bad ones (or an error naming the first), and how many were dropped."""
+    finite = (
+        np.isfinite(frames.positions).all(axis=(1, 2))
+        & np.isfinite(frames.forces).all(axis=(1, 2))
+        & np.isfinite(frames.boxes).all(axis=(1, 2))
+    )
+    with np.errstate(invalid="ignore"):
+        largest = np.nan_to_num(np.linalg.norm(frames.forces, axis=2), nan=np.inf).max(axis=1)
+    good = finite & (largest <= screen.max_force)
+    if good.all():
+        return frames, 0
+    first = int(np.flatnonzero(~good)[0])
+    reason = (
+        "NaN/Inf values"
+        if not finite[first]
+        else f"an atom force of {largest[first]:.3g} kJ/mol/nm (max_force {screen.max_force:g})"
+    )
+    if screen.on_bad_frame == "error":
+        raise TrajectoryError(
+            f"trajectory {traj} frame at t={frames.times[first]:g} ps has {reason}; fix the data, "
+            "check its units, or set input.on_bad_frame=drop to leave such frames out"
+        )
+    return frames.select(np.flatnonzero(good)), int((~good).sum())
+
+
+def _warn_dropped(n_dropped: int, total: int, traj: Path, screen: FrameScreen) -> None:
+    if n_dropped:
+        warnings.warn(
+            f"dropped {n_dropped} of {total} frames of {traj} with NaN/Inf values or forces "
+            f"above {screen.max_force:g} kJ/mol/nm (input.on_bad_frame=drop)",
+            BadFramesWarning,
+            stacklevel=3,
+        )
+
+
+def _all_bad(n_dropped: int, traj: Path, screen: FrameScreen) -> TrajectoryError:
+    return TrajectoryError(
+        f"all {n_dropped} selected frames of {traj} are bad (NaN/Inf or forces above "
+        f"{screen.max_force:g} kJ/mol/nm); check the file and its units"
+    )
+
+
+def _concatenate(chunks: list[Frames]) -> Frames:
+    first = chunks[0]
+    return Frames(
+        positions=np.concatenate([c.positions for c in chunks]),
+        forces=np.concatenate([c.forces for c in chunks]),
+        boxes=np.concatenate([c.boxes for c in chunks]),
+        times=np.concatenate([c.times for c in chunks]),
+        masses=first.masses,
+        types=first.types,
+        type_names=first.type_names,
+    )
 
 
 def _one_line(err: Exception) -> str:

@@ -18,6 +18,7 @@ Units: nm, kJ/mol/nm, ps, amu, as everywhere in cgkd.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,10 @@ from MDAnalysis import Universe
 from MDAnalysis.exceptions import NoDataError
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from tqdm.auto import tqdm
 
 from cgkd.io.frames import Frames
-from cgkd.io.h5md import write_h5md
-from cgkd.io.trajectory import load_trajectory
+from cgkd.io.h5md import H5MDReader, H5MDWriter
 
 #: How bead species are named: by the molecule's residue names, or one species for all beads.
 BEAD_TYPES = ("residue", "single")
@@ -63,60 +64,114 @@ def molecule_labels(universe: Universe) -> np.ndarray:
     return rank[labels]
 
 
-def map_molecules(universe: Universe, frames: Frames, *, bead_type: str = "residue") -> Frames:
-    """Map atomistic ``frames`` to one bead per molecule of ``universe`` (see module docstring).
+@dataclass(frozen=True, eq=False)
+class MoleculeMap:
+    """The compiled one-bead-per-molecule map of a topology (see the module docstring).
 
-    ``bead_type="residue"`` names each bead species after the molecule's residue names (joined
-    with "-" for multi-residue molecules); ``"single"`` gives every bead the species "CG".
+    Atoms are ordered by molecule (``order``); molecule ``i`` spans ``order[starts[i]:]`` up to
+    the next start. ``weights`` are the atoms' mass fractions of their molecule, in that order.
     """
-    if bead_type not in BEAD_TYPES:
-        raise ValueError(f"bead_type {bead_type!r} is unknown; use one of {list(BEAD_TYPES)}")
-    if universe.atoms.n_atoms != frames.n_particles:
-        raise ValueError(
-            f"topology has {universe.atoms.n_atoms} atoms but frames have {frames.n_particles}; "
-            "map frames with the topology they were loaded with"
-        )
-    labels = molecule_labels(universe)
-    order = np.argsort(labels, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
-    first_atom = order[starts]
-    bead_masses = np.add.reduceat(frames.masses[order], starts)
-    if np.any(bead_masses <= 0):
-        bad = int(np.flatnonzero(bead_masses <= 0)[0])
-        raise ValueError(
-            f"molecule {bad} (first atom {first_atom[bad]}) has zero total mass; "
-            "use a topology with atom masses"
-        )
-    weights = frames.masses[order] / np.repeat(bead_masses, np.diff(np.r_[starts, len(order)]))
 
-    n_beads = len(starts)
-    positions = np.empty((frames.n_frames, n_beads, 3))
-    forces = np.empty((frames.n_frames, n_beads, 3))
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, frames.n_particles))
-    reference = first_atom[labels[order]]
-    for lo in range(0, frames.n_frames, chunk):
-        hi = min(lo + chunk, frames.n_frames)
-        boxes = frames.boxes[lo:hi]
-        inverse = np.linalg.inv(boxes)
-        x = frames.positions[lo:hi][:, order]
-        origin = frames.positions[lo:hi][:, reference]
-        offset = (x - origin) @ inverse
-        whole = x - np.round(offset) @ boxes
-        com = np.add.reduceat(whole * weights[None, :, None], starts, axis=1)
-        positions[lo:hi] = _wrap(com, boxes, inverse)
-        forces[lo:hi] = np.add.reduceat(frames.forces[lo:hi][:, order], starts, axis=1)
+    order: np.ndarray
+    starts: np.ndarray
+    weights: np.ndarray
+    reference: np.ndarray
+    masses: np.ndarray
+    types: np.ndarray
+    type_names: list[str]
 
-    names = _bead_names(universe, first_atom, labels, bead_type)
-    type_names = sorted(set(names))
-    return Frames(
-        positions=positions,
-        forces=forces,
-        boxes=frames.boxes.copy(),
-        times=frames.times.copy(),
-        masses=bead_masses,
-        types=np.searchsorted(type_names, names),
-        type_names=type_names,
-    )
+    @classmethod
+    def from_universe(
+        cls, universe: Universe, masses: np.ndarray, *, bead_type: str = "residue"
+    ) -> MoleculeMap:
+        """Compile the map of ``universe``'s molecules with atom ``masses`` (amu).
+
+        ``bead_type="residue"`` names each bead species after the molecule's residue names
+        (joined with "-" for multi-residue molecules); ``"single"`` gives every bead "CG".
+        """
+        if bead_type not in BEAD_TYPES:
+            raise ValueError(f"bead_type {bead_type!r} is unknown; use one of {list(BEAD_TYPES)}")
+        if universe.atoms.n_atoms != len(masses):
+            raise ValueError(
+                f"topology has {universe.atoms.n_atoms} atoms but the frames have {len(masses)}; "
+                "map frames with the topology they were made with"
+            )
+        labels = molecule_labels(universe)
+        order = np.argsort(labels, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+        first_atom = order[starts]
+        bead_masses = np.add.reduceat(masses[order], starts)
+        if np.any(bead_masses <= 0):
+            bad = int(np.flatnonzero(bead_masses <= 0)[0])
+            raise ValueError(
+                f"molecule {bad} (first atom {first_atom[bad]}) has zero total mass; "
+                "use a topology with atom masses"
+            )
+        weights = masses[order] / np.repeat(bead_masses, np.diff(np.r_[starts, len(order)]))
+        names = _bead_names(universe, first_atom, labels, bead_type)
+        type_names = sorted(set(names))
+        return cls(
+            order=order,
+            starts=starts,
+            weights=weights,
+            reference=first_atom[labels[order]],
+            masses=bead_masses,
+            types=np.searchsorted(type_names, names),
+            type_names=type_names,
+        )
+
+    @property
+    def n_beads(self) -> int:
+        """Number of beads (molecules)."""
+        return len(self.starts)
+
+    def apply(self, frames: Frames) -> Frames:
+        """Bead positions (COM, wrapped into the box) and summed forces of atomistic ``frames``."""
+        if frames.n_particles != len(self.order):
+            raise ValueError(
+                f"frames have {frames.n_particles} atoms but the map was built for "
+                f"{len(self.order)}; map frames with the topology they were made with"
+            )
+        positions = np.empty((frames.n_frames, self.n_beads, 3))
+        forces = np.empty((frames.n_frames, self.n_beads, 3))
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, frames.n_particles))
+        for lo in range(0, frames.n_frames, chunk):
+            hi = min(lo + chunk, frames.n_frames)
+            boxes = frames.boxes[lo:hi]
+            inverse = np.linalg.inv(boxes)
+            x = frames.positions[lo:hi][:, self.order]
+            origin = frames.positions[lo:hi][:, self.reference]
+            offset = (x - origin) @ inverse
+            whole = x - np.round(offset) @ boxes
+            com = np.add.reduceat(whole * self.weights[None, :, None], self.starts, axis=1)
+            positions[lo:hi] = _wrap(com, boxes, inverse)
+            forces[lo:hi] = np.add.reduceat(
+                frames.forces[lo:hi][:, self.order], self.starts, axis=1
+            )
+        return Frames(
+            positions=positions,
+            forces=forces,
+            boxes=frames.boxes.copy(),
+            times=frames.times.copy(),
+            masses=self.masses,
+            types=self.types,
+            type_names=self.type_names,
+        )
+
+
+@dataclass(frozen=True)
+class MappedDataset:
+    """A CG data set written by :func:`map_trajectory`."""
+
+    path: Path
+    n_frames: int
+    n_beads: int
+    type_names: list[str]
+
+
+def map_molecules(universe: Universe, frames: Frames, *, bead_type: str = "residue") -> Frames:
+    """Map atomistic ``frames`` to one bead per molecule of ``universe`` (see module docstring)."""
+    return MoleculeMap.from_universe(universe, frames.masses, bead_type=bead_type).apply(frames)
 
 
 def map_trajectory(
@@ -125,15 +180,20 @@ def map_trajectory(
     out_path: str | Path,
     *,
     config: dict[str, Any] | None = None,
-) -> Frames:
-    """Map an atomistic trajectory with forces to molecule beads and write it as H5MD.
+    chunk_frames: int | None = None,
+    progress: bool = False,
+) -> MappedDataset:
+    """Map an atomistic H5MD data set to molecule beads, streaming it chunk by chunk into H5MD.
 
-    The CG data set goes to particle group "all" of ``out_path`` (the same group name as
-    atomistic files, so ``read_h5md(out_path)`` reads it), with bead masses and species names.
-    The stored config is ``config`` plus a ``"source"`` entry (scheme and input files).
+    ``topology`` gives residues and bonds; masses come from the H5MD file. The CG data set goes
+    to particle group "all" of ``out_path`` with bead masses and species names; the stored
+    config is ``config`` plus a ``"source"`` entry (scheme and input files). Memory is bounded
+    by ``chunk_frames`` (default: about 2e6 atom-frames at a time).
     """
-    universe, frames = load_trajectory(topology, trajectory)
-    beads = map_molecules(universe, frames)
+    try:
+        universe = Universe(str(topology))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"cannot read topology {topology}: {err}") from None
     stored: dict[str, Any] = {
         "source": {
             "scheme": "molecule_com",
@@ -142,8 +202,23 @@ def map_trajectory(
         }
     }
     stored.update(config or {})
-    write_h5md(out_path, beads, config=stored)
-    return beads
+    with H5MDReader(trajectory) as reader:
+        operator = MoleculeMap.from_universe(universe, reader.masses)
+        chunk = chunk_frames or max(1, _CHUNK_ELEMENTS // max(1, reader.n_particles))
+        with (
+            H5MDWriter(
+                out_path,
+                masses=operator.masses,
+                types=operator.types,
+                type_names=operator.type_names,
+                config=stored,
+            ) as writer,
+            tqdm(total=reader.n_frames, desc="map", unit="frame", disable=not progress) as bar,
+        ):
+            for frames in reader.chunks(chunk):
+                writer.append(operator.apply(frames))
+                bar.update(frames.n_frames)
+    return MappedDataset(Path(out_path), writer.n_frames, operator.n_beads, operator.type_names)
 
 
 def _wrap(points: np.ndarray, boxes: np.ndarray, inverse: np.ndarray) -> np.ndarray:
