@@ -82,12 +82,19 @@ class MoleculeMap:
 
     @classmethod
     def from_universe(
-        cls, universe: Universe, masses: np.ndarray, *, bead_type: str = "residue"
+        cls,
+        universe: Universe,
+        masses: np.ndarray,
+        *,
+        bead_type: str = "residue",
+        residue_names: np.ndarray | None = None,
     ) -> MoleculeMap:
         """Compile the map of ``universe``'s molecules with atom ``masses`` (amu).
 
         ``bead_type="residue"`` names each bead species after the molecule's residue names
         (joined with "-" for multi-residue molecules); ``"single"`` gives every bead "CG".
+        ``residue_names`` (one per atom) replace the topology's, e.g. the species of an H5MD
+        file, whose names are not cut to the 3 characters MDAnalysis reads from a PDB.
         """
         if bead_type not in BEAD_TYPES:
             raise ValueError(f"bead_type {bead_type!r} is unknown; use one of {list(BEAD_TYPES)}")
@@ -108,7 +115,9 @@ class MoleculeMap:
                 "use a topology with atom masses"
             )
         weights = masses[order] / np.repeat(bead_masses, np.diff(np.r_[starts, len(order)]))
-        names = _bead_names(universe, first_atom, labels, bead_type)
+        if residue_names is None:
+            residue_names = universe.atoms.resnames
+        names = _bead_names(universe, residue_names, first_atom, labels, bead_type)
         type_names = sorted(set(names))
         return cls(
             order=order,
@@ -203,7 +212,8 @@ def map_trajectory(
     }
     stored.update(config or {})
     with H5MDReader(trajectory) as reader:
-        operator = MoleculeMap.from_universe(universe, reader.masses)
+        species = np.asarray(reader.type_names)[reader.types] if reader.type_names else None
+        operator = MoleculeMap.from_universe(universe, reader.masses, residue_names=species)
         chunk = chunk_frames or max(1, _CHUNK_ELEMENTS // max(1, reader.n_particles))
         with (
             H5MDWriter(
@@ -230,12 +240,15 @@ def _wrap(points: np.ndarray, boxes: np.ndarray, inverse: np.ndarray) -> np.ndar
 
 
 def _bead_names(
-    universe: Universe, first_atom: np.ndarray, labels: np.ndarray, bead_type: str
+    universe: Universe,
+    resnames: np.ndarray,
+    first_atom: np.ndarray,
+    labels: np.ndarray,
+    bead_type: str,
 ) -> list[str]:
     """Species name of each bead."""
     if bead_type == "single":
         return [SINGLE_TYPE_NAME] * len(first_atom)
-    resnames = universe.atoms.resnames
     pairs, first = np.unique(
         np.stack([labels, universe.atoms.resindices], axis=1), axis=0, return_index=True
     )
