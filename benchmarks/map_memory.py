@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,11 @@ from cgkd.mapping.molecule_com import map_trajectory
 step, top, src, dst = sys.argv[1:5]
 start = time.perf_counter()
 if step == "import":
-    import_trajectory(top, src, dst, progress=False)
+    particles = import_trajectory(top, src, dst, progress=False).n_atoms
 else:
-    map_trajectory(top, src, dst)
+    particles = map_trajectory(top, src, dst).n_beads
 print(json.dumps({
+    "particles": particles,
     "seconds": time.perf_counter() - start,
     "baseline_mib": baseline / 1024,
     "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -73,7 +75,9 @@ def write_synthetic(workdir: Path, n_atoms: int, n_frames: int) -> tuple[Path, P
     offsets = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
     universe.atoms.positions = (centres + offsets).reshape(-1, 3)
     topology = workdir / "synthetic.pdb"
-    universe.atoms.write(topology)
+    with warnings.catch_warnings():  # MDAnalysis fills the PDB fields we leave out, noisily
+        warnings.simplefilter("ignore", UserWarning)
+        universe.atoms.write(topology)
     trajectory = workdir / "synthetic.trr"
     with mda.Writer(str(trajectory), n_atoms=n_atoms) as writer:
         for frame in range(n_frames):
@@ -119,7 +123,9 @@ def main() -> None:
             ("map H5MD -> CG H5MD", aa, run_step("map", topology, aa, cg)),
         ]
         n_atoms = 3 * (args.atoms // 3)
-        print(f"\n{n_atoms} atoms x {args.frames} frames")
+        if rows[1][2]["particles"] != n_atoms // 3:
+            raise SystemExit(f"mapping gave {rows[1][2]['particles']} beads, not {n_atoms // 3}")
+        print(f"\n{n_atoms} atoms x {args.frames} frames -> {n_atoms // 3} beads")
         print(
             f"{'step':<22}{'input GB':>10}{'time s':>9}{'baseline MiB':>14}"
             f"{'peak MiB':>10}{'peak - baseline':>17}{'input / peak':>14}"
