@@ -155,6 +155,8 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     assert 240 < temperatures[-1] < 360, temperatures
 
 
+@pytest.mark.filterwarnings("ignore:Found no information for attr:UserWarning")
+@pytest.mark.filterwarnings("ignore:Found missing chainIDs:UserWarning")
 def test_user_trajectory_without_forces_is_one_line(tmp_path):
     import MDAnalysis as mda
 
