@@ -179,6 +179,7 @@ def test_four_site_water_keeps_real_atoms_with_distributed_forces(
 
 
 def test_npt_phase_sets_the_box_to_its_mean_density(four_site: GeneratedSystem) -> None:
+    assert (four_site.trajectory.parent / "npt.png").stat().st_size > 1000
     rows = np.loadtxt(four_site.trajectory.parent / "npt.csv", delimiter=",", skiprows=1)
     assert rows.shape == (10, 3)  # 1 ps sampled every 50 steps of 2 fs
     assert four_site.npt_density_g_cm3 == pytest.approx(rows[5:, 2].mean())

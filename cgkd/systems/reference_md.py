@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import openmm
+from matplotlib.figure import Figure
 from openmm import app, unit
 from tqdm.auto import tqdm
 
@@ -85,7 +86,7 @@ def generate(
     """Run the protocol of ``spec``; write ``out_dir/aa.h5md`` and ``out_dir/aa_topology.pdb``.
 
     ``config`` is stored in the H5MD file next to the spec, the build facts and the measured
-    speed and densities. NPT densities, if any, also go to ``out_dir/npt.csv``.
+    speed and densities. NPT densities, if any, also go to ``out_dir/npt.csv`` and ``npt.png``.
     """
     out_dir = Path(out_dir)
     context, integrator, built = prepare(spec)
@@ -233,6 +234,7 @@ def _npt(
     second_half = np.array(rows[len(rows) // 2 :])
     mean_volume = float(second_half[:, 1].mean())
     stats = (float(second_half[:, 2].mean()), float(second_half[:, 2].std()))
+    _plot_density(np.array(rows), stats, out_dir / "npt.png")
 
     state = context.getState(positions=True, velocities=True)
     positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -252,6 +254,21 @@ def _npt(
     nvt.computeVirtualSites()
     nvt.setVelocities(state.getVelocities())
     return nvt, nvt_integrator, stats
+
+
+def _plot_density(rows: np.ndarray, stats: tuple[float, float], path: Path) -> None:
+    """Density along the NPT phase, with the mean and std of its second half, as a PNG."""
+    figure = Figure(figsize=(5, 3.2), layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot(rows[:, 0], rows[:, 2], color="C0", lw=1)
+    half = rows[len(rows) // 2, 0]
+    mean, std = stats
+    axes.axhline(mean, color="C1", lw=1, label=f"mean after {half:g} ps: {mean:.4f} +- {std:.4f}")
+    axes.axhspan(mean - std, mean + std, color="C1", alpha=0.2)
+    axes.set(xlabel="NPT time (ps)", ylabel="density (g/cm$^3$)")
+    axes.legend(loc="lower right", fontsize="small")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
 
 
 def _advance(
