@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cgkd.io.h5md import read_h5md
 from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
-from cgkd.mapping.molecule_com import map_trajectory
+from cgkd.mapping.apply import map_trajectory
+from cgkd.mapping.definition import MappingSpec
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
 from cgkd.models.priors import fit_repulsion_sigma
 from cgkd.simulation.export import export_torchscript
@@ -158,9 +159,11 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
         aa["topology"],
         aa["trajectory"],
         out,
-        config={"mapping": mapping, "aa": aa},
+        MappingSpec.from_config(mapping),
+        config={"aa": aa},
         progress=cfg.progress,
     )
+    log.info("mapping %s:\n%s", mapping["name"], mapped.summary)
     record = {
         "key": stage.key,
         "dataset": str(out),

@@ -1,4 +1,5 @@
-"""One bead per molecule: whole molecules across PBC, centres of mass, summed forces."""
+"""Mappings from bead definitions: whole molecules across PBC, centres of mass or geometry,
+summed forces, several beads per molecule, validation, and the streamed CG data set."""
 
 from __future__ import annotations
 
@@ -11,10 +12,26 @@ from openmm import app, unit
 
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md, read_h5md_config, write_h5md
-from cgkd.mapping.molecule_com import map_molecules, map_trajectory, molecule_labels
+from cgkd.mapping.apply import LinearMapping, map_trajectory
+from cgkd.mapping.definition import (
+    BeadKind,
+    MappingError,
+    MappingSpec,
+    UnmappedAtomsWarning,
+    compile_mapping,
+)
+from cgkd.mapping.force_maps import basic_force_map
+from cgkd.mapping.molecules import molecule_labels
 
 MASSES = np.array([16.0, 1.0, 1.0, 16.0, 1.0, 1.0])
 L = 2.0  # cubic box edge, nm
+COM = MappingSpec("com", (BeadKind("all", "molecule"),))
+
+
+def map_molecules(universe: Universe, frames: Frames, spec: MappingSpec = COM) -> Frames:
+    """``frames`` mapped by ``spec`` with the basic force map."""
+    compiled = compile_mapping(spec, universe, frames.masses)
+    return LinearMapping(compiled, basic_force_map(compiled.position_map), "basic").apply(frames)
 
 
 def water_universe(
@@ -23,6 +40,14 @@ def water_universe(
     """A topology of 3-atom molecules; ``resindex`` gives each atom's residue (molecule)."""
     universe = Universe.empty(len(resindex), n_residues=len(resnames), atom_resindex=resindex)
     universe.add_TopologyAttr("resname", list(resnames))
+    universe.add_TopologyAttr("resid", list(range(1, len(resnames) + 1)))
+    names = {0: "O", 1: "H1", 2: "H2"}
+    seen: dict[int, int] = {}
+    atom_names = []
+    for r in resindex:
+        atom_names.append(names[seen.get(r, 0)])
+        seen[r] = seen.get(r, 0) + 1
+    universe.add_TopologyAttr("name", atom_names)
     if bonds:
         members = [np.flatnonzero(np.array(resindex) == r) for r in range(len(resnames))]
         universe.add_TopologyAttr(
@@ -143,12 +168,69 @@ def test_bead_types_and_errors() -> None:
     beads = map_molecules(universe, frames)
     assert beads.type_names == ["HOH", "SOL"]
     assert beads.types.tolist() == [1, 0]
-    single = map_molecules(universe, frames, bead_type="single")
+    single = map_molecules(universe, frames, MappingSpec("cg", (BeadKind("all", "residue", "CG"),)))
     assert single.type_names == ["CG"]
-    with pytest.raises(ValueError, match="bead_type 'atom' is unknown"):
-        map_molecules(universe, frames, bead_type="atom")
-    with pytest.raises(ValueError, match="topology has 3 atoms but the frames have 6"):
+    with pytest.raises(MappingError, match="per='atom' is unknown"):
+        BeadKind("all", "atom")
+    with pytest.raises(MappingError, match="topology has 3 atoms but the data have 6"):
         map_molecules(water_universe([0, 0, 0], ("HOH",)), frames)
+
+
+def test_centre_of_geometry_and_two_beads_per_molecule() -> None:
+    frames = two_waters()
+    universe = water_universe([0, 0, 0, 1, 1, 1])
+    geometry = MappingSpec("cog", (BeadKind("all", "molecule"),), weights="geometry")
+    cog = map_molecules(universe, frames, geometry).positions[0, 0]
+    np.testing.assert_allclose(cog, [(1.0 + 1.1 + 1.0) / 3, (1.0 + 1.0 + 1.1) / 3, 1.0])
+    split = MappingSpec("split", (BeadKind("name O", name="O"), BeadKind("name H1 H2", name="HH")))
+    beads = map_molecules(universe, frames, split)
+    assert beads.type_names == ["HH", "O"] and beads.types.tolist() == [1, 0, 1, 0]
+    np.testing.assert_allclose(beads.masses, [16.0, 2.0, 16.0, 2.0])
+    np.testing.assert_allclose(beads.positions[0, 1], [1.05, 1.05, 1.0], atol=1e-12)
+    # B's hydrogens are whole with its oxygen (x = -0.10), wrapped back into the box.
+    np.testing.assert_allclose(
+        beads.positions[0, 3], [L - 0.10, 0.55, (0.5 - 0.05) / 2], atol=1e-12
+    )
+    np.testing.assert_allclose(
+        beads.forces[0], [[10, -2, 3], [-3, 2, -1], [100, 0, -50], [-90, 10, 45]]
+    )
+
+
+def test_mapping_validation_is_one_line() -> None:
+    universe = water_universe([0, 0, 0, 1, 1, 1])
+    masses = MASSES
+    nothing = MappingSpec("m", (BeadKind("name ZZ"),))
+    with pytest.raises(MappingError, match="selection 'name ZZ' matches no atoms"):
+        compile_mapping(nothing, universe, masses)
+    with pytest.raises(MappingError, match="bad selection 'name and or'"):
+        compile_mapping(MappingSpec("m", (BeadKind("name and or"),)), universe, masses)
+    overlap = (BeadKind("all", "molecule", "M"), BeadKind("name O", name="O"))
+    with pytest.raises(MappingError, match=r"atom 0 \(O of HOH 1\) is in 2 beads.*allow_overlap"):
+        compile_mapping(MappingSpec("m", overlap), universe, masses)
+    shared = compile_mapping(MappingSpec("m", overlap, allow_overlap=True), universe, masses)
+    np.testing.assert_allclose(shared.masses, [10.0, 8.0, 10.0, 8.0])  # O's mass split in two
+    massless = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    with (
+        pytest.warns(UnmappedAtomsWarning),
+        pytest.raises(
+            MappingError, match=r"bead .O. .* has zero total mass; use weights: geometry"
+        ),
+    ):
+        compile_mapping(MappingSpec("m", (BeadKind("name O", name="O"),)), universe, massless)
+    with pytest.warns(UnmappedAtomsWarning, match="leaves 4 of 6 atoms unmapped"):
+        oxygens = compile_mapping(
+            MappingSpec("m", (BeadKind("name O", name="O"),)), universe, masses
+        )
+    assert oxygens.unmapped.tolist() == [1, 2, 4, 5]
+    assert "unmapped atoms: 4" in oxygens.summary()
+    with pytest.raises(MappingError, match="per=fragment needs bonds"):
+        compile_mapping(MappingSpec("m", (BeadKind("all", "fragment"),)), universe, masses)
+    with pytest.raises(MappingError, match=r"mapping\.colour is not a mapping setting"):
+        MappingSpec.from_config({"name": "m", "beads": [{"select": "all"}], "colour": 1})
+    with pytest.raises(MappingError, match="needs a select: string"):
+        MappingSpec.from_config({"name": "m", "beads": [{"per": "residue"}]})
+    with pytest.raises(MappingError, match="weights='charge' is unknown"):
+        MappingSpec("m", (BeadKind("all"),), weights="charge")
 
 
 def test_molecule_labels_follow_bonds_across_residues() -> None:
@@ -173,16 +255,54 @@ def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
         app.PDBFile.writeFile(topology, frames.positions[0] * unit.nanometer, handle)
     aa = write_h5md(tmp_path / "aa.h5", frames)
 
-    mapped = map_trajectory(
-        pdb, aa, tmp_path / "cg.h5", config={"mapping": {"name": "com"}}, chunk_frames=1
-    )
+    mapped = map_trajectory(pdb, aa, tmp_path / "cg.h5", COM, config={"note": "x"}, chunk_frames=1)
     assert (mapped.n_frames, mapped.n_beads, mapped.type_names) == (frames.n_frames, 2, ["HOH"])
+    assert "2 beads of 1 species" in mapped.summary
     stored = read_h5md(mapped.path)
     assert stored.type_names == ["HOH"]
     np.testing.assert_allclose(stored.masses, frames.masses.reshape(2, 3).sum(axis=1))
     expected = map_molecules(water_universe([0, 0, 0, 1, 1, 1]), frames)
     np.testing.assert_allclose(stored.positions, expected.positions, atol=1e-12)
     np.testing.assert_allclose(stored.forces, expected.forces, atol=1e-9)
-    config = read_h5md_config(tmp_path / "cg.h5")
-    assert config["mapping"] == {"name": "com"}
-    assert config["source"]["scheme"] == "molecule_com"
+    config = read_h5md_config(mapped.path)
+    assert config["note"] == "x" and config["force_map"] == "basic"
+    assert config["mapping"] == COM.to_dict() and config["mapping_digest"] == COM.digest
+    assert config["bead_names"] == ["HOH", "HOH"]
+    matrices = np.load(tmp_path / "mapping.npz")
+    assert matrices["force_map_shape"].tolist() == [2, 6]
+
+
+def test_basic_map_refuses_constraints_across_beads(tmp_path: Path) -> None:
+    frames = two_waters()
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(2):
+        residue = topology.addResidue("HOH", chain)
+        for name, element in (("O", app.element.oxygen), ("H1", app.element.hydrogen)):
+            topology.addAtom(name, element, residue)
+        topology.addAtom("H2", app.element.hydrogen, residue)
+    topology.setPeriodicBoxVectors(np.eye(3) * L * unit.nanometer)
+    pdb = tmp_path / "aa.pdb"
+    with open(pdb, "w") as handle:
+        app.PDBFile.writeFile(topology, frames.positions[0] * unit.nanometer, handle)
+    rigid = np.array([[0, 1], [0, 2], [1, 2], [3, 4], [3, 5], [4, 5]])
+    aa = write_h5md(tmp_path / "aa.h5", frames, constraints=rigid)
+    split = MappingSpec("split", (BeadKind("name O", name="O"), BeadKind("name H1 H2", name="HH")))
+    with pytest.raises(
+        MappingError,
+        match=r"4 constraints join atoms of different beads .*"
+        r"use force_map: constraint_aware or optimal",
+    ):
+        map_trajectory(pdb, aa, tmp_path / "cg.h5", split)
+    assert not (tmp_path / "cg.h5").exists()
+    # Rigid water is one constraint group: O and H can never be separate beads (their distance
+    # is fixed, so no mean force acts along it), whatever the force map.
+    aware = MappingSpec("split", split.beads, force_map="constraint_aware")
+    with pytest.raises(ValueError, match=r"no force map satisfies W M\^T = I .*merge those beads"):
+        map_trajectory(pdb, aa, tmp_path / "cg.h5", aware)
+    assert not (tmp_path / "cg.h5").exists()
+    one_bead = MappingSpec("com", COM.beads, force_map="constraint_aware")
+    mapped = map_trajectory(pdb, aa, tmp_path / "cg.h5", one_bead)
+    np.testing.assert_allclose(
+        read_h5md(mapped.path).forces[0], frames.forces[0].reshape(2, 3, 3).sum(axis=1), atol=1e-9
+    )

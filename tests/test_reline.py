@@ -210,17 +210,43 @@ def test_generated_forces_match_openmm_after_reading_back(generated) -> None:
         assert np.sqrt(np.mean((fresh - frames.forces[t]) ** 2)) < 2e-3 * scale
 
 
-def test_generated_reline_maps_to_one_bead_per_molecule(generated, tmp_path: Path) -> None:
+def mapping_spec(name: str):
+    """The MappingSpec of conf/mapping/<name>.yaml, composed by Hydra."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from cgkd.mapping.definition import MappingSpec
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=[f"mapping={name}"])
+    return MappingSpec.from_config(OmegaConf.to_container(cfg.mapping, resolve=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "types", "counts"),
+    [
+        ("molecule_com", ["CHOL", "CLA", "UREA"], [16, 16, 32]),
+        ("reline", ["CH", "CL", "UR"], [16, 16, 32]),
+        ("reline_multibead", ["CHN", "CHO", "CL", "UR"], [16, 16, 16, 32]),
+    ],
+)
+def test_generated_reline_maps_with_each_config(generated, tmp_path: Path, name, types, counts):
     from cgkd.io.h5md import read_h5md
-    from cgkd.mapping.molecule_com import map_trajectory
+    from cgkd.mapping.apply import map_trajectory
 
     _, made = generated
-    mapped = map_trajectory(made.topology, made.trajectory, tmp_path / "cg.h5md")
-    assert (mapped.n_beads, mapped.type_names) == (64, ["CHOL", "CLA", "UREA"])
-    cg, aa = read_h5md(mapped.path), read_h5md(made.trajectory)
-    assert np.bincount(cg.types).tolist() == [16, 16, 32]
-    np.testing.assert_allclose(cg.masses[cg.types == 1], 35.45, atol=0.01)  # chloride
-    np.testing.assert_allclose(
-        cg.forces[:, :16], aa.forces[:, : 16 * 21].reshape(3, 16, 21, 3).sum(2)
+    mapped = map_trajectory(
+        made.topology, made.trajectory, tmp_path / "cg.h5md", mapping_spec(name)
     )
+    assert (mapped.n_beads, mapped.type_names) == (sum(counts), types)
+    cg, aa = read_h5md(mapped.path), read_h5md(made.trajectory)
+    assert np.bincount(cg.types).tolist() == counts
+    chloride = next(i for i, t in enumerate(types) if t.startswith("CL"))
+    np.testing.assert_allclose(cg.masses[cg.types == chloride], 35.45, atol=0.01)
+    np.testing.assert_allclose(cg.masses.sum(), aa.masses.sum())
+    # Every atom is in one bead and the basic map sums forces: the total force is unchanged.
     np.testing.assert_allclose(cg.forces.sum(axis=1), aa.forces.sum(axis=1), atol=1e-6)
+    first_choline = aa.forces[:, :21].sum(axis=1)
+    choline_beads = cg.forces[:, : 2 if name == "reline_multibead" else 1].sum(axis=1)
+    np.testing.assert_allclose(choline_beads, first_choline, atol=1e-9)

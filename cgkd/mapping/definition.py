@@ -1,0 +1,255 @@
+"""Bead definitions from config, compiled to a sparse linear position map.
+
+A mapping (``conf/mapping/*.yaml``) lists bead kinds. Each has an MDAnalysis selection, and
+the selected atoms are split into one bead per residue, per fragment (bonded cluster) or per
+molecule (atoms linked by bonds or a shared residue)::
+
+    name: reline_multibead
+    weights: mass            # bead position = centre of mass ("geometry": centre of geometry)
+    force_map: basic         # basic | constraint_aware | optimal
+    beads:
+      - {name: CHH, select: "resname CHOL and not name C5 H51 H52 OH1 HO1", per: residue}
+      - {name: CHT, select: "resname CHOL and name C5 H51 H52 OH1 HO1", per: residue}
+
+A bead kind without a ``name`` is named after the residue names of its atoms (joined with
+"-"), so ``{select: all, per: molecule}`` is one bead per molecule named by its residues.
+:func:`compile_mapping` turns the definition and a topology into a :class:`CompiledMapping`:
+the position map M (beads x atoms, rows summing to 1), bead species, masses and molecules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from MDAnalysis import Universe
+from MDAnalysis.exceptions import NoDataError, SelectionError
+from scipy import sparse
+
+from cgkd.mapping.molecules import molecule_labels
+
+#: How the atoms of one bead kind are split into beads.
+GROUPINGS = ("residue", "fragment", "molecule")
+
+#: How atoms are weighted in a bead's position.
+WEIGHTS = ("mass", "geometry")
+
+
+class MappingError(ValueError):
+    """A mapping definition does not fit the topology (or is malformed)."""
+
+
+class UnmappedAtomsWarning(UserWarning):
+    """Some atoms belong to no bead."""
+
+
+@dataclass(frozen=True)
+class BeadKind:
+    """One kind of bead: an MDAnalysis selection split ``per`` residue, fragment or molecule."""
+
+    select: str
+    per: str = "residue"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.per not in GROUPINGS:
+            raise MappingError(
+                f"bead {self.name or self.select!r}: per={self.per!r} is unknown; "
+                f"use one of {list(GROUPINGS)}"
+            )
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """A whole mapping: bead kinds, position weights, force map and its settings."""
+
+    name: str
+    beads: tuple[BeadKind, ...]
+    weights: str = "mass"
+    force_map: str = "basic"
+    allow_overlap: bool = False
+    optimal: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHTS:
+            raise MappingError(
+                f"mapping {self.name!r}: weights={self.weights!r} is unknown; use one of "
+                f"{list(WEIGHTS)}"
+            )
+        if not self.beads:
+            raise MappingError(f"mapping {self.name!r} defines no beads; add a beads: list")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MappingSpec:
+        """From a ``conf/mapping`` section (plain dict)."""
+        known = {"name", "beads", "weights", "force_map", "allow_overlap", "optimal"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise MappingError(
+                f"mapping.{unknown[0]} is not a mapping setting; valid: {sorted(known)}"
+            )
+        beads = []
+        for bead in config.get("beads") or []:
+            if not isinstance(bead, dict) or "select" not in bead:
+                raise MappingError(
+                    f"mapping {config.get('name')!r}: bead {bead!r} needs a select: string"
+                )
+            beads.append(BeadKind(**bead))
+        values = {k: v for k, v in config.items() if k != "beads"}
+        return cls(
+            **{**values, "beads": tuple(beads), "optimal": dict(config.get("optimal") or {})}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition as plain data (what is recorded with a CG data set)."""
+        return {
+            "name": self.name,
+            "beads": [
+                {"select": b.select, "per": b.per, **({"name": b.name} if b.name else {})}
+                for b in self.beads
+            ],
+            "weights": self.weights,
+            "force_map": self.force_map,
+            "allow_overlap": self.allow_overlap,
+            "optimal": self.optimal,
+        }
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the definition, to tell mappings apart."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledMapping:
+    """A mapping applied to one topology.
+
+    Attributes:
+        position_map: ``[B, N]`` CSR matrix; bead position = row . atom positions (rows sum to 1).
+        types: ``[B]`` species index of each bead, into ``type_names``.
+        type_names: bead species names, sorted.
+        masses: ``[B]`` bead masses, amu (an atom shared by k beads gives each 1/k of its mass).
+        molecules: ``[N]`` molecule label of each atom (molecules are made whole before mapping).
+        unmapped: indices of atoms in no bead.
+    """
+
+    position_map: sparse.csr_matrix
+    types: np.ndarray
+    type_names: list[str]
+    masses: np.ndarray
+    molecules: np.ndarray
+    unmapped: np.ndarray
+
+    @property
+    def n_beads(self) -> int:
+        """Number of beads."""
+        return self.position_map.shape[0]
+
+    def summary(self) -> str:
+        """Beads per species, atoms per bead, unmapped atoms: a few lines for people."""
+        sizes = np.diff(self.position_map.indptr)
+        lines = [f"{self.n_beads} beads of {len(self.type_names)} species"]
+        for index, name in enumerate(self.type_names):
+            mine = self.types == index
+            atoms = Counter(sizes[mine].tolist())
+            per_bead = ", ".join(f"{n} atoms x {count}" for n, count in sorted(atoms.items()))
+            lines.append(
+                f"  {name:<10} {int(mine.sum()):>6} beads, {per_bead}; "
+                f"mass {self.masses[mine].mean():.3f} amu"
+            )
+        lines.append(f"  unmapped atoms: {len(self.unmapped)}")
+        return "\n".join(lines)
+
+
+def _grouping(universe: Universe, kind: BeadKind, groupings: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-atom labels that split a bead kind's atoms into beads."""
+    if kind.per != "fragment":
+        return groupings[kind.per]
+    try:
+        return universe.atoms.fragindices
+    except NoDataError:
+        raise MappingError(
+            f"bead {kind.name or kind.select!r}: per=fragment needs bonds in the topology; "
+            "use per: residue or molecule"
+        ) from None
+
+
+def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -> CompiledMapping:
+    """The position map, species and masses of ``spec`` on ``universe`` (atom ``masses``, amu)."""
+    n_atoms = universe.atoms.n_atoms
+    if len(masses) != n_atoms:
+        raise MappingError(
+            f"topology has {n_atoms} atoms but the data have {len(masses)}; map data with "
+            "the topology they were made with"
+        )
+    molecules = molecule_labels(universe)
+    groupings = {"residue": universe.atoms.resindices, "molecule": molecules}
+    rows: list[np.ndarray] = []
+    names: list[str] = []
+    resnames = universe.atoms.resnames
+    for kind in spec.beads:
+        try:
+            selected = universe.select_atoms(kind.select).indices
+        except (SelectionError, ValueError) as err:
+            raise MappingError(
+                f"mapping {spec.name!r}: bad selection {kind.select!r}: {err}"
+            ) from None
+        if len(selected) == 0:
+            raise MappingError(
+                f"mapping {spec.name!r}: selection {kind.select!r} matches no atoms; check the "
+                "residue and atom names in the topology"
+            )
+        labels = _grouping(universe, kind, groupings)[selected]
+        for label in np.unique(labels):
+            atoms = selected[labels == label]
+            rows.append(atoms)
+            names.append(kind.name or "-".join(dict.fromkeys(resnames[atoms].tolist())))
+    counts = np.bincount(np.concatenate(rows), minlength=n_atoms)
+    if not spec.allow_overlap and np.any(counts > 1):
+        atom = int(np.flatnonzero(counts > 1)[0])
+        raise MappingError(
+            f"mapping {spec.name!r}: atom {atom} ({universe.atoms[atom].name} of "
+            f"{resnames[atom]} {universe.atoms[atom].resid}) is in {counts[atom]} beads; fix "
+            "the selections or set allow_overlap: true"
+        )
+    unmapped = np.flatnonzero(counts == 0)
+    if len(unmapped):
+        warnings.warn(
+            f"mapping {spec.name!r} leaves {len(unmapped)} of {n_atoms} atoms unmapped",
+            UnmappedAtomsWarning,
+            stacklevel=2,
+        )
+    order = np.argsort([atoms.min() for atoms in rows], kind="stable")
+    rows = [rows[i] for i in order]
+    names = [names[i] for i in order]
+    share = 1.0 / np.maximum(counts, 1)
+    data, bead_masses = [], np.empty(len(rows))
+    for b, atoms in enumerate(rows):
+        weights = masses[atoms] if spec.weights == "mass" else np.ones(len(atoms))
+        if not weights.sum() > 0:
+            raise MappingError(
+                f"mapping {spec.name!r}: bead {names[b]!r} (atoms {atoms[:5].tolist()}...) has "
+                "zero total mass; use weights: geometry or a topology with masses"
+            )
+        data.append(weights / weights.sum())
+        bead_masses[b] = float((masses[atoms] * share[atoms]).sum())
+    indptr = np.r_[0, np.cumsum([len(atoms) for atoms in rows])]
+    position_map = sparse.csr_matrix(
+        (np.concatenate(data), np.concatenate(rows), indptr), shape=(len(rows), n_atoms)
+    )
+    position_map.sort_indices()
+    type_names = sorted(set(names))
+    return CompiledMapping(
+        position_map=position_map,
+        types=np.searchsorted(type_names, names),
+        type_names=type_names,
+        masses=bead_masses,
+        molecules=molecules,
+        unmapped=unmapped,
+    )
