@@ -240,8 +240,8 @@ def test_molecule_labels_follow_bonds_across_residues() -> None:
     assert map_molecules(universe, two_waters()).type_names == ["A-B"]
 
 
-def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
-    frames = two_waters()
+def write_two_waters_pdb(path: Path, frames: Frames) -> Path:
+    """An OpenMM PDB topology of the two waters (no bonds), at the first frame's positions."""
     topology = app.Topology()
     chain = topology.addChain()
     for _ in range(2):
@@ -250,9 +250,14 @@ def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
             topology.addAtom(name, element, residue)
         topology.addAtom("H2", app.element.hydrogen, residue)
     topology.setPeriodicBoxVectors(np.eye(3) * L * unit.nanometer)
-    pdb = tmp_path / "aa.pdb"
-    with open(pdb, "w") as handle:
+    with open(path, "w") as handle:
         app.PDBFile.writeFile(topology, frames.positions[0] * unit.nanometer, handle)
+    return path
+
+
+def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
+    frames = two_waters()
+    pdb = write_two_waters_pdb(tmp_path / "aa.pdb", frames)
     aa = write_h5md(tmp_path / "aa.h5", frames)
 
     mapped = map_trajectory(pdb, aa, tmp_path / "cg.h5", COM, config={"note": "x"}, chunk_frames=1)
@@ -274,17 +279,7 @@ def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
 
 def test_basic_map_refuses_constraints_across_beads(tmp_path: Path) -> None:
     frames = two_waters()
-    topology = app.Topology()
-    chain = topology.addChain()
-    for _ in range(2):
-        residue = topology.addResidue("HOH", chain)
-        for name, element in (("O", app.element.oxygen), ("H1", app.element.hydrogen)):
-            topology.addAtom(name, element, residue)
-        topology.addAtom("H2", app.element.hydrogen, residue)
-    topology.setPeriodicBoxVectors(np.eye(3) * L * unit.nanometer)
-    pdb = tmp_path / "aa.pdb"
-    with open(pdb, "w") as handle:
-        app.PDBFile.writeFile(topology, frames.positions[0] * unit.nanometer, handle)
+    pdb = write_two_waters_pdb(tmp_path / "aa.pdb", frames)
     rigid = np.array([[0, 1], [0, 2], [1, 2], [3, 4], [3, 5], [4, 5]])
     aa = write_h5md(tmp_path / "aa.h5", frames, constraints=rigid)
     split = MappingSpec("split", (BeadKind("name O", name="O"), BeadKind("name H1 H2", name="HH")))
