@@ -238,3 +238,23 @@ def test_user_trajectory_is_imported_then_mapped(tmp_path):
     np.testing.assert_allclose(cg.forces, aa.forces.reshape(6, 10, 3, 3).sum(axis=2), atol=1e-3)
     again = cgkd("map", *args, cwd=tmp_path)
     assert again.returncode == 0 and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_quick_reline_multibead_runs_end_to_end(tmp_path):
+    """Reline (912 atoms) with choline in two beads through every stage to the report."""
+    from cgkd.io.h5md import read_h5md, read_h5md_config
+
+    result = cgkd(
+        "run", "experiment=quick_reline", "progress=false", "hydra.run.dir=out", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CHN            24 beads, 16 atoms x 24" in result.stdout + result.stderr  # summary
+    cg_path = next((tmp_path / "cache").glob("map-*")) / "cg.h5md"
+    cg = read_h5md(cg_path)
+    assert (cg.n_particles, cg.type_names) == (120, ["CHN", "CHO", "CL", "UR"])
+    stored = read_h5md_config(cg_path)
+    assert stored["mapping"]["name"] == "reline_multibead" and stored["force_map"] == "basic"
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["stability"]) == {"student", "baseline"}
+    assert "reline" in (tmp_path / "out" / "report.md").read_text()
