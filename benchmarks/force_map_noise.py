@@ -46,6 +46,8 @@ def main() -> None:
     trajectory, topology = args.aa / "aa.h5md", args.aa / "aa_topology.pdb"
     spec = mapping_spec(args.mapping)
     constraints = read_h5md_constraints(trajectory)
+    if constraints is None:
+        raise SystemExit(f"{trajectory} has no constraint record; use a generated data set")
     with H5MDReader(trajectory) as reader:
         half = reader.n_frames // 2
         universe = topology_universe(topology, reader)

@@ -255,6 +255,7 @@ def write_two_waters_pdb(path: Path, frames: Frames) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:.*has one frame and no constraint record:UserWarning")
 def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
     frames = two_waters()
     pdb = write_two_waters_pdb(tmp_path / "aa.pdb", frames)
@@ -271,6 +272,7 @@ def test_map_trajectory_writes_cg_dataset(tmp_path: Path) -> None:
     np.testing.assert_allclose(stored.forces, expected.forces, atol=1e-9)
     config = read_h5md_config(mapped.path)
     assert config["note"] == "x" and config["force_map"] == "basic"
+    assert config["constraints"] == {"source": "detected", "count": 0}
     assert config["mapping"] == COM.to_dict() and config["mapping_digest"] == COM.digest
     assert config["bead_names"] == ["HOH", "HOH"]
     matrices = np.load(tmp_path / "mapping.npz")
@@ -301,3 +303,35 @@ def test_basic_map_refuses_constraints_across_beads(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         read_h5md(mapped.path).forces[0], frames.forces[0].reshape(2, 3, 3).sum(axis=1), atol=1e-9
     )
+
+
+def test_constraints_detected_from_constant_distances(tmp_path: Path) -> None:
+    """A rigid 3-atom molecule tumbling across the boundary and a vibrating 2-atom one: only
+    the rigid molecule's three pairs are constant, so only they are found."""
+    from cgkd.io.h5md import H5MDReader
+    from cgkd.mapping.constraints import detect_constraints
+
+    rng = np.random.default_rng(3)
+    n_frames = 30
+    body = np.array([[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]])
+    positions = np.empty((n_frames, 5, 3))
+    for t in range(n_frames):
+        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        positions[t, :3] = body @ rotation.T + rng.uniform(0, L, 3)
+        stretch = 0.15 + rng.normal(0, 0.003)
+        positions[t, 3] = rng.uniform(0, L, 3)
+        positions[t, 4] = positions[t, 3] + [stretch, 0.0, 0.0]
+    positions %= L  # wrapped, as trajectories are stored
+    frames = Frames(
+        positions=positions,
+        forces=np.zeros((n_frames, 5, 3)),
+        boxes=np.repeat(np.eye(3)[None] * L, n_frames, axis=0),
+        times=np.arange(n_frames, dtype=float),
+        masses=np.array([16.0, 1.0, 1.0, 12.0, 12.0]),
+        types=np.zeros(5, dtype=np.int64),
+        type_names=["X"],
+    )
+    path = write_h5md(tmp_path / "aa.h5", frames)
+    with H5MDReader(path) as reader:
+        found = detect_constraints(reader, np.array([0, 0, 0, 1, 1]))
+    assert found.tolist() == [[0, 1], [0, 2], [1, 2]]

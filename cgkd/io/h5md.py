@@ -283,13 +283,14 @@ def read_h5md_config(path: str | Path) -> dict[str, Any]:
         raise H5MDError(f"H5MD file {path} has unreadable /parameters cgkd_config: {err}") from None
 
 
-def read_h5md_constraints(path: str | Path) -> np.ndarray:
-    """Return the ``[K, 2]`` constrained particle pairs stored in ``path`` (``K = 0`` if none)."""
+def read_h5md_constraints(path: str | Path) -> np.ndarray | None:
+    """The ``[K, 2]`` constrained particle pairs stored in ``path``; ``None`` when the file has no
+    constraint record at all (e.g. imported data), as opposed to a record of no constraints."""
     path = Path(path)
     with _open(path) as f:
         if "connectivity/constraints" not in f:
-            return np.zeros((0, 2), dtype=np.int64)
-        return f["connectivity/constraints"][()].astype(np.int64)
+            return None
+        return f["connectivity/constraints"][()].astype(np.int64).reshape(-1, 2)
 
 
 def _write_metadata(f: h5py.File) -> None:

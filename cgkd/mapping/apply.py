@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from cgkd.io.atomic import atomic_path
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, H5MDWriter, read_h5md_constraints
+from cgkd.mapping.constraints import detect_constraints
 from cgkd.mapping.definition import CompiledMapping, MappingError, MappingSpec, compile_mapping
 from cgkd.mapping.force_maps import apply_map, build_force_map, crossing_constraints
-from cgkd.mapping.molecules import make_whole, reference_atoms, wrap
+from cgkd.mapping.molecules import make_whole, molecule_labels, reference_atoms, wrap
 
 #: Frames x atoms processed at once, to bound temporary memory (~100 MB).
 CHUNK_ELEMENTS = 2_000_000
@@ -138,17 +139,28 @@ def map_trajectory(
 ) -> MappedDataset:
     """Map an AA H5MD data set with ``spec`` into a CG H5MD file at ``out_path``, streaming.
 
-    The CG file records the mapping definition, its digest, the force-map kind and the bead
-    summary (plus ``config``); the position and force maps go to ``mapping.npz`` beside it.
+    Constraints come from the AA file's record, or, if it has none (imported data), are
+    detected as atom pairs at constant distance. The CG file records the mapping definition,
+    its digest, the force-map kind, the constraints' source and the bead summary (plus
+    ``config``); the position and force maps go to ``mapping.npz`` beside it.
     """
     out_path = Path(out_path)
-    constraints = read_h5md_constraints(trajectory)
+    recorded = read_h5md_constraints(trajectory)
     with H5MDReader(trajectory) as reader:
         universe = topology_universe(topology, reader)
+        constraints = (
+            recorded
+            if recorded is not None
+            else detect_constraints(reader, molecule_labels(universe))
+        )
         mapping = build_mapping(spec, universe, reader, constraints)
         compiled = mapping.compiled
         stored = {
             **(config or {}),
+            "constraints": {
+                "source": "recorded" if recorded is not None else "detected",
+                "count": len(constraints),
+            },
             "mapping": spec.to_dict(),
             "mapping_digest": spec.digest,
             "force_map": mapping.kind,
