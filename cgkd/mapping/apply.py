@@ -21,7 +21,12 @@ from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, H5MDWriter, read_h5md_constraints
 from cgkd.mapping.constraints import detect_constraints
 from cgkd.mapping.definition import CompiledMapping, MappingError, MappingSpec, compile_mapping
-from cgkd.mapping.force_maps import apply_map, build_force_map, crossing_constraints
+from cgkd.mapping.force_maps import (
+    apply_map,
+    build_force_map,
+    crossing_constraints,
+    force_map_violations,
+)
 from cgkd.mapping.molecules import make_whole, molecule_labels, reference_atoms, wrap
 
 #: Frames x atoms processed at once, to bound temporary memory (~100 MB).
@@ -124,6 +129,12 @@ def build_mapping(
         molecules=compiled.molecules,
         ridge=float(spec.optimal.get("ridge", 1e-6)),
     )
+    # Tolerance for float32 data and a solved (not exact) map.
+    problems = force_map_violations(compiled.position_map, force_map, constraints, atol=1e-6)
+    if problems:
+        raise MappingError(
+            f"mapping {spec.name!r}: the {spec.force_map} force map is invalid: {problems[0]}"
+        )
     return LinearMapping(compiled, force_map, spec.force_map)
 
 
