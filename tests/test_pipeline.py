@@ -233,11 +233,20 @@ def test_user_trajectory_is_imported_then_mapped(tmp_path):
     np.testing.assert_allclose(aa.forces, frames.forces[2:], rtol=1e-5, atol=1e-2)
     source = read_h5md_config(imported / "aa.h5md")["source"]
     assert source["units"]["force"] == "kcal/mol/angstrom"
-    cg = read_h5md(next((tmp_path / "cache").glob("map-*")) / "cg.h5md")
+    cg_path = next((tmp_path / "cache").glob("map-*")) / "cg.h5md"
+    cg = read_h5md(cg_path)
     assert (cg.n_frames, cg.n_particles, cg.type_names) == (6, 10, ["HOH", "SOL"])
     np.testing.assert_allclose(cg.forces, aa.forces.reshape(6, 10, 3, 3).sum(axis=2), atol=1e-3)
     again = cgkd("map", *args, cwd=tmp_path)
     assert again.returncode == 0 and len(list((tmp_path / "cache").iterdir())) == 2
+    # The imported file has no constraint record: the rigid O-H distances are detected, which
+    # makes each molecule one constraint group, so the optimal map equals the basic one.
+    assert read_h5md_config(cg_path)["constraints"] == {"source": "detected", "count": 20}
+    optimal = cgkd("map", *args, "mapping.force_map=optimal", cwd=tmp_path)
+    assert optimal.returncode == 0, optimal.stderr[-2000:]
+    (optimal_path,) = {p / "cg.h5md" for p in (tmp_path / "cache").glob("map-*")} - {cg_path}
+    assert read_h5md_config(optimal_path)["force_map"] == "optimal"
+    np.testing.assert_allclose(read_h5md(optimal_path).forces, cg.forces, atol=1e-6)
 
 
 @pytest.mark.slow
