@@ -229,6 +229,8 @@ def test_mapping_validation_is_one_line() -> None:
         MappingSpec.from_config({"name": "m", "beads": [{"select": "all"}], "colour": 1})
     with pytest.raises(MappingError, match="needs a select: string"):
         MappingSpec.from_config({"name": "m", "beads": [{"per": "residue"}]})
+    with pytest.raises(MappingError, match="force_map='best' is unknown; use one of"):
+        MappingSpec("m", (BeadKind("all"),), force_map="best")
     with pytest.raises(MappingError, match="weights='charge' is unknown"):
         MappingSpec("m", (BeadKind("all"),), weights="charge")
 

@@ -31,6 +31,7 @@ from MDAnalysis import Universe
 from MDAnalysis.exceptions import NoDataError, SelectionError
 from scipy import sparse
 
+from cgkd.mapping.force_maps import FORCE_MAPS
 from cgkd.mapping.molecules import molecule_labels
 
 #: How the atoms of one bead kind are split into beads.
@@ -80,6 +81,11 @@ class MappingSpec:
             raise MappingError(
                 f"mapping {self.name!r}: weights={self.weights!r} is unknown; use one of "
                 f"{list(WEIGHTS)}"
+            )
+        if self.force_map not in FORCE_MAPS:
+            raise MappingError(
+                f"mapping {self.name!r}: force_map={self.force_map!r} is unknown; use one of "
+                f"{list(FORCE_MAPS)}"
             )
         if not self.beads:
             raise MappingError(f"mapping {self.name!r} defines no beads; add a beads: list")
