@@ -31,7 +31,8 @@ COM = MappingSpec("com", (BeadKind("all", "molecule"),))
 def map_molecules(universe: Universe, frames: Frames, spec: MappingSpec = COM) -> Frames:
     """``frames`` mapped by ``spec`` with the basic force map."""
     compiled = compile_mapping(spec, universe, frames.masses)
-    return LinearMapping(compiled, basic_force_map(compiled.position_map), "basic").apply(frames)
+    force_map = basic_force_map(compiled.position_map)
+    return LinearMapping(compiled, force_map, "basic", np.zeros((0, 2), dtype=int)).apply(frames)
 
 
 def water_universe(

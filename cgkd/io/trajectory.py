@@ -153,7 +153,7 @@ def open_trajectory(
             raise TrajectoryError(f"{kind} file {path} does not exist; check the path")
         if path.stat().st_size == 0:
             raise TrajectoryError(f"{kind} file {path} is empty (0 bytes); re-copy or re-write it")
-    native = None if units is None else resolve_units(units, traj)
+    native = None if units is None else _resolve_units(units, traj)
     fmt = format or _FORMAT_BY_SUFFIX.get(traj.suffix.lower())
     if (fmt or traj.suffix.lstrip(".")).upper() == "TNG":
         _check_tng_blocks(traj)
@@ -174,7 +174,7 @@ def open_trajectory(
     return OpenTrajectory(universe, traj, native or _reader_units(universe.trajectory, traj))
 
 
-def resolve_units(units: str | Mapping[str, str], path: Path) -> dict[str, str]:
+def _resolve_units(units: str | Mapping[str, str], path: Path) -> dict[str, str]:
     """A unit preset name or mapping, checked against the known unit names."""
     if isinstance(units, str):
         if units not in UNIT_PRESETS:

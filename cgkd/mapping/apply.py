@@ -27,7 +27,7 @@ from cgkd.mapping.force_maps import (
     crossing_constraints,
     force_map_violations,
 )
-from cgkd.mapping.molecules import make_whole, molecule_labels, reference_atoms, wrap
+from cgkd.mapping.molecules import make_whole, wrap
 
 #: Frames x atoms processed at once, to bound temporary memory (~100 MB).
 CHUNK_ELEMENTS = 2_000_000
@@ -40,6 +40,7 @@ class LinearMapping:
     compiled: CompiledMapping
     force_map: sparse.csr_matrix
     kind: str
+    constraints: np.ndarray
 
     def apply(self, frames: Frames) -> Frames:
         """Bead positions (wrapped into the box) and mapped forces of atomistic ``frames``."""
@@ -49,7 +50,7 @@ class LinearMapping:
                 f"frames have {frames.n_particles} atoms but the mapping was compiled for "
                 f"{position_map.shape[1]}; map data with the topology they were made with"
             )
-        whole = make_whole(frames.positions, frames.boxes, reference_atoms(self.compiled.molecules))
+        whole = make_whole(frames.positions, frames.boxes, self.compiled.reference_atoms)
         return Frames(
             positions=wrap(apply_map(position_map, whole), frames.boxes),
             forces=apply_map(self.force_map, frames.forces),
@@ -98,15 +99,18 @@ def build_mapping(
     spec: MappingSpec,
     universe: Universe,
     reader: H5MDReader,
-    constraints: np.ndarray,
+    constraints: np.ndarray | None,
     *,
     fit_stop: int | None = None,
 ) -> LinearMapping:
-    """Compile ``spec`` on ``universe`` and build its force map. The optimal map is fitted on
-    ``spec.optimal["fit_frames"]`` frames spread evenly over ``reader``'s frames before
-    ``fit_stop`` (all by default). A basic map crossed by a constraint is refused: it would be
-    biased."""
+    """Compile ``spec`` on ``universe`` and build its force map. ``constraints`` ``None``
+    (no record in the data) means: detect them from constant distances. The optimal map is
+    fitted on ``spec.optimal["fit_frames"]`` frames spread evenly over ``reader``'s frames
+    before ``fit_stop`` (all by default). A basic map crossed by a constraint is refused: it
+    would be biased."""
     compiled = compile_mapping(spec, universe, reader.masses)
+    if constraints is None:
+        constraints = detect_constraints(reader, compiled.molecules)
     crossing = crossing_constraints(compiled.position_map, constraints)
     if spec.force_map == "basic" and len(crossing):
         i, j = constraints[crossing[0]]
@@ -135,7 +139,7 @@ def build_mapping(
         raise MappingError(
             f"mapping {spec.name!r}: the {spec.force_map} force map is invalid: {problems[0]}"
         )
-    return LinearMapping(compiled, force_map, spec.force_map)
+    return LinearMapping(compiled, force_map, spec.force_map, constraints)
 
 
 def map_trajectory(
@@ -159,18 +163,13 @@ def map_trajectory(
     recorded = read_h5md_constraints(trajectory)
     with H5MDReader(trajectory) as reader:
         universe = topology_universe(topology, reader)
-        constraints = (
-            recorded
-            if recorded is not None
-            else detect_constraints(reader, molecule_labels(universe))
-        )
-        mapping = build_mapping(spec, universe, reader, constraints)
+        mapping = build_mapping(spec, universe, reader, recorded)
         compiled = mapping.compiled
         stored = {
             **(config or {}),
             "constraints": {
                 "source": "recorded" if recorded is not None else "detected",
-                "count": len(constraints),
+                "count": len(mapping.constraints),
             },
             "mapping": spec.to_dict(),
             "mapping_digest": spec.digest,

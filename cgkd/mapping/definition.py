@@ -19,6 +19,7 @@ the position map M (beads x atoms, rows summing to 1), bead species, masses and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -32,7 +33,7 @@ from MDAnalysis.exceptions import NoDataError, SelectionError
 from scipy import sparse
 
 from cgkd.mapping.force_maps import FORCE_MAPS
-from cgkd.mapping.molecules import molecule_labels
+from cgkd.mapping.molecules import molecule_labels, reference_atoms
 
 #: How the atoms of one bead kind are split into beads.
 GROUPINGS = ("residue", "fragment", "molecule")
@@ -156,6 +157,11 @@ class CompiledMapping:
     def n_beads(self) -> int:
         """Number of beads."""
         return self.position_map.shape[0]
+
+    @functools.cached_property
+    def reference_atoms(self) -> np.ndarray:
+        """``[N]`` first atom of each atom's molecule: the anchor for making molecules whole."""
+        return reference_atoms(self.molecules)
 
     def summary(self) -> str:
         """Beads per species, atoms per bead, unmapped atoms: a few lines for people."""
