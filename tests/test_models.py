@@ -10,7 +10,6 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cgkd.models.hipnn import _directions
-from cgkd.models.neighbors import neighbor_pairs
 from cgkd.models.priors import PairRepulsion
 
 
@@ -60,37 +59,6 @@ def test_ensemble_energy_is_mean_of_members(potential, liquid):
     assert members.shape == (2, 1, 40)
     assert not torch.allclose(members[0], members[1])
     assert torch.allclose(potential(positions, box, species), members.mean(0))
-
-
-def test_neighbor_pairs_match_brute_force_in_a_triclinic_box():
-    rng = np.random.default_rng(5)
-    box = np.array([[2.0, 0.0, 0.0], [0.4, 1.9, 0.0], [-0.3, 0.5, 2.1]])
-    positions = rng.uniform(0, 1, (30, 3)) @ box
-    cutoff = 0.7
-    first, second, vectors = neighbor_pairs(
-        torch.as_tensor(positions).unsqueeze(0), torch.as_tensor(box).unsqueeze(0), cutoff
-    )
-    found = {(int(i), int(j)): v.numpy() for i, j, v in zip(first, second, vectors, strict=True)}
-    expected = {}
-    shifts = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)]) @ box
-    for i in range(30):
-        for j in range(30):
-            if i == j:
-                continue
-            candidates = positions[j] + shifts - positions[i]
-            best = candidates[np.argmin(np.linalg.norm(candidates, axis=1))]
-            if np.linalg.norm(best) < cutoff:
-                expected[(i, j)] = best
-    assert found.keys() == expected.keys()
-    for key, vector in expected.items():
-        np.testing.assert_allclose(found[key], vector, atol=1e-12)
-
-
-def test_cutoff_larger_than_half_the_box_is_refused(potential):
-    positions = torch.zeros(1, 4, 3, dtype=torch.float64)
-    box = torch.eye(3, dtype=torch.float64).unsqueeze(0) * 1.0
-    with pytest.raises(ValueError, match="cutoff"):
-        potential(positions, box, torch.zeros(4, dtype=torch.long))
 
 
 def test_quadrupole_directions_have_the_frobenius_norm_of_the_traceless_tensor():
