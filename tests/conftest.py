@@ -35,7 +35,13 @@ NETWORK = dict(
     soft_min=0.22,
     soft_max=0.55,
 )
-PRIOR = {"sigma": [[0.25, 0.27], [0.27, 0.3]], "epsilon": 2.5, "switch_factor": 1.5}
+PRIOR = {  # for the 40-bead liquid: repulsion only, no bonded terms
+    "n_beads": 40,
+    "exclusions": [],
+    "repulsion": {"sigma": [[0.25, 0.27], [0.27, 0.3]], "epsilon": 2.5, "switch_factor": 1.5},
+    "bonds": None,
+    "angles": None,
+}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ Layout written by :func:`write_h5md` (``T`` frames, ``N`` particles, ``K`` const
         species [N]               int64, attribute type_names=[name of each species index]
     /connectivity/constraints     [K, 2] int64 particle pairs with fixed distance (only if given),
                                   attribute particles_group = reference to /particles/<group>
+    /connectivity/bonds           [K, 2] int64 bonded particle pairs (only if given; CG bonds)
     /parameters                   attribute cgkd_config = the run configuration as a JSON string
 
 Per-frame datasets are chunked and resizable, so :class:`H5MDWriter` can stream frames in
@@ -62,11 +63,12 @@ def write_h5md(
     config: dict[str, Any] | None = None,
     steps: np.ndarray | None = None,
     constraints: np.ndarray | None = None,
+    bonds: np.ndarray | None = None,
 ) -> Path:
     """Write ``frames`` (nm, kJ/mol/nm, ps, amu) atomically as an H5MD 1.1 file; return the path.
 
     ``steps`` are the integration step of each frame (default: the frame index);
-    ``constraints`` is a ``[K, 2]`` array of constrained particle index pairs;
+    ``constraints`` and ``bonds`` are ``[K, 2]`` arrays of constrained / bonded particle pairs;
     ``config`` is stored as JSON under ``/parameters``.
     """
     step_values = _check_steps(steps, frames.n_frames, Path(path))
@@ -78,6 +80,7 @@ def write_h5md(
         group=group,
         config=config,
         constraints=constraints,
+        bonds=bonds,
     ) as writer:
         writer.append(frames, steps=step_values)
     return writer.path
@@ -102,6 +105,7 @@ class H5MDWriter:
         group: str = "all",
         config: dict[str, Any] | None = None,
         constraints: np.ndarray | None = None,
+        bonds: np.ndarray | None = None,
         dtype: type = np.float64,
     ) -> None:
         self.path = Path(path)
@@ -113,7 +117,11 @@ class H5MDWriter:
         _config_to_json(self.config, self.path)  # fail before any work, not at the end
         self.n_frames = 0
         self._n_particles = len(masses)
-        self._pairs = _check_constraints(constraints, self._n_particles, self.path)
+        self._connectivity = {
+            name: _check_pairs(pairs, name, self._n_particles, self.path)
+            for name, pairs in (("constraints", constraints), ("bonds", bonds))
+            if pairs is not None
+        }
         self._group, self._dtype = group, dtype
         self._static = (np.asarray(masses, np.float64), np.asarray(types, np.int64), type_names)
         self._atomic = atomic_path(self.path)
@@ -197,8 +205,8 @@ class H5MDWriter:
         particles.create_dataset("mass", data=masses).attrs["unit"] = MASS_UNIT
         species = particles.create_dataset("species", data=types)
         species.attrs["type_names"] = np.array(type_names, dtype=h5py.string_dtype())
-        if self._pairs is not None:
-            dset = f.create_dataset("connectivity/constraints", data=self._pairs)
+        for name, pairs in self._connectivity.items():
+            dset = f.create_dataset(f"connectivity/{name}", data=pairs)
             dset.attrs["particles_group"] = particles.ref
         f.create_group("parameters")
 
@@ -286,11 +294,20 @@ def read_h5md_config(path: str | Path) -> dict[str, Any]:
 def read_h5md_constraints(path: str | Path) -> np.ndarray | None:
     """The ``[K, 2]`` constrained particle pairs stored in ``path``; ``None`` when the file has no
     constraint record at all (e.g. imported data), as opposed to a record of no constraints."""
-    path = Path(path)
-    with _open(path) as f:
-        if "connectivity/constraints" not in f:
+    return _read_pairs(path, "constraints")
+
+
+def read_h5md_bonds(path: str | Path) -> np.ndarray:
+    """The ``[K, 2]`` bonded particle pairs stored in ``path`` (none when it has no record)."""
+    pairs = _read_pairs(path, "bonds")
+    return np.zeros((0, 2), dtype=np.int64) if pairs is None else pairs
+
+
+def _read_pairs(path: str | Path, name: str) -> np.ndarray | None:
+    with _open(Path(path)) as f:
+        if f"connectivity/{name}" not in f:
             return None
-        return f["connectivity/constraints"][()].astype(np.int64).reshape(-1, 2)
+        return f[f"connectivity/{name}"][()].astype(np.int64).reshape(-1, 2)
 
 
 def _write_metadata(f: h5py.File) -> None:
@@ -321,22 +338,18 @@ def _check_steps(steps: np.ndarray | None, n_frames: int, path: Path) -> np.ndar
     return values.astype(np.int64)
 
 
-def _check_constraints(
-    constraints: np.ndarray | None, n_particles: int, path: Path
-) -> np.ndarray | None:
-    if constraints is None:
-        return None
-    pairs = np.asarray(constraints)
+def _check_pairs(given: np.ndarray, name: str, n_particles: int, path: Path) -> np.ndarray:
+    pairs = np.asarray(given)
     if pairs.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
     if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
         raise H5MDError(
-            f"constraints for {path} must be an integer [K, 2] array of particle pairs, "
+            f"{name} for {path} must be an integer [K, 2] array of particle pairs, "
             f"got shape {pairs.shape} dtype {pairs.dtype}"
         )
     if pairs.min() < 0 or pairs.max() >= n_particles:
         raise H5MDError(
-            f"constraints for {path} index particles {pairs.min()}..{pairs.max()}, "
+            f"{name} for {path} index particles {pairs.min()}..{pairs.max()}, "
             f"but there are only {n_particles}"
         )
     return pairs.astype(np.int64)

@@ -186,6 +186,7 @@ def map_trajectory(
                 types=compiled.types,
                 type_names=compiled.type_names,
                 config=stored,
+                bonds=compiled.bonds,
             ) as writer,
             tqdm(total=reader.n_frames, desc="map", unit="frame", disable=not progress) as bar,
         ):

@@ -31,9 +31,10 @@ import numpy as np
 from MDAnalysis import Universe
 from MDAnalysis.exceptions import NoDataError, SelectionError
 from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from cgkd.mapping.force_maps import FORCE_MAPS
-from cgkd.mapping.molecules import molecule_labels, reference_atoms
+from cgkd.mapping.molecules import atom_bonds, molecule_labels, reference_atoms
 
 #: How the atoms of one bead kind are split into beads.
 GROUPINGS = ("residue", "fragment", "molecule")
@@ -48,6 +49,10 @@ class MappingError(ValueError):
 
 class UnmappedAtomsWarning(UserWarning):
     """Some atoms belong to no bead."""
+
+
+class UnbondedBeadsWarning(UserWarning):
+    """The beads of a molecule are not all joined by CG bonds."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ class CompiledMapping:
         masses: ``[B]`` bead masses, amu (an atom shared by k beads gives each 1/k of its mass).
         molecules: ``[N]`` molecule label of each atom (molecules are made whole before mapping).
         unmapped: indices of atoms in no bead.
+        bonds: ``[K, 2]`` bead pairs (i < j) joined by a covalent bond of their atoms, or
+            sharing an atom: the CG bonds that bonded priors act on.
     """
 
     position_map: sparse.csr_matrix
@@ -152,6 +159,7 @@ class CompiledMapping:
     masses: np.ndarray
     molecules: np.ndarray
     unmapped: np.ndarray
+    bonds: np.ndarray
 
     @property
     def n_beads(self) -> int:
@@ -175,6 +183,7 @@ class CompiledMapping:
                 f"  {name:<10} {int(mine.sum()):>6} beads, {per_bead}; "
                 f"mass {self.masses[mine].mean():.3f} amu"
             )
+        lines.append(f"  CG bonds: {len(self.bonds)}")
         lines.append(f"  unmapped atoms: {len(self.unmapped)}")
         return "\n".join(lines)
 
@@ -257,6 +266,8 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
     )
     position_map.sort_indices()
     type_names = sorted(set(names))
+    bonds = bead_bonds(position_map, atom_bonds(universe))
+    _warn_unbonded_molecules(spec.name, bonds, molecules[[atoms.min() for atoms in rows]])
     return CompiledMapping(
         position_map=position_map,
         types=np.searchsorted(type_names, names),
@@ -264,4 +275,40 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
         masses=bead_masses,
         molecules=molecules,
         unmapped=unmapped,
+        bonds=bonds,
     )
+
+
+def bead_bonds(position_map: sparse.spmatrix, bonds: np.ndarray) -> np.ndarray:
+    """``[K, 2]`` bead pairs (i < j) joined by a covalent bond between their atoms or sharing
+    an atom, from a ``[B, N]`` position map and ``[M, 2]`` atom bonds."""
+    membership = sparse.csr_matrix(position_map).astype(bool).astype(np.int64)
+    n_atoms = membership.shape[1]
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    adjacency = sparse.coo_matrix(
+        (np.ones(len(bonds), dtype=np.int64), (bonds[:, 0], bonds[:, 1])),
+        shape=(n_atoms, n_atoms),
+    ).tocsr()
+    linked = membership @ (adjacency + adjacency.T) @ membership.T + membership @ membership.T
+    linked = sparse.coo_matrix(linked)
+    keep = linked.row < linked.col
+    pairs = np.stack([linked.row[keep], linked.col[keep]], axis=1)
+    return np.unique(pairs, axis=0).astype(np.int64).reshape(-1, 2)
+
+
+def _warn_unbonded_molecules(name: str, bonds: np.ndarray, bead_molecules: np.ndarray) -> None:
+    """Warn when the beads of a molecule are not all joined by CG bonds."""
+    n_beads = len(bead_molecules)
+    graph = sparse.coo_matrix(
+        (np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n_beads, n_beads)
+    )
+    n_parts, _ = connected_components(graph, directed=False)
+    n_molecules = len(np.unique(bead_molecules))
+    if n_parts > n_molecules:
+        warnings.warn(
+            f"mapping {name!r}: the beads of some molecules are not joined by CG bonds "
+            f"({n_parts} bonded groups for {n_molecules} molecules), so bonded priors cannot "
+            "hold them together; give the topology its bonds (e.g. PDB CONECT records)",
+            UnbondedBeadsWarning,
+            stacklevel=3,
+        )

@@ -13,13 +13,18 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 
+def atom_bonds(universe: Universe) -> np.ndarray:
+    """``[M, 2]`` covalent bonds of the topology (none if it has no bond information)."""
+    try:
+        return np.asarray(universe.atoms.bonds.indices, dtype=np.int64).reshape(-1, 2)
+    except NoDataError:
+        return np.zeros((0, 2), dtype=np.int64)
+
+
 def molecule_labels(universe: Universe) -> np.ndarray:
     """Molecule index ``[N]`` of each atom, numbered in order of each molecule's first atom."""
     n_atoms = universe.atoms.n_atoms
-    try:
-        bonds = np.asarray(universe.atoms.bonds.indices, dtype=np.int64).reshape(-1, 2)
-    except NoDataError:
-        bonds = np.zeros((0, 2), dtype=np.int64)
+    bonds = atom_bonds(universe)
     resindices = universe.atoms.resindices
     order = np.argsort(resindices, kind="stable")
     same = resindices[order[1:]] == resindices[order[:-1]]

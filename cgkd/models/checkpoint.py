@@ -10,7 +10,7 @@ import torch
 
 from cgkd.models.hipnn import HipnnTS
 from cgkd.models.potential import CGPotential
-from cgkd.models.priors import PairRepulsion
+from cgkd.models.priors import build_priors
 
 
 def build_potential(
@@ -18,20 +18,14 @@ def build_potential(
     prior: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
 ) -> CGPotential:
-    """A potential with one HipnnTS per entry of ``network_kwargs``, each initialised with its seed.
-
-    ``prior`` holds ``sigma`` ([S, S] nm), ``epsilon`` (kJ/mol) and ``switch_factor``.
+    """A potential with one HipnnTS per entry of ``network_kwargs``, each initialised with its
+    seed, and the priors described by ``prior`` (a dict from :func:`cgkd.models.priors.fit_priors`).
     """
     networks = []
     for index, kwargs in enumerate(network_kwargs):
         torch.manual_seed(seeds[index] if seeds else index)
         networks.append(HipnnTS(**kwargs))
-    repulsion = None
-    if prior is not None:
-        repulsion = PairRepulsion(
-            torch.as_tensor(prior["sigma"]), prior["epsilon"], prior["switch_factor"]
-        )
-    return CGPotential(networks, repulsion)
+    return CGPotential(networks, None if prior is None else build_priors(prior))
 
 
 def save_potential(
@@ -73,5 +67,4 @@ def merge_members(
     networks = [net for potential, _ in members for net in potential.networks]
     kwargs = [entry for _, entries in members for entry in entries]
     first = members[0][0]
-    prior = first.prior if first.use_prior else None
-    return CGPotential(networks, prior), kwargs
+    return CGPotential(networks, first.priors if first.use_priors else None), kwargs

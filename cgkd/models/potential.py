@@ -1,7 +1,7 @@
 """A CG potential: one or more HIP-NN-TS networks (an ensemble's mean) plus priors.
 
 The energy of an ensemble is the mean of its members' energies, so its forces are the
-mean of their forces. All members share one neighbour list and one prior.
+mean of their forces. All members share one neighbour list and one set of priors.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from cgkd.models.hipnn import HipnnTS
 from cgkd.models.neighbors import neighbor_pairs
-from cgkd.models.priors import PairRepulsion
+from cgkd.models.priors import HarmonicAngles, HarmonicBonds, Priors
 
 
 class CGPotential(nn.Module):
@@ -19,10 +19,10 @@ class CGPotential(nn.Module):
 
     Args:
         networks: ensemble members (one for a single model); all must share the cutoff.
-        prior: pair repulsion added to every member, or None.
+        priors: repulsion, bonds and angles added to every member, or None.
     """
 
-    def __init__(self, networks: list[HipnnTS], prior: PairRepulsion | None = None):
+    def __init__(self, networks: list[HipnnTS], priors: Priors | None = None):
         super().__init__()
         if not networks:
             raise ValueError("a CGPotential needs at least one network")
@@ -32,34 +32,78 @@ class CGPotential(nn.Module):
                 f"ensemble members have different cutoffs {sorted(cutoffs)} nm; use one"
             )
         self.cutoff = cutoffs.pop()
-        if prior is not None and prior.reach > self.cutoff:
+        if priors is not None and priors.reach > self.cutoff:
             raise ValueError(
-                f"the repulsion prior reaches {prior.reach:.3f} nm, beyond the model cutoff "
-                f"{self.cutoff} nm; raise the cutoff or lower prior.switch_factor"
+                f"the repulsion prior reaches {priors.reach:.3f} nm, beyond the model cutoff "
+                f"{self.cutoff} nm; raise the cutoff or lower prior.repulsion.switch_factor"
             )
         self.networks = nn.ModuleList(networks)
-        self.use_prior = prior is not None
-        self.prior = prior if prior is not None else PairRepulsion(torch.zeros(1, 1), 0.0)
+        self.use_priors = priors is not None
+        self.priors = priors if priors is not None else _no_priors()
+
+    def _pairs_and_priors(
+        self, positions: Tensor, boxes: Tensor, species: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Flat species [B * N], neighbour pairs (first, second, vectors) and prior bead
+        energies [B * N] (zeros without priors)."""
+        n_frames = positions.shape[0]
+        first, second, vectors = neighbor_pairs(positions, boxes, self.cutoff)
+        flat_species = species.repeat(n_frames)
+        if self.use_priors:
+            prior = self.priors(positions, boxes, flat_species, first, second, vectors)
+        else:
+            prior = torch.zeros(
+                flat_species.shape[0], dtype=positions.dtype, device=positions.device
+            )
+        return flat_species, first, second, vectors, prior
 
     def member_bead_energies(self, positions: Tensor, boxes: Tensor, species: Tensor) -> Tensor:
-        """Bead energies of every member, [K, B, N] in kJ/mol (prior included).
+        """Bead energies of every member, [K, B, N] in kJ/mol (priors included).
 
         Args:
             positions: [B, N, 3] nm. boxes: [B, 3, 3] nm (rows are box vectors).
             species: [N] integer bead types.
         """
         n_frames, n_beads = positions.shape[0], positions.shape[1]
-        first, second, vectors = neighbor_pairs(positions, boxes, self.cutoff)
-        flat_species = species.repeat(n_frames)
-        prior = torch.zeros(n_frames * n_beads, dtype=positions.dtype, device=positions.device)
-        if self.use_prior:
-            distances = torch.linalg.norm(vectors, dim=-1)
-            pair_energy = self.prior(flat_species[first], flat_species[second], distances)
-            # Each pair is listed in both directions: half its energy goes to each bead.
-            prior = prior.index_add(0, first, 0.5 * pair_energy)
+        flat_species, first, second, vectors, prior = self._pairs_and_priors(
+            positions, boxes, species
+        )
         energies = [net(flat_species, first, second, vectors) + prior for net in self.networks]
         return torch.stack(energies).view(len(energies), n_frames, n_beads)
 
     def forward(self, positions: Tensor, boxes: Tensor, species: Tensor) -> Tensor:
         """Ensemble-mean bead energies [B, N] in kJ/mol."""
         return self.member_bead_energies(positions, boxes, species).mean(0)
+
+    def energies_and_hierarchicality(
+        self, positions: Tensor, boxes: Tensor, species: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Ensemble-mean bead energies [B, N] (kJ/mol) and the members' mean hierarchicality.
+
+        The hierarchicality of a member is sum_n S_n / (S_n + S_(n-1)) over its energy layers
+        n >= 1, with S_n the sum over the batch of its squared layer-n bead energies (as in
+        hippynn); penalising it keeps the later, interacting layers small corrections.
+        """
+        n_frames, n_beads = positions.shape[0], positions.shape[1]
+        flat_species, first, second, vectors, prior = self._pairs_and_priors(
+            positions, boxes, species
+        )
+        energies, ratios = [], []
+        for net in self.networks:
+            layers = net.hierarchical_energies(flat_species, first, second, vectors)
+            energies.append(layers.sum(0) + prior)
+            squares = torch.sum(layers * layers, dim=1)
+            ratios.append(torch.sum(squares[1:] / (squares[1:] + squares[:-1] + 1e-12)))
+        mean_energy = torch.stack(energies).mean(0).view(n_frames, n_beads)
+        return mean_energy, torch.stack(ratios).mean()
+
+
+def _no_priors() -> Priors:
+    """A placeholder for TorchScript (never called): no beads, no terms."""
+    return Priors(
+        0,
+        None,
+        HarmonicBonds(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0)),
+        HarmonicAngles(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0)),
+        torch.zeros(0, 2, dtype=torch.long),
+    )

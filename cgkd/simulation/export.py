@@ -2,7 +2,8 @@
 
 The exported module follows the openmmtorch contract ``forward(positions[N, 3], box[3, 3])
 -> energy`` in nm and kJ/mol (use ``TorchForce.setUsesPeriodicBoundaryConditions(True)``),
-with the bead types baked in. ``bead_energies(positions, box)`` gives per-bead energies.
+with the bead types and units baked in. ``bead_energies(positions, box)`` gives per-bead
+energies and, for an ensemble, ``member_bead_energies(positions, box)`` each member's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class OpenMMPotential(nn.Module):
         super().__init__()
         self.potential = potential
         self.register_buffer("species", species.to(torch.long))
+        self.length_unit = "nm"
+        self.energy_unit = "kJ/mol"
+        self.n_members = len(potential.networks)
 
     def forward(self, positions: Tensor, box: Tensor) -> Tensor:
         """Total energy (kJ/mol) of bead positions [N, 3] in a periodic box [3, 3] (nm)."""
@@ -37,6 +41,14 @@ class OpenMMPotential(nn.Module):
         b = box.to(torch.float32).unsqueeze(0)
         return self.potential(x, b, self.species)[0].to(torch.float64)
 
+    @torch.jit.export
+    def member_bead_energies(self, positions: Tensor, box: Tensor) -> Tensor:
+        """Per-bead energies of every ensemble member, [K, N] (kJ/mol), float64."""
+        x = positions.to(torch.float32).unsqueeze(0)
+        b = box.to(torch.float32).unsqueeze(0)
+        energies = self.potential.member_bead_energies(x, b, self.species)
+        return energies[:, 0].to(torch.float64)
+
 
 def export_torchscript(
     potential: CGPotential, species: Tensor, path: Path, metadata: dict[str, Any] | None = None
@@ -45,7 +57,12 @@ def export_torchscript(
     (units, bead types, config) stored as the extra file ``metadata.json``."""
     path = Path(path)
     module = torch.jit.script(OpenMMPotential(potential.eval(), species))
-    info = {"length_unit": "nm", "energy_unit": "kJ/mol", "n_beads": int(species.numel())}
+    info = {
+        "length_unit": "nm",
+        "energy_unit": "kJ/mol",
+        "n_beads": int(species.numel()),
+        "n_members": len(potential.networks),
+    }
     info.update(metadata or {})
     temporary = path.with_name(path.name + ".tmp")
     torch.jit.save(module, str(temporary), _extra_files={"metadata.json": json.dumps(info)})
