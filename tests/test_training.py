@@ -1,7 +1,18 @@
-"""Training: noisy force labels are denoised, divergence is caught, settings are validated."""
+"""Training: noisy force labels are denoised, divergence is caught, settings are validated,
+killed runs resume from their checkpoint, loss options and loss curves work."""
 
 from __future__ import annotations
 
+import logging
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image as plt_image
 import numpy as np
 import pytest
 import torch
@@ -9,8 +20,9 @@ from conftest import random_liquid
 
 from cgkd.io.frames import Frames
 from cgkd.models.checkpoint import build_potential
+from cgkd.training.curves import plot_loss_curves
 from cgkd.training.dataset import Splits, TrainingData
-from cgkd.training.losses import LossWeights
+from cgkd.training.losses import LossWeights, prediction_error
 from cgkd.training.targets import label_frames
 from cgkd.training.trainer import TrainingDivergedError, TrainSettings, evaluate, train_potential
 
@@ -137,3 +149,162 @@ def test_splits_are_disjoint_and_cover_every_frame():
     assert sorted(together.tolist()) == list(range(50))
     assert len(splits.val) == 5 and len(splits.test) == 10
     assert Splits.from_dict(splits.to_dict()).to_dict() == splits.to_dict()
+
+
+def test_loss_error_choices_weigh_spikes_differently():
+    target = torch.zeros(100)
+    constant, spiky = torch.ones(100), torch.zeros(100)
+    spiky[7] = 10.0
+    for kind, on_constant, on_spiky in [
+        ("rmse", 1.0, 1.0),
+        ("mae", 1.0, 0.1),
+        ("rmse_mae", 2.0, 1.1),
+    ]:
+        assert float(prediction_error(constant, target, kind)) == pytest.approx(on_constant)
+        assert float(prediction_error(spiky, target, kind)) == pytest.approx(on_spiky)
+    with pytest.raises(ValueError, match="choose one of rmse, mae, rmse_mae"):
+        LossWeights(error="huber")
+    with pytest.raises(ValueError, match="loss weights"):
+        LossWeights(hierarchicality=-1.0)
+    with pytest.raises(ValueError, match="loss weights"):
+        LossWeights(mapped_forces=0.0, hierarchicality=1.0)
+
+
+def test_trainer_uses_the_chosen_error():
+    frames, _ = noisy_dataset(8, noise=1.0, seed=2)
+    data, splits = TrainingData.from_frames(frames), Splits.random(8, 0.25, 0.25, seed=0)
+    frozen = TrainSettings(epochs=1, learning_rate=0.0)  # Adam with lr 0 leaves the weights
+    val = {
+        kind: train_potential(
+            build_potential([NETWORK]),
+            data,
+            splits,
+            LossWeights(error=kind),
+            frozen,
+            progress=False,
+        ).history[0]["val_loss"]
+        for kind in ("rmse", "mae", "rmse_mae")
+    }
+    assert val["rmse"] != pytest.approx(val["mae"])
+    assert val["rmse_mae"] == pytest.approx(val["rmse"] + val["mae"], rel=1e-5)
+
+
+def _hierarchicality(potential, data) -> float:
+    with torch.no_grad():
+        return float(
+            potential.energies_and_hierarchicality(data.positions, data.boxes, data.species)[1]
+        )
+
+
+def test_hierarchicality_weight_lowers_the_hierarchicality():
+    frames, _ = noisy_dataset(12, noise=1.0, seed=4)
+    data, splits = TrainingData.from_frames(frames), Splits.random(12, 0.2, 0.2, seed=0)
+    settings = TrainSettings(epochs=4, batch_size=4, learning_rate=3e-3)
+    measured, histories = {}, {}
+    for weight in (0.0, 1.0):
+        potential = build_potential([NETWORK], None, seeds=[0])
+        result = train_potential(
+            potential, data, splits, LossWeights(hierarchicality=weight), settings, progress=False
+        )
+        measured[weight], histories[weight] = _hierarchicality(potential, data), result.history
+    assert measured[1.0] < 0.5 * measured[0.0]
+    assert "hierarchicality" not in histories[0.0][0]
+    assert all(0 < entry["hierarchicality"] < 1 for entry in histories[1.0])
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded torch (as in tests/train_worker.py), so that runs repeat bitwise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, one_thread, caplog):
+    import train_worker
+
+    checkpoint = tmp_path / "run.ckpt"
+    worker = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("train_worker.py")), str(checkpoint)]
+    )
+    deadline = time.monotonic() + 120
+    while worker.poll() is None and time.monotonic() < deadline:
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["next_epoch"] >= 2:
+            break
+        time.sleep(0.005)
+    worker.kill()
+    assert worker.wait() == -signal.SIGKILL, "the worker ended before it was killed"
+    killed = torch.load(checkpoint, weights_only=True)
+    assert not killed["stopped"] and len(killed["history"]) == killed["next_epoch"] >= 2
+
+    # Divergence is still caught after a resume, at the right epoch.
+    shutil.copy(checkpoint, tmp_path / "nan.ckpt")
+    with pytest.raises(TrainingDivergedError, match=f"epoch {killed['next_epoch']} batch 0"):
+        train_worker.tiny_run(tmp_path / "nan.ckpt", nan_labels=True)
+
+    with caplog.at_level(logging.INFO, logger="cgkd.training.trainer"):
+        resumed, result = train_worker.tiny_run(checkpoint)
+    assert f"resuming from {checkpoint} after epoch {killed['next_epoch']}" in caplog.text
+    reference, expected = train_worker.tiny_run(None)
+    assert result.best_epoch == expected.best_epoch < train_worker.SETTINGS.epochs - 1
+    assert {entry["lr"] for entry in expected.history} != {train_worker.SETTINGS.learning_rate}
+    for entry, other in zip(result.history, expected.history, strict=True):
+        assert entry.keys() == other.keys()
+        assert [entry[k] for k in entry if k != "seconds"] == pytest.approx(
+            [other[k] for k in other if k != "seconds"], rel=1e-6
+        )
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6)
+    assert result.test_metrics == pytest.approx(expected.test_metrics, rel=1e-6)
+
+    # A finished run is not trained again: same weights, history and time.
+    again, repeated = train_worker.tiny_run(checkpoint)
+    assert repeated.history == result.history and repeated.seconds == result.seconds
+    for name, value in resumed.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    frames, _ = noisy_dataset(6, noise=1.0, seed=5)
+    data, splits = TrainingData.from_frames(frames), Splits.random(6, 0.2, 0.2, seed=0)
+    checkpoint = tmp_path / "teacher.ckpt"
+
+    def train(weights: LossWeights, settings: TrainSettings):
+        return train_potential(
+            build_potential([NETWORK]), data, splits, weights, settings, checkpoint=checkpoint
+        )
+
+    result = train(LossWeights(), TrainSettings(epochs=1))
+    assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "lr", "seconds"}
+    with pytest.raises(ValueError, match=r"teacher\.ckpt .*different train settings; delete it"):
+        train(LossWeights(), TrainSettings(epochs=2))
+    with pytest.raises(ValueError, match="different loss weights"):
+        train(LossWeights(error="mae"), TrainSettings(epochs=1))
+
+
+def test_loss_curves_are_saved_as_png(tmp_path):
+    def history(scale: float) -> list[dict[str, float]]:
+        return [
+            {
+                "epoch": k,
+                "train_loss": scale / (k + 1),
+                "val_loss": scale / k**0.5 if k else 2.0,
+                "lr": 1e-3 * 0.5 ** (k // 3),
+                "seconds": 0.1 * k,
+            }
+            for k in range(8)
+        ]
+
+    runs = {f"teacher {k}": history(k) for k in (1, 2)}
+    runs["student"] = history(0.5)
+    runs["student"][3]["val_loss"] = math.nan  # a gap, not a failure
+    path = plot_loss_curves(runs, tmp_path / "figures" / "loss.png", title="water")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plt_image.imread(path).shape[0] > 100
+    assert [p.name for p in path.parent.iterdir()] == ["loss.png"]  # no temporary left
+    with pytest.raises(ValueError, match="empty training history for 'baseline'"):
+        plot_loss_curves({**runs, "baseline": []}, tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="no training histories"):
+        plot_loss_curves({}, tmp_path / "none.png")
+    assert not (tmp_path / "empty.png").exists()

@@ -1,13 +1,28 @@
-"""Distillation targets: the teacher ensemble labels frames with its mean and spread."""
+"""Ensemble inference and distillation targets: the teacher ensemble labels frames with
+its mean and spread."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from cgkd.models.potential import CGPotential
 from cgkd.training.dataset import Targets
+
+
+def predict_members(
+    ensemble: CGPotential, positions: Tensor, boxes: Tensor, species: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Every member's forces [K, B, N, 3] (kJ/mol/nm) and bead energies [K, B, N] (kJ/mol)
+    on a batch of frames (positions [B, N, 3] and boxes [B, 3, 3] in nm, species [N])."""
+    x = positions.detach().requires_grad_(True)
+    energies = ensemble.member_bead_energies(x, boxes, species)
+    forces = torch.stack(
+        [-torch.autograd.grad(member.sum(), x, retain_graph=True)[0] for member in energies]
+    )
+    return forces.detach(), energies.detach()
 
 
 def label_frames(
@@ -28,17 +43,15 @@ def label_frames(
     forces, spread, bead_energies = [], [], []
     batches = range(0, len(positions), batch_size)
     for first in tqdm(batches, desc="labelling frames", disable=not progress, unit="batch"):
-        x = torch.as_tensor(
-            positions[first : first + batch_size], dtype=torch.float32
-        ).requires_grad_(True)
-        box = torch.as_tensor(boxes[first : first + batch_size], dtype=torch.float32)
-        members = ensemble.member_bead_energies(x, box, species_t)
-        member_forces = torch.stack(
-            [-torch.autograd.grad(energy.sum(), x, retain_graph=True)[0] for energy in members]
+        member_forces, member_energies = predict_members(
+            ensemble,
+            torch.as_tensor(positions[first : first + batch_size], dtype=torch.float32),
+            torch.as_tensor(boxes[first : first + batch_size], dtype=torch.float32),
+            species_t,
         )
-        forces.append(member_forces.mean(0).detach().numpy())
-        spread.append(member_forces.std(0, unbiased=False).detach().numpy())
-        bead_energies.append(members.mean(0).detach().numpy())
+        forces.append(member_forces.mean(0).numpy())
+        spread.append(member_forces.std(0, unbiased=False).numpy())
+        bead_energies.append(member_energies.mean(0).numpy())
     bead = np.concatenate(bead_energies).astype(np.float64)
     return Targets(
         forces=np.concatenate(forces).astype(np.float64),

@@ -1,20 +1,32 @@
-"""Force matching and distillation: one trainer for teachers, students and baselines."""
+"""Force matching and distillation: one trainer for teachers, students and baselines.
+
+With a checkpoint file, training state is saved after every epoch and an interrupted run
+resumes where it stopped, ending with the same weights as an uninterrupted run.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cgkd.io.atomic import atomic_path
 from cgkd.models.potential import CGPotential
 from cgkd.training.dataset import Splits, TrainingData
-from cgkd.training.losses import LossWeights, rmse_mae
+from cgkd.training.losses import LossWeights, prediction_error
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,11 @@ class TrainSettings:
 
 @dataclass
 class TrainResult:
-    """What a training run did: per-epoch history, best epoch and held-out errors."""
+    """What a training run did: per-epoch history, best epoch and held-out errors.
+
+    Each history entry holds epoch, train_loss, val_loss, lr, seconds (cumulative wall time)
+    and, with a hierarchicality weight, hierarchicality (mean over the epoch's batches).
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
@@ -52,12 +68,20 @@ def predict(
     boxes: Tensor,
     species: Tensor,
     create_graph: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Bead energies [B, N] (kJ/mol) and forces -dE/dx [B, N, 3] (kJ/mol/nm) of a batch."""
+    hierarchicality: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Bead energies [B, N] (kJ/mol), forces -dE/dx [B, N, 3] (kJ/mol/nm) of a batch and,
+    when ``hierarchicality`` is set, the potential's hierarchicality (else None)."""
     positions = positions.detach().requires_grad_(True)
-    bead_energies = potential(positions, boxes, species)
+    regulariser = None
+    if hierarchicality:
+        bead_energies, regulariser = potential.energies_and_hierarchicality(
+            positions, boxes, species
+        )
+    else:
+        bead_energies = potential(positions, boxes, species)
     (gradient,) = torch.autograd.grad(bead_energies.sum(), positions, create_graph=create_graph)
-    return bead_energies, -gradient
+    return bead_energies, -gradient, regulariser
 
 
 class _Loss:
@@ -77,30 +101,45 @@ class _Loss:
             # (The spread of E/N over frames is ~sqrt(N) times smaller: w_E became far too stiff.)
             self.energy_scale = float(torch.std(data.teacher_bead_energies[train])) + 1e-6
 
+    @property
+    def uses_hierarchicality(self) -> bool:
+        return self.weights.hierarchicality > 0
+
     def __call__(
-        self, data: TrainingData, batch: Tensor, energies: Tensor, forces: Tensor
+        self,
+        data: TrainingData,
+        batch: Tensor,
+        energies: Tensor,
+        forces: Tensor,
+        hierarchicality: Tensor | None,
     ) -> Tensor:
         w = self.weights
+
+        def err(prediction: Tensor, target: Tensor) -> Tensor:
+            return prediction_error(prediction, target, w.error)
+
         loss = torch.zeros((), dtype=forces.dtype)
         if w.mapped_forces > 0:
             loss = (
-                loss
-                + w.mapped_forces * rmse_mae(forces, data.mapped_forces[batch]) / self.force_scale
+                loss + w.mapped_forces * err(forces, data.mapped_forces[batch]) / self.force_scale
             )
+        if self.uses_hierarchicality:
+            assert hierarchicality is not None
+            loss = loss + w.hierarchicality * hierarchicality
         if data.teacher_forces is None:
             return loss
         assert data.teacher_energies is not None and data.teacher_bead_energies is not None
         if w.teacher_forces > 0:
             target = data.teacher_forces[batch]
-            loss = loss + w.teacher_forces * rmse_mae(forces, target) / self.teacher_force_scale
+            loss = loss + w.teacher_forces * err(forces, target) / self.teacher_force_scale
         if w.energy > 0:
             n_beads = energies.shape[1]
             per_bead = energies.sum(1) / n_beads
             target = data.teacher_energies[batch] / n_beads
-            loss = loss + w.energy * rmse_mae(per_bead, target) / self.energy_scale
+            loss = loss + w.energy * err(per_bead, target) / self.energy_scale
         if w.bead_energies > 0:
             target = data.teacher_bead_energies[batch]
-            loss = loss + w.bead_energies * rmse_mae(energies, target) / self.energy_scale
+            loss = loss + w.bead_energies * err(energies, target) / self.energy_scale
         return loss
 
 
@@ -134,11 +173,18 @@ def train_potential(
     *,
     description: str = "training",
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train ``potential`` in place; the best state on the validation set is kept.
 
+    The validation loss (which drives learning-rate reduction, early stopping and the best
+    state) has the same terms as the training loss. With ``checkpoint``, the training state is
+    written there (atomically) after every epoch; if the file exists, training resumes from
+    it, and a finished run is not trained again.
+
     Raises:
         TrainingDivergedError: the loss became NaN/Inf (the message names epoch and batch).
+        ValueError: ``checkpoint`` was written with other settings, weights, splits or model.
     """
     torch.manual_seed(settings.seed)
     generator = np.random.default_rng(settings.seed)
@@ -148,20 +194,46 @@ def train_potential(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=settings.lr_factor, patience=settings.lr_patience
     )
+    fingerprint = _fingerprint(potential, splits, weights, settings)
     result = TrainResult()
     best_state = copy.deepcopy(potential.state_dict())
-    start = time.perf_counter()
-    bar = tqdm(range(settings.epochs), desc=description, disable=not progress, unit="epoch")
+    first_epoch, stopped = 0, False
+    if checkpoint is not None and Path(checkpoint).is_file():
+        result, best_state, first_epoch, stopped = _resume(
+            checkpoint, fingerprint, potential, optimizer, scheduler, generator
+        )
+        logger.info(
+            "%s: resuming from %s after epoch %d of %d%s",
+            description,
+            checkpoint,
+            first_epoch,
+            settings.epochs,
+            " (finished)" if stopped else "",
+        )
+    start = time.perf_counter() - result.seconds
+    bar = tqdm(
+        range(first_epoch, first_epoch if stopped else settings.epochs),
+        desc=description,
+        disable=not progress,
+        unit="epoch",
+        initial=first_epoch,
+        total=settings.epochs,
+    )
     for epoch in bar:
         potential.train()
         order = generator.permutation(splits.train)
-        train_losses = []
+        train_losses, hierarchicality = [], []
         for number, first in enumerate(range(0, len(order), settings.batch_size)):
             batch = torch.as_tensor(order[first : first + settings.batch_size])
-            energies, forces = predict(
-                potential, data.positions[batch], data.boxes[batch], data.species, create_graph=True
+            energies, forces, regulariser = predict(
+                potential,
+                data.positions[batch],
+                data.boxes[batch],
+                data.species,
+                create_graph=True,
+                hierarchicality=loss_fn.uses_hierarchicality,
             )
-            loss = loss_fn(data, batch, energies, forces)
+            loss = loss_fn(data, batch, energies, forces, regulariser)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"{description}: loss is {float(loss.detach())} at epoch {epoch} "
@@ -173,27 +245,105 @@ def train_potential(
             torch.nn.utils.clip_grad_norm_(potential.parameters(), settings.grad_clip)
             optimizer.step()
             train_losses.append(float(loss.detach()))
+            if regulariser is not None:
+                hierarchicality.append(float(regulariser.detach()))
         val_loss = _mean_loss(potential, data, splits.val, loss_fn, settings.batch_size)
         scheduler.step(val_loss)
-        lr = optimizer.param_groups[0]["lr"]
-        result.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": float(np.mean(train_losses)),
-                "val_loss": val_loss,
-                "lr": lr,
-            }
-        )
-        bar.set_postfix(train=f"{np.mean(train_losses):.4f}", val=f"{val_loss:.4f}")
-        if val_loss < result.best_val_loss:
+        result.seconds = time.perf_counter() - start
+        entry = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(train_losses)),
+            "val_loss": val_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": result.seconds,
+        }
+        if hierarchicality:
+            entry["hierarchicality"] = float(np.mean(hierarchicality))
+        result.history.append(entry)
+        bar.set_postfix(train=f"{entry['train_loss']:.4f}", val=f"{val_loss:.4f}")
+        improved = val_loss < result.best_val_loss
+        if improved:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             best_state = copy.deepcopy(potential.state_dict())
-        elif epoch - result.best_epoch >= settings.early_stopping:
+        stopped = epoch + 1 == settings.epochs or (
+            not improved and epoch - result.best_epoch >= settings.early_stopping
+        )
+        if checkpoint is not None:
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "fingerprint": fingerprint,
+                    "model": potential.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "numpy_rng": generator.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": result.history,
+                    "best_state": best_state,
+                    "best_epoch": result.best_epoch,
+                    "best_val_loss": result.best_val_loss,
+                    "next_epoch": epoch + 1,
+                    "stopped": stopped,
+                    "seconds": result.seconds,
+                },
+            )
+        if stopped:
             break
     potential.load_state_dict(best_state)
-    result.seconds = time.perf_counter() - start
     result.test_metrics = evaluate(potential, data, splits.test, settings.batch_size)
     return result
+
+
+def _fingerprint(
+    potential: CGPotential, splits: Splits, weights: LossWeights, settings: TrainSettings
+) -> dict[str, str]:
+    """A short hash of each thing a resumed run must share with the run that saved it."""
+    parts: dict[str, Any] = {
+        "train settings": asdict(settings),
+        "loss weights": asdict(weights),
+        "splits": splits.to_dict(),
+        "number of parameters": sum(p.numel() for p in potential.parameters()),
+    }
+    return {
+        part: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+        for part, value in parts.items()
+    }
+
+
+def _resume(
+    checkpoint: Path,
+    fingerprint: dict[str, str],
+    potential: CGPotential,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+    generator: np.random.Generator,
+) -> tuple[TrainResult, dict[str, Tensor], int, bool]:
+    """Restore the training state saved in ``checkpoint``; return the result so far, the best
+    state, the next epoch and whether the run had stopped."""
+    saved = torch.load(checkpoint, weights_only=True)
+    changed = [part for part, value in fingerprint.items() if saved["fingerprint"][part] != value]
+    if changed:
+        raise ValueError(
+            f"checkpoint {checkpoint} was written with different {', '.join(changed)}; "
+            "delete it to train afresh or restore the settings it was written with"
+        )
+    potential.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    generator.bit_generator.state = saved["numpy_rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    result = TrainResult(
+        history=saved["history"],
+        best_epoch=saved["best_epoch"],
+        best_val_loss=saved["best_val_loss"],
+        seconds=saved["seconds"],
+    )
+    return result, saved["best_state"], saved["next_epoch"], saved["stopped"]
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def _mean_loss(
@@ -202,10 +352,14 @@ def _mean_loss(
     losses, counts = [], []
     for first in range(0, len(frames), batch_size):
         batch = torch.as_tensor(frames[first : first + batch_size])
-        energies, forces = predict(
-            potential, data.positions[batch], data.boxes[batch], data.species
+        energies, forces, regulariser = predict(
+            potential,
+            data.positions[batch],
+            data.boxes[batch],
+            data.species,
+            hierarchicality=loss_fn.uses_hierarchicality,
         )
-        losses.append(float(loss_fn(data, batch, energies.detach(), forces.detach())))
+        losses.append(float(loss_fn(data, batch, energies, forces, regulariser).detach()))
         counts.append(len(batch))
     return float(np.average(losses, weights=counts))
 
@@ -213,18 +367,24 @@ def _mean_loss(
 def evaluate(
     potential: CGPotential, data: TrainingData, frames: np.ndarray, batch_size: int = 8
 ) -> dict[str, float]:
-    """Force RMSE (kJ/mol/nm) vs mapped and teacher forces; energy RMSE per bead (kJ/mol)."""
+    """Force RMSE (kJ/mol/nm) vs mapped and teacher forces, the RMS of the mapped forces
+    (kJ/mol/nm) and, with teacher labels, energy RMSEs per bead (kJ/mol)."""
     forces, energies = [], []
     for first in range(0, len(frames), batch_size):
         batch = torch.as_tensor(frames[first : first + batch_size])
-        bead_energies, batch_forces = predict(
+        bead_energies, batch_forces, _ = predict(
             potential, data.positions[batch], data.boxes[batch], data.species
         )
         forces.append(batch_forces.detach())
         energies.append(bead_energies.detach())
     index = torch.as_tensor(frames)
     predicted, bead_energies = torch.cat(forces), torch.cat(energies)
-    metrics = {"force_rmse_mapped": _rms(predicted - data.mapped_forces[index])}
+    mapped = data.mapped_forces[index]
+    metrics = {
+        "force_rmse_mapped": _rms(predicted - mapped),
+        # The scale of the labels: an RMSE near it means the model learned nothing.
+        "mapped_force_rms": _rms(mapped),
+    }
     if data.teacher_forces is not None:
         assert data.teacher_energies is not None and data.teacher_bead_energies is not None
         metrics["force_rmse_teacher"] = _rms(predicted - data.teacher_forces[index])
