@@ -1,8 +1,9 @@
 """Command line: ``cgkd <stage> [hydra overrides ...]``.
 
-Stages: run (everything, then the report), generate, map, teach, distill, simulate,
-analyze (same as run). Overrides and ``--multirun`` are Hydra's, for example
-``cgkd run experiment=quick`` or ``cgkd distill --multirun loss.w_E=0,0.1,1``.
+Stages: run (everything, then the report), generate, map, prior, teach-member, teach,
+distill, simulate, analyze (same as run). Overrides and ``--multirun`` are Hydra's, for
+example ``cgkd run experiment=quick``, ``cgkd distill --multirun loss.w_E=0,0.1,1`` or
+``cgkd teach-member --multirun teacher.member=0,1,2,3 hydra/launcher=slurm``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 STAGES = {
     "run": "every stage, then metrics, figures and report.md",
     "generate": "AA reference trajectory with forces (H5MD)",
-    "map": "CG dataset: bead positions, mapped forces, types, masses",
-    "teach": "teacher ensemble trained on mapped forces",
+    "map": "CG dataset: bead positions, mapped forces, types, masses, bonds",
+    "prior": "repulsion, bond and angle priors fitted to the mapped data",
+    "teach-member": "one teacher (teacher.member=K); sweep it to train members as jobs",
+    "teach": "teacher ensemble trained on mapped forces (reuses trained members)",
     "distill": "ensemble labels, student and baseline models",
     "simulate": "CG MD of student and baseline in OpenMM",
     "analyze": "same as run",
@@ -38,7 +41,7 @@ _stage_name = "run"
 
 
 def _usage() -> str:
-    rows = "\n".join(f"  {name:<9} {text}" for name, text in STAGES.items())
+    rows = "\n".join(f"  {name:<13} {text}" for name, text in STAGES.items())
     return f"usage: cgkd <stage> [overrides ...] [--multirun]\n\nstages:\n{rows}\n"
 
 
@@ -61,26 +64,34 @@ def _check_overrides(overrides: list[str]) -> str:
 
 
 def _run_stage(cfg: DictConfig) -> Any:
-    if _stage_name in ("run", "analyze"):
+    if cfg.stage in ("run", "analyze"):
         return analyze(cfg, Path(HydraConfig.get().runtime.output_dir))
     stage = {
         "generate": pipeline.generate,
         "map": pipeline.map_stage,
+        "prior": pipeline.prior_stage,
+        "teach-member": pipeline.teach_member,
         "teach": pipeline.teach,
         "distill": pipeline.distill,
         "simulate": pipeline.simulate,
-    }[_stage_name]
+    }[cfg.stage]
     return stage(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_entry(cfg: DictConfig) -> None:
+    # The stage travels in the config (not a global) so that launchers running jobs in other
+    # processes (joblib, submitit) run the same stage.
     try:
         result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
-        log.error("cgkd %s failed: %s", _stage_name, error)
-        raise SystemExit(f"cgkd {_stage_name}: {error}") from error
-    summary = {k: v for k, v in result.items() if k not in ("artifacts", "history", "members")}
+        log.error("cgkd %s failed: %s", cfg.stage, error)
+        raise SystemExit(f"cgkd {cfg.stage}: {error}") from error
+    summary = {
+        k: v
+        for k, v in result.items()
+        if k not in ("artifacts", "history", "members", "splits", "prior")
+    }
     print(json.dumps(summary, indent=2, default=str)[:4000])
 
 
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     problem = _check_overrides(overrides)
     if problem:
         sys.exit(f"cgkd {_stage_name}: {problem}")
-    sys.argv = [f"cgkd-{_stage_name}", *overrides]
+    sys.argv = [f"cgkd-{_stage_name}", *overrides, f"stage={_stage_name}"]
     keep_freed_memory_in_heap()
     _hydra_entry()
 

@@ -9,29 +9,34 @@ records the configuration that made it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf
 
-from cgkd.io.h5md import read_h5md
+from cgkd.io.h5md import read_h5md, read_h5md_bonds
 from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
 from cgkd.mapping.apply import map_trajectory
 from cgkd.mapping.definition import MappingSpec
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
-from cgkd.models.priors import fit_repulsion_sigma
+from cgkd.models.neighbors import perpendicular_widths
+from cgkd.models.priors import CGTopology, fit_priors
 from cgkd.simulation.export import export_torchscript
 from cgkd.simulation.md import MDSettings, run_cg_md
 from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
+from cgkd.training.curves import plot_loss_curves
 from cgkd.training.dataset import Splits, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.targets import label_frames
@@ -43,7 +48,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StageDir:
-    """A cached stage's directory, key and completeness."""
+    """A cached stage's directory, key and completeness.
+
+    Several processes (a Hydra multirun, parallel ensemble members) may reach the same stage
+    at once: :meth:`run` holds a lock (``<cache_dir>/.locks/<stage>-<key>.lock``) while it
+    checks and builds the stage, so one process builds it and the others reuse the result.
+    """
 
     path: Path
     key: str
@@ -53,11 +63,18 @@ class StageDir:
         """Whether the stage finished (its done.json exists)."""
         return (self.path / "done.json").is_file()
 
-    def begin(self) -> Path:
-        """Start (or restart) the stage: an empty directory."""
+    def begin(self, keep: tuple[str, ...] = ()) -> Path:
+        """Start (or restart) the stage: an empty directory, except for the files named in
+        ``keep`` (e.g. a training checkpoint to resume from)."""
         if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
+            for entry in self.path.iterdir():
+                if entry.name in keep:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
         return self.path
 
     def finish(self, config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +86,22 @@ class StageDir:
     def record(self) -> dict[str, Any]:
         """The record of a finished stage."""
         return json.loads((self.path / "done.json").read_text())
+
+    def run(
+        self,
+        build: Callable[[Path], tuple[dict[str, Any], dict[str, Any]]],
+        keep: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """The stage's record: reused when done, else ``build(directory)`` returns
+        ``(config, record)`` for :meth:`finish`. Holds the stage's lock throughout."""
+        locks = self.path.parent / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{self.path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.done:
+                return self.record()
+            config, record = build(self.begin(keep))
+            return self.finish(config, {"key": self.key, **record})
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -92,14 +125,14 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.input.trajectory is not None:
         return _import(cfg)
     system = _plain(cfg.system)
-    stage = _stage(cfg, "generate", {"system": system, "seed": cfg.seed})
-    if stage.done:
-        return stage.record()
-    spec = spec_from_config(system, seed=cfg.seed)
-    log.info("generating the AA reference: %s", system["name"])
-    made = generate_system(spec, stage.begin(), config={"system": system}, progress=cfg.progress)
-    record = {"key": stage.key, **made.to_dict()}
-    return stage.finish({"system": system, "seed": cfg.seed}, record)
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        spec = spec_from_config(system, seed=cfg.seed)
+        log.info("generating the AA reference: %s", system["name"])
+        made = generate_system(spec, out, config={"system": system}, progress=cfg.progress)
+        return {"system": system, "seed": cfg.seed}, made.to_dict()
+
+    return _stage(cfg, "generate", {"system": system, "seed": cfg.seed}).run(build)
 
 
 def _import(cfg: DictConfig) -> dict[str, Any]:
@@ -115,63 +148,63 @@ def _import(cfg: DictConfig) -> dict[str, Any]:
         str(path.resolve()): [path.stat().st_size, path.stat().st_mtime]
         for path in (topology, trajectory)
     }
-    stage = _stage(cfg, "import", {"input": source, "files": files})
-    if stage.done:
-        return stage.record()
-    out = stage.begin()
-    topology_copy = out / f"aa_topology{''.join(topology.suffixes)}"
-    shutil.copyfile(topology, topology_copy)
-    imported = import_trajectory(
-        topology,
-        trajectory,
-        out / "aa.h5md",
-        selection=FrameSelection(**{k: source[k] for k in _SELECTION_KEYS}),
-        units=source["units"],
-        format=source["format"],
-        timestep=source["timestep"],
-        screen=FrameScreen(max_force=source["max_force"], on_bad_frame=source["on_bad_frame"]),
-        config={"input": source},
-        progress=cfg.progress,
-    )
-    record = {
-        "key": stage.key,
-        "trajectory": str(imported.path),
-        "topology": str(topology_copy),
-        "n_atoms": imported.n_atoms,
-        "n_frames": imported.n_frames,
-        "n_dropped": imported.n_dropped,
-    }
-    return stage.finish({"input": source, "files": files}, record)
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        topology_copy = out / f"aa_topology{''.join(topology.suffixes)}"
+        shutil.copyfile(topology, topology_copy)
+        imported = import_trajectory(
+            topology,
+            trajectory,
+            out / "aa.h5md",
+            selection=FrameSelection(**{k: source[k] for k in _SELECTION_KEYS}),
+            units=source["units"],
+            format=source["format"],
+            timestep=source["timestep"],
+            screen=FrameScreen(max_force=source["max_force"], on_bad_frame=source["on_bad_frame"]),
+            config={"input": source},
+            progress=cfg.progress,
+        )
+        record = {
+            "trajectory": str(imported.path),
+            "topology": str(topology_copy),
+            "n_atoms": imported.n_atoms,
+            "n_frames": imported.n_frames,
+            "n_dropped": imported.n_dropped,
+        }
+        return {"input": source, "files": files}, record
+
+    return _stage(cfg, "import", {"input": source, "files": files}).run(build)
 
 
 _SELECTION_KEYS = ("start", "stop", "step", "time_start", "time_stop")
 
 
 def map_stage(cfg: DictConfig) -> dict[str, Any]:
-    """CG dataset (H5MD): bead positions, mapped forces, boxes, types, masses."""
+    """CG dataset (H5MD): bead positions, mapped forces, boxes, types, masses, CG bonds."""
     aa = generate(cfg)
     mapping = _plain(cfg.mapping)
-    stage = _stage(cfg, "map", {"aa": aa["key"], "mapping": mapping})
-    if stage.done:
-        return stage.record()
-    out = stage.begin() / "cg.h5md"
-    mapped = map_trajectory(
-        aa["topology"],
-        aa["trajectory"],
-        out,
-        MappingSpec.from_config(mapping),
-        config={"aa": aa},
-        progress=cfg.progress,
-    )
-    log.info("mapping %s:\n%s", mapping["name"], mapped.summary)
-    record = {
-        "key": stage.key,
-        "dataset": str(out),
-        "n_frames": mapped.n_frames,
-        "n_beads": mapped.n_beads,
-        "type_names": mapped.type_names,
-    }
-    return stage.finish({"mapping": mapping, "aa": aa}, record)
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        mapped = map_trajectory(
+            aa["topology"],
+            aa["trajectory"],
+            out / "cg.h5md",
+            MappingSpec.from_config(mapping),
+            config={"aa": aa},
+            progress=cfg.progress,
+        )
+        log.info("mapping %s:\n%s", mapping["name"], mapped.summary)
+        record = {
+            "dataset": str(out / "cg.h5md"),
+            "n_frames": mapped.n_frames,
+            "n_beads": mapped.n_beads,
+            "type_names": mapped.type_names,
+        }
+        return {"mapping": mapping, "aa": aa}, record
+
+    # cg_format 2: CG bonds are recorded (datasets mapped before that lack them).
+    key = {"aa": aa["key"], "mapping": mapping, "cg_format": 2}
+    return _stage(cfg, "map", key).run(build)
 
 
 def _splits(cfg: DictConfig, n_frames: int, train_cfg: DictConfig) -> Splits:
@@ -180,86 +213,198 @@ def _splits(cfg: DictConfig, n_frames: int, train_cfg: DictConfig) -> Splits:
 
 def _settings(train_cfg: DictConfig, seed: int) -> TrainSettings:
     fields = {
-        k: v for k, v in _plain(train_cfg).items() if k not in ("val_fraction", "test_fraction")
+        k: v
+        for k, v in _plain(train_cfg).items()
+        if k not in ("val_fraction", "test_fraction", "error", "hierarchicality")
     }
     return TrainSettings(**fields, seed=seed)
 
 
-def teach(cfg: DictConfig) -> dict[str, Any]:
-    """Teacher ensemble: K HIP-NN-TS models trained on mapped forces only, with a fitted prior."""
+def _loss_options(train_cfg: DictConfig) -> dict[str, Any]:
+    """The loss settings that live in a train section: error kind and hierarchicality weight."""
+    return {"error": train_cfg.error, "hierarchicality": train_cfg.hierarchicality}
+
+
+def prior_stage(cfg: DictConfig) -> dict[str, Any]:
+    """Priors fitted to the mapped reference: repulsion onsets, bonds and angles."""
     cg = map_stage(cfg)
-    teacher, prior_cfg = _plain(cfg.teacher), _plain(cfg.prior)
-    stage = _stage(
-        cfg, "teach", {"cg": cg["key"], "teacher": teacher, "prior": prior_cfg, "seed": cfg.seed}
-    )
-    if stage.done:
-        return stage.record()
-    out = stage.begin()
-    frames = read_h5md(cg["dataset"])
-    prior = _fit_prior(cfg, frames)
-    (out / "prior.json").write_text(json.dumps(prior, indent=2))
-    data = TrainingData.from_frames(frames)
-    splits = _splits(cfg, frames.n_frames, cfg.teacher.train)
-    network = {**teacher["model"], "n_species": len(frames.type_names)}
-    members, results = [], []
-    for k in range(cfg.teacher.n_members):
-        seed = cfg.seed + 1000 * (k + 1)
+    prior_cfg = _plain(cfg.prior)
+    temperature = float(cfg.simulate.temperature)
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        frames = read_h5md(cg["dataset"])
+        topology = CGTopology(read_h5md_bonds(cg["dataset"]), frames.types, frames.type_names)
+        repulsion = prior_cfg["repulsion"]
+        half_width = 0.49 * float(perpendicular_widths(torch.as_tensor(frames.boxes)).min())
+        prior = fit_priors(
+            frames.positions,
+            frames.boxes,
+            topology,
+            kt(temperature),
+            repulsion=repulsion if repulsion["enabled"] else None,
+            bonds=prior_cfg["bonds"]["enabled"],
+            angles=prior_cfg["angles"]["enabled"],
+            r_max=min(half_width, 1.0),
+        )
+        _write_json(out / "prior.json", prior)
+        log.info("priors: %s", _describe_prior(prior, frames.type_names))
+        return {"prior": prior_cfg, "cg": cg["key"]}, {"prior": str(out / "prior.json")}
+
+    key = {"cg": cg["key"], "prior": prior_cfg, "temperature": temperature}
+    return _stage(cfg, "prior", key).run(build)
+
+
+def _describe_prior(prior: dict[str, Any], type_names: list[str]) -> str:
+    parts = []
+    if prior["repulsion"] is not None:
+        sigma = np.asarray(prior["repulsion"]["sigma"])
+        onsets = ", ".join(
+            f"{type_names[a]}-{type_names[b]} {sigma[a, b]:.3f}"
+            for a in range(len(type_names))
+            for b in range(a, len(type_names))
+        )
+        parts.append(f"repulsion onsets (nm) {onsets}")
+    for term, unit, scale in (("bonds", "nm", 1.0), ("angles", "deg", 180.0 / np.pi)):
+        if prior[term] is not None:
+            fitted = prior[term]
+            parts.append(
+                f"{term} "
+                + ", ".join(
+                    f"{name} {centre * scale:.3g} {unit} (k {k:.3g})"
+                    for name, centre, k in zip(
+                        fitted["names"], fitted["centre"], fitted["k"], strict=True
+                    )
+                )
+            )
+    return "; ".join(parts) or "none"
+
+
+def _prior(priors: dict[str, Any]) -> dict[str, Any] | None:
+    """The fitted prior dict of a prior stage record (None when every prior is switched off)."""
+    prior = json.loads(Path(priors["prior"]).read_text())
+    if prior["repulsion"] is None and prior["bonds"] is None and prior["angles"] is None:
+        return None
+    return prior
+
+
+def _member_seed(cfg: DictConfig, member: int) -> int:
+    return int(cfg.seed) + 1000 * (member + 1)
+
+
+def teach_member(cfg: DictConfig, member: int | None = None) -> dict[str, Any]:
+    """One teacher of the ensemble (``teacher.member``, or ``member``), trained on mapped
+    forces; its own cached stage, so members can be separate jobs of a Hydra multirun."""
+    member = cfg.teacher.member if member is None else member
+    n_members = int(cfg.teacher.n_members)
+    if member is None or not 0 <= int(member) < n_members:
+        raise ValueError(
+            f"teacher.member={member} is not a member index; use 0..{n_members - 1} "
+            f"(e.g. cgkd teach-member --multirun teacher.member=0,1,2,3)"
+        )
+    member = int(member)
+    cg, priors = map_stage(cfg), prior_stage(cfg)
+    teacher = {k: v for k, v in _plain(cfg.teacher).items() if k not in ("member", "n_jobs")}
+    teacher.pop("n_members")
+    seed = _member_seed(cfg, member)
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        frames = read_h5md(cg["dataset"])
+        prior = _prior(priors)
+        splits = _splits(cfg, frames.n_frames, cfg.teacher.train)
+        if teacher["bootstrap"]:
+            # Each member sees its own resample (with replacement) of the training frames.
+            rng = np.random.default_rng(seed)
+            splits = Splits(
+                train=np.sort(rng.choice(splits.train, len(splits.train))),
+                val=splits.val,
+                test=splits.test,
+            )
+        network = {**teacher["model"], "n_species": len(frames.type_names)}
         potential = build_potential([network], prior, seeds=[seed])
         result = train_potential(
             potential,
-            data,
+            TrainingData.from_frames(frames),
             splits,
-            LossWeights(),
+            LossWeights(**_loss_options(cfg.teacher.train)),
             _settings(cfg.teacher.train, seed),
-            description=f"teacher {k + 1}/{cfg.teacher.n_members}",
+            description=f"teacher {member + 1}/{n_members}",
             progress=cfg.progress,
+            checkpoint=out / "checkpoint.pt",
         )
-        save_potential(
-            out / f"teacher_{k}.pt", potential, [network], prior, {"history": result.history}
-        )
-        members.append((potential, [network]))
-        results.append(
-            {
-                "best_epoch": result.best_epoch,
-                "seconds": result.seconds,
-                **result.test_metrics,
-                "history": result.history,
-            }
-        )
-    ensemble, kwargs = merge_members(members)
-    save_potential(out / "ensemble.pt", ensemble, kwargs, prior)
-    species = torch.as_tensor(frames.types)
-    meta = {"type_names": frames.type_names, "config": teacher}
-    export_torchscript(members[0][0], species, out / "teacher.ts", meta)
-    export_torchscript(ensemble, species, out / "ensemble.ts", meta)
-    record = {
-        "key": stage.key,
-        "dir": str(out),
-        "splits": splits.to_dict(),
-        "members": results,
-        "prior": prior,
-    }
-    return stage.finish({"teacher": teacher, "prior": prior_cfg, "cg": cg}, record)
+        save_potential(out / "teacher.pt", potential, [network], prior, {"history": result.history})
+        record = {
+            "member": member,
+            "seed": seed,
+            "model": str(out / "teacher.pt"),
+            "network": network,
+            "best_epoch": result.best_epoch,
+            "seconds": result.seconds,
+            **result.test_metrics,
+            "history": result.history,
+        }
+        return {"teacher": teacher, "member": member, "cg": cg["key"]}, record
+
+    key = {"cg": cg["key"], "prior": priors["key"], "teacher": teacher, "seed": seed}
+    return _stage(cfg, "teacher", key).run(build, keep=("checkpoint.pt",))
 
 
-def _fit_prior(cfg: DictConfig, frames: Any) -> dict[str, Any] | None:
-    if not cfg.prior.enabled:
-        return None
-    half_box = 0.5 * float(np.min(np.linalg.norm(frames.boxes, axis=-1)))
-    sigma = fit_repulsion_sigma(
-        frames.positions,
-        frames.boxes,
-        frames.types,
-        len(frames.type_names),
-        r_max=min(half_box, 1.0),
-        threshold=cfg.prior.rdf_threshold,
+def teach(cfg: DictConfig) -> dict[str, Any]:
+    """Teacher ensemble: K HIP-NN-TS models trained on mapped forces only, with fitted priors.
+
+    Members already trained (e.g. by ``cgkd teach-member --multirun``) are reused; the rest
+    train here, one after another or in ``teacher.n_jobs`` parallel processes.
+    """
+    cg, priors = map_stage(cfg), prior_stage(cfg)
+    n_members = int(cfg.teacher.n_members)
+    _train_members(cfg, n_members)
+    members = [teach_member(cfg, k) for k in range(n_members)]
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        frames = read_h5md(cg["dataset"])
+        loaded = [load_potential(Path(m["model"]))[0] for m in members]
+        ensemble, kwargs = merge_members(
+            [(potential, [m["network"]]) for potential, m in zip(loaded, members, strict=True)]
+        )
+        prior = _prior(priors)
+        save_potential(out / "ensemble.pt", ensemble, kwargs, prior)
+        species = torch.as_tensor(frames.types)
+        meta = {"type_names": frames.type_names, "config": _plain(cfg.teacher)}
+        for k, potential in enumerate(loaded):
+            export_torchscript(potential, species, out / f"teacher_{k}.ts", meta)
+        export_torchscript(ensemble, species, out / "ensemble.ts", meta)
+        plot_loss_curves(
+            {f"teacher {k + 1}": m["history"] for k, m in enumerate(members)},
+            out / "loss.png",
+            title=f"{n_members} teachers",
+        )
+        record = {
+            "dir": str(out),
+            "splits": _splits(cfg, frames.n_frames, cfg.teacher.train).to_dict(),
+            "members": [{k: v for k, v in m.items() if k != "key"} for m in members],
+            "prior": prior,
+        }
+        return {"teacher": _plain(cfg.teacher), "cg": cg["key"]}, record
+
+    key = {"members": [m["key"] for m in members]}
+    return _stage(cfg, "teach", key).run(build)
+
+
+def _train_members(cfg: DictConfig, n_members: int) -> None:
+    """Train the members not yet cached, in ``teacher.n_jobs`` processes (1: in this one)."""
+    n_jobs = int(cfg.teacher.n_jobs)
+    if n_jobs <= 1 or n_members == 1:
+        return  # teach() trains them in turn
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    Parallel(n_jobs=min(n_jobs, n_members))(
+        delayed(_member_job)(container, k, threads) for k in range(n_members)
     )
-    temperature = float(cfg.simulate.temperature)
-    return {
-        "sigma": sigma.tolist(),
-        "epsilon": cfg.prior.epsilon_kt * kt(temperature),
-        "switch_factor": cfg.prior.switch_factor,
-    }
+
+
+def _member_job(config: dict[str, Any], member: int, threads: int) -> str:
+    """Train one member in a worker process with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    return teach_member(OmegaConf.create(config), member)["key"]
 
 
 def distill(cfg: DictConfig) -> dict[str, Any]:
@@ -269,11 +414,13 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     frames = read_h5md(cg["dataset"])
     targets = _label(cfg, teachers, frames)
     loss = _plain(cfg.loss)
+    options = _loss_options(cfg.student.train)
     weights = LossWeights(
         mapped_forces=loss["w_F"],
         teacher_forces=loss["w_f"],
         energy=loss["w_E"],
         bead_energies=loss["w_eps"],
+        **options,
     )
     student = _train_student(
         cfg,
@@ -285,27 +432,25 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         {"teachers": teachers["key"], "loss": loss},
     )
     baseline = _train_student(
-        cfg, "baseline", teachers, frames, LossWeights(), None, {"cg": cg["key"]}
+        cfg, "baseline", teachers, frames, LossWeights(**options), None, {"cg": cg["key"]}
     )
     return {"targets": targets, "student": student, "baseline": baseline}
 
 
 def _label(cfg: DictConfig, teachers: dict[str, Any], frames: Any) -> dict[str, Any]:
-    stage = _stage(cfg, "label", {"teachers": teachers["key"]})
-    if stage.done:
-        return stage.record()
-    out = stage.begin()
-    ensemble, _ = load_potential(Path(teachers["dir"]) / "ensemble.pt")
-    targets = label_frames(
-        ensemble, frames.positions, frames.boxes, frames.types, progress=cfg.progress
-    )
-    np.savez(out / "targets.npz", **targets.__dict__)
-    record = {
-        "key": stage.key,
-        "targets": str(out / "targets.npz"),
-        "mean_force_std": float(targets.force_std.mean()),
-    }
-    return stage.finish({"teachers": teachers["key"]}, record)
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        ensemble, _ = load_potential(Path(teachers["dir"]) / "ensemble.pt")
+        targets = label_frames(
+            ensemble, frames.positions, frames.boxes, frames.types, progress=cfg.progress
+        )
+        np.savez(out / "targets.npz", **targets.__dict__)
+        record = {
+            "targets": str(out / "targets.npz"),
+            "mean_force_std": float(targets.force_std.mean()),
+        }
+        return {"teachers": teachers["key"]}, record
+
+    return _stage(cfg, "label", {"teachers": teachers["key"]}).run(build)
 
 
 def _train_student(
@@ -318,44 +463,44 @@ def _train_student(
     inputs: dict[str, Any],
 ) -> dict[str, Any]:
     student = _plain(cfg.student)
-    stage = _stage(
-        cfg, name, {**inputs, "student": student, "prior": teachers["prior"], "seed": cfg.seed}
-    )
-    if stage.done:
-        return stage.record()
-    out = stage.begin()
-    labels = None if targets is None else Targets(**np.load(targets["targets"]))
-    data = TrainingData.from_frames(frames, labels)
-    splits = Splits.from_dict(teachers["splits"])
-    network = {**student["model"], "n_species": len(frames.type_names)}
-    potential = build_potential([network], teachers["prior"], seeds=[cfg.seed])
-    result = train_potential(
-        potential,
-        data,
-        splits,
-        weights,
-        _settings(cfg.student.train, cfg.seed),
-        description=name,
-        progress=cfg.progress,
-    )
-    save_potential(
-        out / f"{name}.pt", potential, [network], teachers["prior"], {"history": result.history}
-    )
-    export_torchscript(
-        potential,
-        torch.as_tensor(frames.types),
-        out / f"{name}.ts",
-        {"type_names": frames.type_names, "config": student, "loss_weights": weights.__dict__},
-    )
-    record = {
-        "key": stage.key,
-        "model": str(out / f"{name}.ts"),
-        "best_epoch": result.best_epoch,
-        "seconds": result.seconds,
-        **result.test_metrics,
-        "history": result.history,
-    }
-    return stage.finish({**inputs, "student": student}, record)
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        labels = None if targets is None else Targets(**np.load(targets["targets"]))
+        data = TrainingData.from_frames(frames, labels)
+        splits = Splits.from_dict(teachers["splits"])
+        network = {**student["model"], "n_species": len(frames.type_names)}
+        potential = build_potential([network], teachers["prior"], seeds=[cfg.seed])
+        result = train_potential(
+            potential,
+            data,
+            splits,
+            weights,
+            _settings(cfg.student.train, cfg.seed),
+            description=name,
+            progress=cfg.progress,
+            checkpoint=out / "checkpoint.pt",
+        )
+        save_potential(
+            out / f"{name}.pt", potential, [network], teachers["prior"], {"history": result.history}
+        )
+        export_torchscript(
+            potential,
+            torch.as_tensor(frames.types),
+            out / f"{name}.ts",
+            {"type_names": frames.type_names, "config": student, "loss_weights": asdict(weights)},
+        )
+        plot_loss_curves({name: result.history}, out / "loss.png", title=name)
+        record = {
+            "model": str(out / f"{name}.ts"),
+            "best_epoch": result.best_epoch,
+            "seconds": result.seconds,
+            **result.test_metrics,
+            "history": result.history,
+        }
+        return {**inputs, "student": student}, record
+
+    key = {**inputs, "student": student, "prior": teachers["prior"], "seed": cfg.seed}
+    return _stage(cfg, name, key).run(build, keep=("checkpoint.pt",))
 
 
 def simulate(cfg: DictConfig) -> dict[str, Any]:
@@ -363,17 +508,12 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     cg, models = map_stage(cfg), distill(cfg)
     frames = read_h5md(cg["dataset"])
     settings = MDSettings(**_plain(cfg.simulate), seed=cfg.seed)
+    names = [frames.type_names[t] for t in frames.types]
     runs = {}
     for name in ("student", "baseline"):
         model = models[name]
-        stage = _stage(
-            cfg,
-            f"simulate-{name}",
-            {"model": model["key"], "simulate": _plain(cfg.simulate), "seed": cfg.seed},
-        )
-        if not stage.done:
-            out = stage.begin()
-            names = [frames.type_names[t] for t in frames.types]
+
+        def build(out: Path, model: dict[str, Any] = model) -> tuple[dict, dict]:
             result = run_cg_md(
                 Path(model["model"]),
                 frames.positions[-1],
@@ -384,10 +524,9 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
                 bead_names=names,
                 progress=cfg.progress,
             )
-            record = {
-                **{k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()},
-                "key": stage.key,
-            }
-            stage.finish({"model": model["key"], "simulate": _plain(cfg.simulate)}, record)
-        runs[name] = stage.record()
+            record = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+            return {"model": model["key"], "simulate": _plain(cfg.simulate)}, record
+
+        key = {"model": model["key"], "simulate": _plain(cfg.simulate), "seed": cfg.seed}
+        runs[name] = _stage(cfg, f"simulate-{name}", key).run(build)
     return runs

@@ -9,7 +9,6 @@ from typing import Any
 
 import mdtraj
 import numpy as np
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd import pipeline
@@ -17,6 +16,7 @@ from cgkd.io.h5md import read_h5md
 from cgkd.observables import ADF, RDF, ObservableResult, compare, plot_comparison
 from cgkd.observables.compare import relative_integrated_deviation
 from cgkd.simulation.md import time_force_evaluation
+from cgkd.training.curves import plot_loss_curves
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         }
     by_observable = {obs: {name: c[obs] for name, c in curves.items()} for obs in ("rdf", "adf")}
     plot_comparison(by_observable, output_dir / "rdf_adf.png")
-    _plot_training(teachers, models, output_dir / "training.png")
+    histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(teachers["members"])}
+    histories.update({name: models[name]["history"] for name in ("student", "baseline")})
+    plot_loss_curves(histories, output_dir / "training.png", title=cfg.system.name)
     timing = _timings(cfg, teachers, models, frames)
     metrics = {
         "system": {"name": cfg.system.name, "n_beads": cg["n_beads"], "n_frames": cg["n_frames"]},
@@ -116,7 +118,7 @@ def _timings(
     cfg: DictConfig, teachers: dict[str, Any], models: dict[str, Any], frames: Any
 ) -> dict[str, float]:
     files = {
-        "teacher (single)": Path(teachers["dir"]) / "teacher.ts",
+        "teacher (single)": Path(teachers["dir"]) / "teacher_0.ts",
         "teacher ensemble": Path(teachers["dir"]) / "ensemble.ts",
         "student": Path(models["student"]["model"]),
         "baseline": Path(models["baseline"]["model"]),
@@ -127,22 +129,6 @@ def _timings(
         )
         for name, path in files.items()
     }
-
-
-def _plot_training(teachers: dict[str, Any], models: dict[str, Any], path: Path) -> None:
-    figure = Figure(figsize=(6.0, 4.0), layout="constrained")
-    ax = figure.subplots()
-    histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(teachers["members"])}
-    histories.update({name: models[name]["history"] for name in ("student", "baseline")})
-    for label, history in histories.items():
-        ax.plot(
-            [h["epoch"] for h in history], [h["val_loss"] for h in history], marker="o", label=label
-        )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation loss (normalised)")
-    ax.set_yscale("log")
-    ax.legend()
-    figure.savefig(path, dpi=120)
 
 
 def _fmt(value: Any) -> str:

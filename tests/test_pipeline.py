@@ -58,10 +58,12 @@ def test_quick_run_produces_every_artifact(quick_run):
     }
     assert set(metrics["stability"]) == {"student", "baseline"}
     assert len(metrics["forces"]["teachers"]) == 2
-    stages = {path.name.rsplit("-", 1)[0] for path in (quick_run / "cache").iterdir()}
+    stages = {path.name.rsplit("-", 1)[0] for path in (quick_run / "cache").glob("[!.]*")}
     assert stages == {
         "generate",
         "map",
+        "prior",
+        "teacher",
         "teach",
         "label",
         "student",
@@ -69,9 +71,9 @@ def test_quick_run_produces_every_artifact(quick_run):
         "simulate-student",
         "simulate-baseline",
     }
-    for stage in (quick_run / "cache").iterdir():
+    for stage in (quick_run / "cache").glob("[!.]*"):
         assert (stage / "done.json").is_file() and (stage / "config.yaml").is_file()
-    for model in ("teacher.ts", "ensemble.ts"):
+    for model in ("teacher_0.ts", "teacher_1.ts", "ensemble.ts", "loss.png"):
         assert next((quick_run / "cache").glob(f"teach-*/{model}")).is_file()
     assert "| rdf | student |" in (out / "report.md").read_text()
 
@@ -98,6 +100,58 @@ def test_stages_are_cached_and_a_loss_sweep_retrains_only_students(quick_run):
     assert len(list(cache.glob("teach-*"))) == 1
     assert len(list(cache.glob("student-*"))) == 3  # the default weights plus two new ones
     assert len(list(cache.glob("baseline-*"))) == 1
+
+
+@pytest.mark.slow
+def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
+    """Teacher members as jobs of a multirun: two through submitit's local executor, one
+    through the joblib launcher, one in a worker process of `cgkd teach`; the ensemble is
+    assembled from all four without retraining any. A new prior setting makes the two
+    submitit jobs fit the same prior stage at once (the stage lock makes one wait)."""
+    from cgkd.simulation.export import read_export_metadata
+
+    common = (
+        "experiment=quick",
+        "progress=false",
+        "teacher.n_members=4",
+        "teacher.train.epochs=2",
+        "prior.repulsion.epsilon_kt=1.5",
+    )
+    cache = quick_run / "cache"
+    before = set(cache.glob("teacher-*"))
+    submitit = cgkd(
+        "teach-member",
+        "--multirun",
+        *common,
+        "teacher.member=0,1",
+        "hydra/launcher=local_submitit",
+        cwd=quick_run,
+    )
+    assert submitit.returncode == 0, submitit.stderr[-3000:]
+    assert list(quick_run.glob("multirun/*/*/.submitit/*/*_result.pkl"))  # really submitit
+    joblib = cgkd(
+        "teach-member",
+        "--multirun",
+        *common,
+        "teacher.member=2",
+        "hydra/launcher=local",
+        cwd=quick_run,
+    )
+    assert joblib.returncode == 0, joblib.stderr[-3000:]
+    new = set(cache.glob("teacher-*")) - before
+    trained = {path: (path / "done.json").stat().st_mtime for path in new}
+    assert len(trained) == 3
+    assert len(list(cache.glob("prior-*"))) == 2  # the quick run's and the new setting's
+    members = {json.loads((path / "done.json").read_text())["member"] for path in trained}
+    assert members == {0, 1, 2}
+    teach = cgkd("teach", *common, "teacher.n_jobs=2", cwd=quick_run)
+    assert teach.returncode == 0, teach.stderr[-3000:]
+    assert len(set(cache.glob("teacher-*")) - before) == 4  # member 3 trained by teach
+    for path, stamp in trained.items():
+        assert (path / "done.json").stat().st_mtime == stamp  # reused, not retrained
+    record = max(cache.glob("teach-*/done.json"), key=lambda p: p.stat().st_mtime)
+    assert read_export_metadata(record.parent / "ensemble.ts")["n_members"] == 4
+    assert len(json.loads(record.read_text())["members"]) == 4
 
 
 def test_unknown_config_key_is_one_line_naming_it(tmp_path):
@@ -238,7 +292,7 @@ def test_user_trajectory_is_imported_then_mapped(tmp_path):
     assert (cg.n_frames, cg.n_particles, cg.type_names) == (6, 10, ["HOH", "SOL"])
     np.testing.assert_allclose(cg.forces, aa.forces.reshape(6, 10, 3, 3).sum(axis=2), atol=1e-3)
     again = cgkd("map", *args, cwd=tmp_path)
-    assert again.returncode == 0 and len(list((tmp_path / "cache").iterdir())) == 2
+    assert again.returncode == 0 and len(list((tmp_path / "cache").glob("[!.]*"))) == 2
     # The imported file has no constraint record: the rigid O-H distances are detected, which
     # makes each molecule one constraint group, so the optimal map equals the basic one.
     assert read_h5md_config(cg_path)["constraints"] == {"source": "detected", "count": 20}
