@@ -1,4 +1,4 @@
-"""Physics of the CG potential: invariances, forces as -grad E, neighbour list, priors."""
+"""Physics of the CG potential: invariances, forces as -grad E, tensor terms, ensembles."""
 
 from __future__ import annotations
 
@@ -59,6 +59,48 @@ def test_ensemble_energy_is_mean_of_members(potential, liquid):
     assert members.shape == (2, 1, 40)
     assert not torch.allclose(members[0], members[1])
     assert torch.allclose(potential(positions, box, species), members.mean(0))
+
+
+def test_permuting_beads_permutes_bead_energies(potential, liquid):
+    positions, box, species = liquid
+    order = torch.as_tensor(np.random.default_rng(4).permutation(40))
+    reference = potential(positions, box, species)
+    permuted = potential(positions[:, order], box, species[order])
+    assert torch.allclose(permuted, reference[:, order], rtol=1e-10, atol=1e-10)
+
+
+def test_tensor_terms_of_order_one_and_two_are_wired_in(potential, liquid):
+    positions, box, species = liquid
+    reference = energy(potential, positions, box, species).detach()
+    for order in (0, 1):  # tensor_weights[0] scales l = 1, tensor_weights[1] scales l = 2
+        with torch.no_grad():
+            saved = [net.blocks[0].interaction.tensor_weights.clone() for net in potential.networks]
+            for net in potential.networks:
+                net.blocks[0].interaction.tensor_weights[order] = 0.0
+            changed = energy(potential, positions, box, species).detach()
+            for net, weights in zip(potential.networks, saved, strict=True):
+                net.blocks[0].interaction.tensor_weights.copy_(weights)
+        assert abs(float(changed - reference)) > 1e-6 * abs(float(reference)), order
+
+
+def test_ensemble_mean_forces_are_minus_the_gradient_of_the_mean_energy(potential, liquid):
+    from cgkd.training.targets import predict_members
+
+    positions, box, species = liquid
+    member_forces, member_energies = predict_members(potential, positions, box, species)
+    assert member_forces.shape == (2, 1, 40, 3) and member_energies.shape == (2, 1, 40)
+    assert not torch.allclose(member_forces[0], member_forces[1])
+    x = positions.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(potential(x, box, species).sum(), x)
+    assert torch.allclose(member_forces.mean(0), -gradient, rtol=1e-10, atol=1e-10)
+
+
+def test_hierarchicality_comes_with_the_same_energies(potential, liquid):
+    positions, box, species = liquid
+    energies, hierarchicality = potential.energies_and_hierarchicality(positions, box, species)
+    assert torch.allclose(energies, potential(positions, box, species), rtol=1e-12)
+    n_layers = len(potential.networks[0].blocks)
+    assert 0.0 < float(hierarchicality) < n_layers
 
 
 def test_quadrupole_directions_have_the_frobenius_norm_of_the_traceless_tensor():
