@@ -100,7 +100,7 @@ def test_hierarchicality_comes_with_the_same_energies(potential, liquid):
     energies, hierarchicality = potential.energies_and_hierarchicality(positions, box, species)
     assert torch.allclose(energies, potential(positions, box, species), rtol=1e-12)
     n_layers = len(potential.networks[0].blocks)
-    assert 0.0 < float(hierarchicality) < n_layers
+    assert 0.0 < float(hierarchicality.detach()) < n_layers
 
 
 def test_quadrupole_directions_have_the_frobenius_norm_of_the_traceless_tensor():
