@@ -63,6 +63,30 @@ def _check_overrides(overrides: list[str]) -> str:
     return ""
 
 
+#: Hydra flags that take a value in the next argument.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn"}
+_VALUE_FLAGS |= {"--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+def _hydra_arguments(args: list[str], stage: str) -> list[str]:
+    """Hydra's arguments with the ``stage=`` override added: flags (and their values) first,
+    then every override, so argparse sees the overrides as one positional run."""
+    flags, overrides = [], []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg.startswith("-"):
+            flags.append(arg)
+            takes_value = arg in _VALUE_FLAGS and index + 1 < len(args)
+            if takes_value and not args[index + 1].startswith("-") and "=" not in args[index + 1]:
+                flags.append(args[index + 1])
+                index += 1
+        else:
+            overrides.append(arg)
+        index += 1
+    return [*flags, *overrides, f"stage={stage}"]
+
+
 def _run_stage(cfg: DictConfig) -> Any:
     if cfg.stage in ("run", "analyze"):
         return analyze(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -108,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     problem = _check_overrides(overrides)
     if problem:
         sys.exit(f"cgkd {_stage_name}: {problem}")
-    sys.argv = [f"cgkd-{_stage_name}", *overrides, f"stage={_stage_name}"]
+    sys.argv = [f"cgkd-{_stage_name}", *_hydra_arguments(overrides, _stage_name)]
     keep_freed_memory_in_heap()
     _hydra_entry()
 

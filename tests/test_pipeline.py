@@ -154,6 +154,37 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
     assert len(json.loads(record.read_text())["members"]) == 4
 
 
+def test_stage_override_joins_the_other_overrides_whatever_the_flags():
+    from cgkd.cli import _hydra_arguments
+
+    args = ["--multirun", "a=1", "--cfg", "job", "b=2", "--package=x", "c=3"]
+    assert _hydra_arguments(args, "teach") == [
+        "--multirun",
+        "--cfg",
+        "job",
+        "--package=x",
+        "a=1",
+        "b=2",
+        "c=3",
+        "stage=teach",
+    ]
+
+
+def test_slurm_launcher_preset_composes(tmp_path):
+    result = cgkd(
+        "teach-member",
+        "teacher.member=0",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "--cfg",
+        "hydra",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout
+    assert "max_num_timeout: 3" in result.stdout
+
+
 def test_unknown_config_key_is_one_line_naming_it(tmp_path):
     result = cgkd("run", "no_such_key=3", cwd=tmp_path)
     assert result.returncode != 0
