@@ -40,7 +40,7 @@ from cgkd.training.curves import plot_loss_curves
 from cgkd.training.dataset import Splits, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.targets import label_frames
-from cgkd.training.trainer import TrainSettings, train_potential
+from cgkd.training.trainer import TrainSettings, evaluate, train_potential
 from cgkd.units import kt
 
 log = logging.getLogger(__name__)
@@ -377,10 +377,23 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
             out / "loss.png",
             title=f"{n_members} teachers",
         )
+        splits = _splits(cfg, frames.n_frames, cfg.teacher.train)
+        held_out = evaluate(ensemble, TrainingData.from_frames(frames), splits.test)
+        for name, metrics in [
+            *((f"teacher {m['member'] + 1}", m) for m in members),
+            ("ensemble", held_out),
+        ]:
+            log.info(
+                "%s: held-out force RMSE %.2f kJ/mol/nm = %.3f x the RMS mapped force",
+                name,
+                metrics["force_rmse_mapped"],
+                metrics["force_rmse_mapped"] / metrics["mapped_force_rms"],
+            )
         record = {
             "dir": str(out),
-            "splits": _splits(cfg, frames.n_frames, cfg.teacher.train).to_dict(),
+            "splits": splits.to_dict(),
             "members": [{k: v for k, v in m.items() if k != "key"} for m in members],
+            "ensemble": held_out,
             "prior": prior,
         }
         return {"teacher": _plain(cfg.teacher), "cg": cg["key"]}, record

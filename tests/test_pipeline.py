@@ -151,7 +151,10 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
         assert (path / "done.json").stat().st_mtime == stamp  # reused, not retrained
     record = max(cache.glob("teach-*/done.json"), key=lambda p: p.stat().st_mtime)
     assert read_export_metadata(record.parent / "ensemble.ts")["n_members"] == 4
-    assert len(json.loads(record.read_text())["members"]) == 4
+    teach_record = json.loads(record.read_text())
+    assert len(teach_record["members"]) == 4
+    held_out = teach_record["ensemble"]
+    assert 0 < held_out["force_rmse_mapped"] < 2 * held_out["mapped_force_rms"]
 
 
 def test_stage_override_joins_the_other_overrides_whatever_the_flags():
