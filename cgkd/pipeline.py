@@ -1,4 +1,5 @@
-"""The stages chained, each one cached: generate -> map -> teach -> distill -> simulate -> analyze.
+"""The stages chained, each one cached: generate -> map -> prior -> teacher members -> teach
+-> distill -> simulate -> analyze.
 
 Every stage writes into ``<cache_dir>/<stage>-<key>/`` where the key hashes the
 configuration that determines its result (its own section plus its inputs' keys), so
@@ -303,8 +304,9 @@ def teach_member(cfg: DictConfig, member: int | None = None) -> dict[str, Any]:
         )
     member = int(member)
     cg, priors = map_stage(cfg), prior_stage(cfg)
-    teacher = {k: v for k, v in _plain(cfg.teacher).items() if k not in ("member", "n_jobs")}
-    teacher.pop("n_members")
+    # What makes a member: not which one is asked for, nor how many there are or how they run.
+    ignored = ("member", "n_members", "n_jobs")
+    teacher = {k: v for k, v in _plain(cfg.teacher).items() if k not in ignored}
     seed = _member_seed(cfg, member)
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
