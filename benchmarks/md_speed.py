@@ -52,7 +52,7 @@ def main() -> None:
     x, box, masses = frames.positions[-1], frames.boxes[-1], frames.masses
     teach = newest(args.cache, "teach-*")
     models = {
-        "teacher (single)": teach / "teacher.ts",
+        "teacher (single)": teach / "teacher_0.ts",
         "teacher ensemble": teach / "ensemble.ts",
         "student": newest(args.cache, "student-*") / "student.ts",
         "baseline": newest(args.cache, "baseline-*") / "baseline.ts",

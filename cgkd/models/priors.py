@@ -310,20 +310,20 @@ def boltzmann_harmonic(
     return float(values.mean()), temperature_kt / spread**2
 
 
+def _image(vectors: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Vectors [T, K, 3] (nm) moved to their minimum image in boxes [T, 3, 3]."""
+    return vectors - np.round(vectors @ np.linalg.inv(boxes)) @ boxes
+
+
 def _bond_lengths(positions: np.ndarray, boxes: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    vectors = positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]]
-    shifts = np.round(vectors @ np.linalg.inv(boxes))
-    return np.linalg.norm(vectors - shifts @ boxes, axis=-1)
+    return np.linalg.norm(
+        _image(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], boxes), axis=-1
+    )
 
 
 def _angle_values(positions: np.ndarray, boxes: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    inverse = np.linalg.inv(boxes)
-
-    def image(v: np.ndarray) -> np.ndarray:
-        return v - np.round(v @ inverse) @ boxes
-
-    u = image(positions[:, triples[:, 0]] - positions[:, triples[:, 1]])
-    v = image(positions[:, triples[:, 2]] - positions[:, triples[:, 1]])
+    u = _image(positions[:, triples[:, 0]] - positions[:, triples[:, 1]], boxes)
+    v = _image(positions[:, triples[:, 2]] - positions[:, triples[:, 1]], boxes)
     cosine = np.sum(u * v, axis=-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
     return np.arccos(np.clip(cosine, -1.0, 1.0))
 
