@@ -34,7 +34,7 @@ from cgkd.models.checkpoint import build_potential, load_potential, merge_member
 from cgkd.models.neighbors import perpendicular_widths
 from cgkd.models.priors import CGTopology, fit_priors
 from cgkd.simulation.export import export_torchscript
-from cgkd.simulation.md import MDSettings, run_cg_md
+from cgkd.simulation.md import MDSettings, run_replicas
 from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
 from cgkd.training.curves import plot_loss_curves
@@ -519,29 +519,48 @@ def _train_student(
 
 
 def simulate(cfg: DictConfig) -> dict[str, Any]:
-    """CG MD of the student and the baseline in OpenMM, from the last mapped AA frame."""
+    """CG MD of the student and the baseline in OpenMM: ``simulate.replicas`` runs of each,
+    replica k from a mapped AA frame (the last, then spread back over the dataset) with seed
+    ``seed + k``. A run that goes bad is recorded as unstable, not raised; an interrupted
+    stage resumes every replica from its checkpoint."""
     cg, models = map_stage(cfg), distill(cfg)
     frames = read_h5md(cg["dataset"])
+    bonds = read_h5md_bonds(cg["dataset"])
     settings = MDSettings(**_plain(cfg.simulate), seed=cfg.seed)
+    n_frames = len(frames.positions)
+    starts = [n_frames - 1 - (k * n_frames) // settings.replicas for k in range(settings.replicas)]
     names = [frames.type_names[t] for t in frames.types]
     runs = {}
     for name in ("student", "baseline"):
         model = models[name]
 
-        def build(out: Path, model: dict[str, Any] = model) -> tuple[dict, dict]:
-            result = run_cg_md(
+        def build(out: Path, model: dict[str, Any] = model, name: str = name) -> tuple[dict, dict]:
+            results = run_replicas(
                 Path(model["model"]),
-                frames.positions[-1],
-                frames.boxes[-1],
+                frames.positions[starts],
+                frames.boxes[starts],
                 frames.masses,
                 settings,
                 out,
                 bead_names=names,
+                bonds=bonds,
                 progress=cfg.progress,
             )
-            record = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+            stable = [r for r in results if r.stable]
+            for k, result in enumerate(results):
+                if not result.stable:
+                    log.warning("%s replica %d: %s", name, k, result.message)
+            record = {
+                "replicas": [r.to_json() for r in results],
+                "start_frames": starts,
+                "n_stable": len(stable),
+                "stable_fraction": len(stable) / len(results),
+                "ms_per_step": float(np.median([r.ms_per_step for r in results])),
+                "ns_per_day": float(np.median([r.ns_per_day for r in results])),
+            }
             return {"model": model["key"], "simulate": _plain(cfg.simulate)}, record
 
         key = {"model": model["key"], "simulate": _plain(cfg.simulate), "seed": cfg.seed}
-        runs[name] = _stage(cfg, f"simulate-{name}", key).run(build)
+        keep = tuple(f"replica_{k}" for k in range(settings.replicas))
+        runs[name] = _stage(cfg, f"simulate-{name}", key).run(build, keep=keep)
     return runs

@@ -51,8 +51,14 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     stride = cfg.analysis.reference_stride
     curves = {REFERENCE: observables(cfg, frames.positions[::stride], frames.boxes[::stride])}
     for name, run in runs.items():
-        if run["n_frames"] > 0:
-            curves[name] = observables(cfg, *load_cg_trajectory(run["trajectory"], run["topology"]))
+        loaded = [
+            load_cg_trajectory(replica["trajectory"], replica["topology"])
+            for replica in run["replicas"]
+            if replica["n_frames"] > 0
+        ]
+        if loaded:
+            positions, boxes = (np.concatenate(parts) for parts in zip(*loaded, strict=True))
+            curves[name] = observables(cfg, positions, boxes)
     deviations: dict[str, dict[str, dict[str, float]]] = {}
     for observable in ("rdf", "adf"):
         others = {name: by_obs[observable] for name, by_obs in curves.items() if name != REFERENCE}
@@ -88,9 +94,11 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         },
         "stability": {
             name: {
-                "stable": run["stable"],
-                "message": run["message"],
-                "steps_completed": run["steps_completed"],
+                "stable_fraction": run["stable_fraction"],
+                "replicas": [
+                    {k: r[k] for k in ("stable", "message", "steps_completed", "seed")}
+                    for r in run["replicas"]
+                ],
             }
             for name, run in runs.items()
         },
@@ -155,9 +163,19 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any]) -> str:
         for model, mad in values["mean_absolute_deviation"].items():
             rel = values["relative_integrated_deviation"][model]
             lines.append(f"| {observable} | {model} | {mad:.4f} | {rel:.4f} |")
-    lines += ["", "## Stability", "", "| model | stable | steps | message |", "|---|---|---|---|"]
-    for model, s in metrics["stability"].items():
-        lines.append(f"| {model} | {s['stable']} | {s['steps_completed']} | {s['message']} |")
+    lines += [
+        "",
+        "## Stability of the CG runs",
+        "",
+        "| model | replica | seed | stable | steps | message |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, stability in metrics["stability"].items():
+        for k, r in enumerate(stability["replicas"]):
+            lines.append(
+                f"| {model} | {k} | {r['seed']} | {r['stable']} | {r['steps_completed']} "
+                f"| {r['message']} |"
+            )
     forces = metrics["forces"]
     lines += [
         "",

@@ -3,7 +3,7 @@
 usage: python examples/run_exported_model.py MODEL.ts START.pdb [steps]
 
 MODEL.ts is a file that `cgkd distill` exported (``cache/student-*/student.ts``);
-START.pdb holds the bead positions and box (``cache/simulate-student-*/topology.pdb``).
+START.pdb holds the bead positions and box (``cache/simulate-student-*/replica_0/topology.pdb``).
 Beads get the mass of one water molecule here; use your dataset's masses for other systems.
 """
 

@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import NETWORK
 from scipy.spatial.transform import Rotation
 
-from cgkd.models.hipnn import _directions
+from cgkd.models.hipnn import HipnnTS, InteractionLayer, _directions
+from cgkd.models.neighbors import neighbor_pairs
 from cgkd.models.priors import PairRepulsion
 
 
@@ -106,7 +108,9 @@ def test_hierarchicality_comes_with_the_same_energies(potential, liquid):
 def test_quadrupole_directions_have_the_frobenius_norm_of_the_traceless_tensor():
     unit = torch.nn.functional.normalize(torch.randn(50, 3, dtype=torch.float64), dim=1)
     weights = torch.randn(50, dtype=torch.float64)
-    quadrupole = (weights[:, None] * _directions(unit, 2)[:, 4:]).sum(0)
+    ones = torch.ones(50, dtype=torch.float64)
+    directions = _directions(ones, unit[:, 0], unit[:, 1], unit[:, 2], 2, 1)
+    quadrupole = (weights[:, None] * directions[:, 4:]).sum(0)
     matrix = sum(
         w * (torch.outer(u, u) - torch.eye(3, dtype=torch.float64) / 3)
         for w, u in zip(weights, unit, strict=True)
@@ -126,3 +130,148 @@ def test_repulsion_prior_is_kt_at_sigma_and_vanishes_past_the_switch():
     assert 0 < float(u[2]) < 2.5 * (0.25 / 0.3) ** 12
     assert float(u[3]) == 0.0
     assert math.isfinite(float(u.sum()))
+
+
+def reference_interaction(layer: InteractionLayer, features, first, second, vectors):
+    """The interaction layer written out pair by pair with full 3 x 3 tensors: messages
+    q_ij = sum_nu,b s_nu(r_ij) V_nu,a,b z_jb, summed with 1, rhat and rhat rhat^T - I/3."""
+    distances = torch.linalg.norm(vectors, dim=1)
+    unit = vectors / distances[:, None]
+    messages = torch.einsum(
+        "pn,nba,pb->pa", layer.sensitivity(distances), layer.pair_weights, features[second]
+    )
+    traceless = unit[:, :, None] * unit[:, None, :] - torch.eye(3, dtype=unit.dtype) / 3
+    n_beads, n_out = features.shape[0], messages.shape[1]
+    scalar = torch.zeros(n_beads, n_out, dtype=features.dtype).index_add(0, first, messages)
+    vector = torch.zeros(n_beads, 3, n_out, dtype=features.dtype).index_add(
+        0, first, unit[:, :, None] * messages[:, None, :]
+    )
+    matrix = torch.zeros(n_beads, 3, 3, n_out, dtype=features.dtype).index_add(
+        0, first, traceless[..., None] * messages[:, None, None, :]
+    )
+    out = layer.self_interaction(features) + scalar
+    if layer.order >= 1:
+        out = out + layer.tensor_weights[0] * torch.sqrt((vector**2).sum(1) + 1e-8)
+    if layer.order == 2:
+        out = out + layer.tensor_weights[1] * torch.sqrt((matrix**2).sum((1, 2)) + 1e-8)
+    return out
+
+
+def reference_energies(network: HipnnTS, species, first, second, vectors):
+    """HipnnTS bead energies with every interaction layer replaced by the reference."""
+    features = torch.nn.functional.one_hot(species, network.n_species).to(vectors.dtype)
+    energy = network.species_energy(features).squeeze(-1)
+    for block, readout in zip(network.blocks, network.readouts, strict=True):
+        features = torch.nn.functional.softplus(
+            reference_interaction(block.interaction, features, first, second, vectors)
+        )
+        for layer in block.atom_layers:
+            features = features + torch.nn.functional.softplus(layer(features))
+        energy = energy + readout(features).squeeze(-1)
+    return energy * network.energy_scale
+
+
+@pytest.fixture(scope="module")
+def clustered_frames():
+    """(species [2 * 60], pairs (first, second, vectors)) of two 60-bead frames in a 3 nm box,
+    each with a dense cluster (one bead with over 20 neighbours) and a bead with none."""
+    rng = np.random.default_rng(11)
+    frames = []
+    for _ in range(2):
+        spread = rng.uniform(0.0, 3.0, (60, 3))
+        spread[:25] = 1.5 + rng.normal(0.0, 0.12, (25, 3))  # cluster around (1.5, 1.5, 1.5)
+        spread[25:] = spread[25:] @ np.diag([1.0, 1.0, 0.35])  # the rest in a slab z < 1.05
+        spread[59] = [0.2, 0.2, 2.2]  # far from everything: no neighbours
+        frames.append(spread)
+    positions = torch.as_tensor(np.stack(frames)).requires_grad_(True)
+    box = torch.eye(3, dtype=torch.float64).expand(2, 3, 3) * 3.0
+    first, second, vectors = neighbor_pairs(positions, box, NETWORK["cutoff"])
+    counts = torch.bincount(first, minlength=120)
+    assert counts[59] == 0 and counts[119] == 0 and int(counts.max()) > 20
+    assert int((counts > 0).sum()) > 100
+    species = torch.as_tensor(rng.integers(0, 2, 120))
+    return species, (first, second, vectors.detach())
+
+
+def random_network(order: int, environment_first: bool) -> HipnnTS:
+    """The test network at tensor ``order`` with random tensor weights, float64, every
+    interaction layer forced to one evaluation order."""
+    torch.manual_seed(5)
+    network = HipnnTS(**{**NETWORK, "tensor_order": order}).double()
+    with torch.no_grad():
+        for block in network.blocks:
+            block.interaction.tensor_weights.normal_()
+            block.interaction.environment_first = environment_first
+    return network
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal to 1e-10 relative to the largest element of ``expected``."""
+    scale = float(expected.detach().abs().max())
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("environment_first", [True, False], ids=["environment", "projection"])
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_network_matches_the_pair_by_pair_reference(clustered_frames, order, environment_first):
+    species, (first, second, vectors) = clustered_frames
+    network = random_network(order, environment_first)
+    vectors = vectors.clone().requires_grad_(True)
+    energies = network(species, first, second, vectors)
+    expected = reference_energies(network, species, first, second, vectors)
+    assert_close(energies, expected)
+    parameters = list(network.parameters())
+    gradients, expected_gradients = (
+        torch.autograd.grad(
+            e.square().sum(), [vectors, *parameters], allow_unused=True, materialize_grads=True
+        )
+        for e in (energies, expected)
+    )
+    for actual, reference in zip(gradients, expected_gradients, strict=True):
+        assert_close(actual, reference)
+    # The test can fail: the tensor terms matter, and the lone beads feel no neighbours.
+    if order > 0:
+        with torch.no_grad():
+            network.blocks[0].interaction.tensor_weights[order - 1] = 0.0
+        changed = network(species, first, second, vectors).detach()
+        assert (changed - energies.detach()).abs().max() > 1e-3 * energies.abs().max()
+    lone = torch.tensor([59, 119])
+    offsets = network.species_energy(torch.eye(2, dtype=torch.float64)).squeeze(-1)
+    assert not torch.allclose(energies[lone], offsets[species[lone]] * network.energy_scale)
+
+
+@pytest.mark.parametrize("environment_first", [True, False], ids=["environment", "projection"])
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_interaction_layer_on_features_matches_the_reference(
+    clustered_frames, order, environment_first
+):
+    species, (first, second, vectors) = clustered_frames
+    torch.manual_seed(order)
+    layer = InteractionLayer(5, 7, 4, 0.22, 0.55, 0.6, order).double()
+    layer.environment_first = environment_first
+    with torch.no_grad():
+        layer.tensor_weights.normal_()
+    features = torch.randn(species.shape[0], 5, dtype=torch.float64, requires_grad=True)
+    vectors = vectors.clone().requires_grad_(True)
+    out = layer(features, first, second, vectors)
+    expected = reference_interaction(layer, features, first, second, vectors)
+    assert_close(out, expected)
+    weights = torch.randn_like(out)
+    gradients = torch.autograd.grad((weights * out).sum(), [features, vectors])
+    expected_gradients = torch.autograd.grad((weights * expected).sum(), [features, vectors])
+    for actual, reference in zip(gradients, expected_gradients, strict=True):
+        assert_close(actual, reference)
+
+
+def test_pairs_not_sorted_by_first_bead_are_refused(clustered_frames):
+    species, (first, second, vectors) = clustered_frames
+    network = random_network(2, True)
+    order = torch.randperm(first.shape[0], generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="sorted by first bead"):
+        network(species, first[order], second[order], vectors[order])
+    # Any order within a bead's pairs gives the same energies.
+    within = torch.argsort(first * 1000 - second)
+    assert_close(
+        network(species, first[within], second[within], vectors[within]),
+        network(species, first, second, vectors),
+    )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgkd.models.neighbors import cell_counts, neighbor_pairs, pair_search
+from cgkd.models.neighbors import canonical_order, cell_counts, neighbor_pairs, pair_search
 
 CUTOFF = 0.6
 ORTHORHOMBIC = [[3.1, 0.0, 0.0], [0.0, 2.5, 0.0], [0.0, 0.0, 4.3]]
@@ -204,6 +204,39 @@ def test_torchscript_gives_the_eager_result(dtype):
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["cells", "all_pairs"])
+def test_pairs_are_sorted_by_first_then_second_bead(method):
+    boxes = torch.tensor([SKEWED, ORTHORHOMBIC, THIN], dtype=torch.float64)
+    positions = torch.stack(
+        [torch.as_tensor(uniform(150, box, seed)) for seed, box in enumerate(boxes.numpy())]
+    )
+    first, second, vectors = neighbor_pairs(positions, boxes, CUTOFF, method)
+    keys = (first * 450 + second).tolist()
+    assert len(keys) > 1000
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    # The vectors travel with their pairs: x_second - x_first plus a lattice vector, within
+    # the cutoff.
+    flat, pair_boxes = positions.reshape(-1, 3), boxes[first // 150]
+    shifts = torch.linalg.solve(pair_boxes.transpose(1, 2), flat[second] - flat[first] - vectors)
+    torch.testing.assert_close(shifts, torch.round(shifts), rtol=0, atol=1e-9)
+    assert float(torch.linalg.norm(vectors, dim=1).max()) < CUTOFF
+
+
+def test_canonical_order_sorts_by_first_then_second():
+    generator = torch.Generator().manual_seed(3)
+    first = torch.randint(0, 50, (400,), generator=generator)
+    second = torch.randint(0, 50, (400,), generator=generator)
+    for order in (
+        canonical_order(first, second, 50),
+        torch.jit.script(canonical_order)(first, second, 50),
+    ):
+        assert sorted(order.tolist()) == list(range(400))
+        pairs = list(zip(first[order].tolist(), second[order].tolist(), strict=True))
+        assert pairs == sorted(pairs)
+    # The test can fail: the pairs were not sorted to begin with.
+    assert list(zip(first.tolist(), second.tolist(), strict=True)) != pairs
 
 
 def test_candidates_grow_linearly_with_the_number_of_beads():

@@ -227,7 +227,7 @@ def test_notebook_runs_on_the_quick_run(quick_run, monkeypatch):
 def test_plain_openmm_example_runs_an_exported_student(quick_run):
     script = Path(__file__).resolve().parent.parent / "examples" / "run_exported_model.py"
     model = next((quick_run / "cache").glob("student-*/student.ts"))
-    start = next((quick_run / "cache").glob("simulate-student-*/topology.pdb"))
+    start = next((quick_run / "cache").glob("simulate-student-*/replica_0/topology.pdb"))
     result = subprocess.run(
         [sys.executable, str(script), str(model), str(start), "2000"],
         capture_output=True,

@@ -42,12 +42,19 @@ class CGPotential(nn.Module):
         self.priors = priors if priors is not None else _no_priors()
 
     def _pairs_and_priors(
-        self, positions: Tensor, boxes: Tensor, species: Tensor
+        self,
+        positions: Tensor,
+        boxes: Tensor,
+        species: Tensor,
+        pairs: tuple[Tensor, Tensor, Tensor] | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Flat species [B * N], neighbour pairs (first, second, vectors) and prior bead
-        energies [B * N] (zeros without priors)."""
+        """Flat species [B * N], neighbour pairs (first, second, vectors; searched unless
+        ``pairs`` gives them) and prior bead energies [B * N] (zeros without priors)."""
         n_frames = positions.shape[0]
-        first, second, vectors = neighbor_pairs(positions, boxes, self.cutoff)
+        if pairs is None:
+            first, second, vectors = neighbor_pairs(positions, boxes, self.cutoff)
+        else:
+            first, second, vectors = pairs
         flat_species = species.repeat(n_frames)
         if self.use_priors:
             prior = self.priors(positions, boxes, flat_species, first, second, vectors)
@@ -57,23 +64,38 @@ class CGPotential(nn.Module):
             )
         return flat_species, first, second, vectors, prior
 
-    def member_bead_energies(self, positions: Tensor, boxes: Tensor, species: Tensor) -> Tensor:
+    def member_bead_energies(
+        self,
+        positions: Tensor,
+        boxes: Tensor,
+        species: Tensor,
+        pairs: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Bead energies of every member, [K, B, N] in kJ/mol (priors included).
 
         Args:
             positions: [B, N, 3] nm. boxes: [B, 3, 3] nm (rows are box vectors).
             species: [N] integer bead types.
+            pairs: the directed pairs within the cutoff as :func:`neighbor_pairs` returns
+                them (sorted by first, then second); searched when None.
         """
         n_frames, n_beads = positions.shape[0], positions.shape[1]
         flat_species, first, second, vectors, prior = self._pairs_and_priors(
-            positions, boxes, species
+            positions, boxes, species, pairs
         )
         energies = [net(flat_species, first, second, vectors) + prior for net in self.networks]
         return torch.stack(energies).view(len(energies), n_frames, n_beads)
 
-    def forward(self, positions: Tensor, boxes: Tensor, species: Tensor) -> Tensor:
-        """Ensemble-mean bead energies [B, N] in kJ/mol."""
-        return self.member_bead_energies(positions, boxes, species).mean(0)
+    def forward(
+        self,
+        positions: Tensor,
+        boxes: Tensor,
+        species: Tensor,
+        pairs: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """Ensemble-mean bead energies [B, N] in kJ/mol (``pairs`` as in
+        :meth:`member_bead_energies`)."""
+        return self.member_bead_energies(positions, boxes, species, pairs).mean(0)
 
     def energies_and_hierarchicality(
         self, positions: Tensor, boxes: Tensor, species: Tensor
@@ -86,7 +108,7 @@ class CGPotential(nn.Module):
         """
         n_frames, n_beads = positions.shape[0], positions.shape[1]
         flat_species, first, second, vectors, prior = self._pairs_and_priors(
-            positions, boxes, species
+            positions, boxes, species, None
         )
         energies, ratios = [], []
         for net in self.networks:

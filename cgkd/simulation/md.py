@@ -1,63 +1,98 @@
-"""CG molecular dynamics of an exported model in OpenMM through openmmtorch's TorchForce.
+"""CG molecular dynamics of an exported model in OpenMM (openmmtorch TorchForce), watched,
+checkpointed and resumable.
 
-The run is watched: every report interval the positions, energy, closest bead
-distance and temperature are checked. A run that goes bad stops, keeps only good
-frames in the trajectory, writes the last good frame and reports the step, so a
-pipeline can record it as unstable instead of crashing.
+A run is an OpenMM ``Simulation`` with reporters, in this order: the stability monitor
+(so nothing after it sees a bad frame), the DCD trajectory, the state data (energies,
+temperature, speed) and an atomic checkpoint, all at ``report_interval``. A run that finds
+its checkpoint continues from it, trimming frames and rows written after it, so a killed
+run resumes where it stopped. A run that goes bad stops, writes the last good frame and
+reports the step; it does not raise, so sweeps can count stable runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
-from tqdm.auto import tqdm
-
-from cgkd.units import KB_KJ_PER_MOL_K, ns_per_day
+import torch
 
 # isort: off
-# torch before openmm: OpenMM loads its plugins on import, and the openmmtorch plugin needs
-# the libraries that torch loads; imported later, TorchForce has no kernel on any platform.
-import torch  # noqa: F401
+from cgkd.simulation.system import (  # before openmm
+    bead_topology,
+    build_system,
+    openmm_seed,
+    select_platform,
+)
 import openmm
 import openmm.app as app
 import openmm.unit as unit
-
-# openmmtorch's SWIG module imports the deprecated simtk.openmm, which logs a warning that
-# means nothing to our users; silence just that import.
-logging.disable(logging.WARNING)
-from openmmtorch import TorchForce  # noqa: E402
-
-logging.disable(logging.NOTSET)
 # isort: on
 
+from cgkd.simulation.reporters import (
+    CheckpointReporter,
+    ProgressReporter,
+    StabilityReporter,
+    TrajectoryReporter,
+    UnstableSimulationError,
+)
+from cgkd.units import ns_per_day
+
 log = logging.getLogger(__name__)
+
+INTEGRATORS = ("langevin", "nose_hoover", "verlet")
+FILES = ("trajectory.dcd", "topology.pdb", "state.csv", "checkpoint.chk", "last_good.pdb")
 
 
 @dataclass(frozen=True)
 class MDSettings:
-    """Langevin (middle) CG MD settings in OpenMM units (K, ps, 1/ps, nm)."""
+    """CG MD settings in OpenMM units (K, ps, 1/ps, nm).
 
+    ``integrator``: ``langevin`` (Langevin middle, NVT; ``friction`` is its friction),
+    ``nose_hoover`` (NVT; ``friction`` is the thermostat's collision frequency) or
+    ``verlet`` (velocity Verlet, NVE). The monitor stops a run when two beads come closer
+    than ``min_distance`` or the temperature exceeds ``max_temperature_factor`` times
+    ``temperature``. ``platform``: ``auto`` (CUDA when present, else CPU), ``CPU``,
+    ``CUDA`` or ``Reference``; ``threads`` for the CPU platform (None: all cores).
+    ``replicas`` independent runs differ in seed (``seed + k``) and starting frame.
+    """
+
+    integrator: str = "langevin"
     temperature: float = 300.0
-    timestep: float = 0.002
+    timestep: float = 0.005
     friction: float = 1.0
     steps: int = 10000
     report_interval: int = 100
     minimize: bool = True
     seed: int = 0
-    platform: str = "CPU"
+    platform: str = "auto"
     threads: int | None = None
     min_distance: float = 0.12
     max_temperature_factor: float = 3.0
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(
+                f"simulate.integrator '{self.integrator}' is unknown; use one of {INTEGRATORS}"
+            )
+        for name in ("timestep", "steps", "report_interval", "replicas"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"simulate.{name} must be positive, got {getattr(self, name)}")
+        if self.steps % self.report_interval:
+            raise ValueError(
+                f"simulate.steps ({self.steps}) is not a multiple of simulate.report_interval "
+                f"({self.report_interval}); make it one"
+            )
 
 
 @dataclass
 class MDResult:
-    """Outcome of a CG run: stability, speed and the files written."""
+    """Outcome of a CG run: stability, where it stopped, speed and the files written."""
 
     stable: bool
     message: str
@@ -65,44 +100,54 @@ class MDResult:
     n_frames: int
     ms_per_step: float
     ns_per_day: float
-    trajectory: Path
-    topology: Path
-    state_log: Path
+    seed: int
+    trajectory: str
+    topology: str
+    state_log: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
-def bead_topology(n_beads: int, box: np.ndarray, names: list[str] | None = None) -> app.Topology:
-    """An OpenMM topology of ``n_beads`` one-bead residues named by bead type."""
-    topology = app.Topology()
-    chain = topology.addChain()
-    for index in range(n_beads):
-        name = names[index] if names else "CG"
-        residue = topology.addResidue(name[:3].upper(), chain)
-        topology.addAtom(name[:4].upper(), None, residue)
-    topology.setPeriodicBoxVectors([openmm.Vec3(*row) for row in box] * unit.nanometer)
-    return topology
-
-
-def build_system(model_path: Path, masses: np.ndarray, box: np.ndarray) -> openmm.System:
-    """An OpenMM System of beads (masses, amu) with the exported model as a periodic TorchForce."""
-    _check_torch_plugin()
-    system = openmm.System()
-    for mass in masses:
-        system.addParticle(float(mass))
-    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-    force = TorchForce(str(model_path))
-    force.setUsesPeriodicBoundaryConditions(True)
-    system.addForce(force)
-    return system
-
-
-def _check_torch_plugin() -> None:
-    """Raise if OpenMM failed to load the openmmtorch kernels (openmm imported before torch)."""
-    failures = [f for f in openmm.Platform.getPluginLoadFailures() if "TorchReference" in f]
-    if failures:
-        raise RuntimeError(
-            f"OpenMM could not load the openmmtorch plugin ({failures[0].split(': ', 1)[-1]}); "
-            "import torch (or cgkd) before openmm in your script"
+def make_integrator(settings: MDSettings, seed: int) -> openmm.Integrator:
+    """The integrator ``settings.integrator`` with the settings' time step and thermostat."""
+    temperature = settings.temperature * unit.kelvin
+    timestep = settings.timestep * unit.picosecond
+    if settings.integrator == "langevin":
+        integrator = openmm.LangevinMiddleIntegrator(
+            temperature, settings.friction / unit.picosecond, timestep
         )
+        integrator.setRandomNumberSeed(openmm_seed(seed))
+        return integrator
+    if settings.integrator == "nose_hoover":
+        return openmm.NoseHooverIntegrator(
+            temperature, settings.friction / unit.picosecond, timestep
+        )
+    return openmm.VerletIntegrator(timestep)
+
+
+def create_simulation(
+    model_path: Path,
+    masses: np.ndarray,
+    box: np.ndarray,
+    settings: MDSettings,
+    *,
+    seed: int | None = None,
+    bead_names: list[str] | None = None,
+    bonds: np.ndarray | None = None,
+) -> app.Simulation:
+    """An OpenMM Simulation of the exported model at ``model_path`` (no positions yet).
+
+    ``bonds`` [K, 2] become topology bonds, so that trajectory writers keep molecules whole.
+    """
+    topology = bead_topology(len(masses), box, bead_names)
+    atoms = list(topology.atoms())
+    for i, j in np.asarray(bonds if bonds is not None else np.zeros((0, 2)), dtype=int):
+        topology.addBond(atoms[i], atoms[j])
+    system = build_system(str(model_path), masses, box)
+    platform, properties = select_platform(settings.platform, settings.threads)
+    integrator = make_integrator(settings, settings.seed if seed is None else seed)
+    return app.Simulation(topology, system, integrator, platform, properties)
 
 
 def run_cg_md(
@@ -113,117 +158,186 @@ def run_cg_md(
     settings: MDSettings,
     out_dir: Path,
     *,
+    seed: int | None = None,
     bead_names: list[str] | None = None,
+    bonds: np.ndarray | None = None,
     progress: bool = True,
 ) -> MDResult:
-    """Run Langevin CG MD from ``positions`` [N, 3] nm in ``box`` [3, 3] nm; write trajectory.dcd,
-    topology.pdb (first frame), state.csv and, on failure, last_good.pdb into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    system = build_system(model_path, masses, box)
-    integrator = openmm.LangevinMiddleIntegrator(
-        settings.temperature * unit.kelvin,
-        settings.friction / unit.picosecond,
-        settings.timestep * unit.picosecond,
-    )
-    integrator.setRandomNumberSeed(settings.seed)
-    platform = openmm.Platform.getPlatformByName(settings.platform)
-    properties = (
-        {"Threads": str(settings.threads)}
-        if settings.threads and settings.platform == "CPU"
-        else {}
-    )
-    context = openmm.Context(system, integrator, platform, properties)
-    context.setPositions(positions)
-    if settings.minimize:
-        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(settings.temperature * unit.kelvin, settings.seed)
+    """Run CG MD from ``positions`` [N, 3] nm in ``box`` [3, 3] nm for ``settings.steps``
+    steps, or continue the run whose checkpoint is in ``out_dir``.
 
-    topology = bead_topology(len(masses), box, bead_names)
-    paths = {
-        name: out_dir / name
-        for name in ("trajectory.dcd", "topology.pdb", "state.csv", "last_good.pdb")
-    }
-    state = context.getState(getPositions=True)
-    with open(paths["topology.pdb"], "w") as handle:
-        app.PDBFile.writeFile(topology, state.getPositions(), handle)
-    n_dof = 3 * len(masses)
-    rows: list[tuple[float, ...]] = []
-    stable, message, done, frames = True, "completed", 0, 0
-    last_good = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    start = time.perf_counter()
-    with open(paths["trajectory.dcd"], "wb") as handle:
-        dcd = app.DCDFile(handle, topology, settings.timestep, 0, settings.report_interval)
-        n_chunks = max(1, settings.steps // settings.report_interval)
-        for _ in tqdm(range(n_chunks), desc="CG MD", disable=not progress, unit="report"):
-            try:
-                integrator.step(settings.report_interval)
-            except openmm.OpenMMException as error:
-                stable, message = False, f"OpenMM failed after step {done}: {error}"
-                break
-            state = context.getState(getPositions=True, getEnergy=True, enforcePeriodicBox=True)
-            x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-            temperature = 2.0 * kinetic / (n_dof * KB_KJ_PER_MOL_K)
-            problem = _check_frame(x, box, potential, temperature, settings)
-            if problem:
-                stable, message = (
-                    False,
-                    f"unstable at step {done + settings.report_interval}: {problem}",
-                )
-                break
-            done += settings.report_interval
-            dcd.writeModel(
-                x * unit.nanometer,
-                periodicBoxVectors=[openmm.Vec3(*r) for r in box] * unit.nanometer,
-            )
-            frames += 1
-            last_good = x
-            rows.append((done, done * settings.timestep, potential, kinetic, temperature))
-    elapsed = time.perf_counter() - start
-    np.savetxt(
-        paths["state.csv"],
-        np.array(rows).reshape(-1, 5),
-        delimiter=",",
-        header="step,time_ps,potential_kj_mol,kinetic_kj_mol,temperature_k",
-        comments="",
+    Writes trajectory.dcd, topology.pdb (the minimised start), state.csv, checkpoint.chk
+    and, if the run goes bad, last_good.pdb into ``out_dir``. ``seed`` (default
+    ``settings.seed``) seeds the velocities and the thermostat.
+    """
+    check_model_evaluates(model_path, positions, box)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in FILES}
+    seed = settings.seed if seed is None else seed
+    simulation = create_simulation(
+        model_path, masses, box, settings, seed=seed, bead_names=bead_names, bonds=bonds
     )
+    resumed = paths["checkpoint.chk"].is_file()
+    if resumed:
+        simulation.loadCheckpoint(str(paths["checkpoint.chk"]))
+        _trim_outputs(paths, simulation.currentStep // settings.report_interval)
+        log.info("CG MD resumes at step %d from %s", simulation.currentStep, out)
+    else:
+        for name in ("trajectory.dcd", "state.csv", "last_good.pdb"):
+            paths[name].unlink(missing_ok=True)
+        simulation.context.setPositions(np.asarray(positions))
+        if settings.minimize:
+            simulation.minimizeEnergy(tolerance=10.0, maxIterations=200)
+        simulation.context.setVelocitiesToTemperature(
+            settings.temperature * unit.kelvin, openmm_seed(seed)
+        )
+        state = simulation.context.getState(getPositions=True)
+        with open(paths["topology.pdb"], "w") as handle:
+            app.PDBFile.writeFile(simulation.topology, state.getPositions(), handle)
+
+    interval = settings.report_interval
+    start_step = simulation.currentStep
+    monitor = StabilityReporter(
+        interval, settings.min_distance, settings.max_temperature_factor * settings.temperature
+    )
+    current = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+    monitor.last_good = np.asarray(current.value_in_unit(unit.nanometer))
+    monitor.last_good_step = start_step
+    bar = ProgressReporter(interval, settings.steps, start_step) if progress else None
+    trajectory = TrajectoryReporter(paths["trajectory.dcd"], interval, append=resumed)
+    state_data = app.StateDataReporter(
+        str(paths["state.csv"]),
+        interval,
+        step=True,
+        time=True,
+        potentialEnergy=True,
+        kineticEnergy=True,
+        totalEnergy=True,
+        temperature=True,
+        speed=True,
+        separator=",",
+        append=resumed,
+    )
+    simulation.reporters = [
+        monitor,
+        trajectory,
+        state_data,
+        CheckpointReporter(paths["checkpoint.chk"], interval),
+        *([bar] if bar else []),
+    ]
+    stable, message = True, "completed"
+    start = time.perf_counter()
+    try:
+        simulation.step(settings.steps - start_step)
+    except UnstableSimulationError as error:
+        stable, message = False, str(error)
+    except (openmm.OpenMMException, ValueError) as error:
+        stable = False
+        message = f"OpenMM failed after step {monitor.last_good_step}: {error}".splitlines()[0]
+    elapsed = time.perf_counter() - start
+    if bar:
+        bar.close()
+    trajectory.close()
+    del state_data, simulation.reporters[:]  # closes the state file
+    done = monitor.last_good_step if not stable else simulation.currentStep
     if not stable:
         with open(paths["last_good.pdb"], "w") as handle:
-            app.PDBFile.writeFile(topology, last_good * unit.nanometer, handle)
+            app.PDBFile.writeFile(simulation.topology, monitor.last_good * unit.nanometer, handle)
         log.warning("CG MD stopped: %s (last good frame: %s)", message, paths["last_good.pdb"])
+    run_steps = max(done - start_step, 0)
     return MDResult(
         stable=stable,
         message=message,
         steps_completed=done,
-        n_frames=frames,
-        ms_per_step=1000.0 * elapsed / max(done, 1),
-        ns_per_day=ns_per_day(done * settings.timestep, elapsed),
-        trajectory=paths["trajectory.dcd"],
-        topology=paths["topology.pdb"],
-        state_log=paths["state.csv"],
+        n_frames=done // interval,
+        ms_per_step=1000.0 * elapsed / max(run_steps, 1),
+        ns_per_day=ns_per_day(run_steps * settings.timestep, elapsed),
+        seed=seed,
+        trajectory=str(paths["trajectory.dcd"]),
+        topology=str(paths["topology.pdb"]),
+        state_log=str(paths["state.csv"]),
     )
 
 
-def _check_frame(
-    positions: np.ndarray, box: np.ndarray, energy: float, temperature: float, settings: MDSettings
-) -> str:
-    """Empty if the frame is sound, else what is wrong with it."""
-    if not (np.isfinite(positions).all() and np.isfinite(energy)):
-        return "positions or energy became NaN/Inf"
-    if temperature > settings.max_temperature_factor * settings.temperature:
-        return f"temperature ran away to {temperature:.0f} K"
-    edges = np.diag(box)
-    tree = cKDTree(np.mod(positions, edges), boxsize=edges)
-    distances, _ = tree.query(np.mod(positions, edges), k=2)
-    closest = float(distances[:, 1].min())
-    if closest < settings.min_distance:
-        return (
-            f"beads collapsed (closest pair {closest:.3f} nm < "
-            f"min_distance {settings.min_distance} nm)"
+def check_model_evaluates(model_path: Path, positions: np.ndarray, box: np.ndarray) -> None:
+    """Raise a one-line error if the exported model cannot evaluate ``positions`` [N, 3] in
+    ``box`` [3, 3] (nm). Checked in Python first: an exception thrown inside OpenMM's CPU
+    threads would abort the whole process instead."""
+    module = torch.jit.load(str(model_path))
+    try:
+        module(
+            torch.as_tensor(positions, dtype=torch.float64),
+            torch.as_tensor(box, dtype=torch.float64),
         )
-    return ""
+    except (torch.jit.Error, RuntimeError) as error:
+        lines = [line for line in str(error).splitlines() if line.startswith("builtins.")]
+        reason = lines[-1].split(": ", 1)[-1] if lines else str(error).splitlines()[0]
+        raise ValueError(f"{model_path} cannot evaluate this system: {reason}") from None
+
+
+def run_replicas(
+    model_path: Path,
+    starts: np.ndarray,
+    boxes: np.ndarray,
+    masses: np.ndarray,
+    settings: MDSettings,
+    out_dir: Path,
+    **kwargs,
+) -> list[MDResult]:
+    """``settings.replicas`` independent runs in ``out_dir/replica_<k>``: replica k starts
+    from frame k of ``starts`` [F, N, 3] (cycling; boxes [F, 3, 3]) with seed
+    ``settings.seed + k``. Each resumes from its checkpoint; keyword arguments go to
+    :func:`run_cg_md`."""
+    results = []
+    for k in range(settings.replicas):
+        frame = k % len(starts)
+        results.append(
+            run_cg_md(
+                model_path,
+                starts[frame],
+                boxes[frame],
+                masses,
+                settings,
+                Path(out_dir) / f"replica_{k}",
+                seed=settings.seed + k,
+                **kwargs,
+            )
+        )
+    return results
+
+
+def _trim_outputs(paths: dict[str, Path], n_frames: int) -> None:
+    """Drop the frames and state rows written after the checkpoint (first ``n_frames`` kept)."""
+    kept = truncate_dcd(paths["trajectory.dcd"], n_frames)
+    if kept < n_frames:
+        raise RuntimeError(
+            f"{paths['trajectory.dcd']} holds {kept} frames, fewer than the {n_frames} its "
+            f"checkpoint needs; delete {paths['checkpoint.chk'].parent} to start the run afresh"
+        )
+    lines = paths["state.csv"].read_text().splitlines(keepends=True)
+    paths["state.csv"].write_text("".join(lines[: n_frames + 1]))  # header + one row per frame
+
+
+def truncate_dcd(path: Path, n_frames: int) -> int:
+    """Keep at most the first ``n_frames`` complete frames of an OpenMM-written DCD file
+    (header updated); returns the number of frames kept."""
+    with open(path, "r+b") as handle:
+        header = handle.read(276)
+        count, first_step, interval = struct.unpack_from("<3i", header, 8)
+        (box_flag,) = struct.unpack_from("<i", header, 48)
+        (comment_bytes,) = struct.unpack_from("<i", header, 92)
+        (n_atoms,) = struct.unpack_from("<i", header, 104 + comment_bytes)
+        start = 112 + comment_bytes  # the atom-count record ends the header
+        frame = (56 if box_flag else 0) + 3 * (8 + 4 * n_atoms)
+        complete = (handle.seek(0, os.SEEK_END) - start) // frame
+        keep = min(count, complete, n_frames)
+        handle.truncate(start + keep * frame)
+        handle.seek(8)
+        handle.write(struct.pack("<i", keep))
+        handle.seek(20)
+        handle.write(struct.pack("<i", first_step + max(keep - 1, 0) * interval))
+    return keep
 
 
 def time_force_evaluation(
@@ -233,19 +347,20 @@ def time_force_evaluation(
     masses: np.ndarray,
     repeats: int = 10,
     platform: str = "CPU",
+    warmup: int = 5,
 ) -> float:
-    """Milliseconds per energy + force evaluation of an exported model inside OpenMM."""
-    system = build_system(model_path, masses, box)
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform)
-    )
+    """Milliseconds per energy + force evaluation of an exported model inside OpenMM, at
+    positions jittered by 1e-4 nm (fresh forces every call, the Verlet list reused)."""
+    system = build_system(str(model_path), masses, box)
+    chosen, properties = select_platform(platform)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), chosen, properties)
     rng = np.random.default_rng(0)
-    for _ in range(3):  # warm-up: TorchScript optimises the graph over the first calls
+    # Warm-up: TorchScript's profiling executor optimises the graph over the first calls.
+    for _ in range(warmup):
         context.setPositions(positions + rng.normal(0.0, 1e-4, positions.shape))
         context.getState(getEnergy=True, getForces=True)
     start = time.perf_counter()
     for _ in range(repeats):
-        # New positions invalidate OpenMM's cached forces, so each call evaluates the model.
         context.setPositions(positions + rng.normal(0.0, 1e-4, positions.shape))
         context.getState(getEnergy=True, getForces=True)
     return 1000.0 * (time.perf_counter() - start) / repeats

@@ -1,0 +1,95 @@
+"""The OpenMM side of CG MD: a System of beads with the exported model, its topology and the
+platform to run it on.
+
+Import this module (or torch) before anything imports openmm: OpenMM loads its plugins when
+first imported, and the openmmtorch plugin needs the libraries torch loads.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+# isort: off
+import torch  # before openmm: see the module docstring
+import openmm
+import openmm.app as app
+
+# openmmtorch's SWIG module imports the deprecated simtk.openmm, which logs a warning that
+# means nothing to our users; silence just that import.
+logging.disable(logging.WARNING)
+from openmmtorch import TorchForce  # noqa: E402
+
+logging.disable(logging.NOTSET)
+# isort: on
+
+#: Platforms tried in order by ``platform="auto"``.
+AUTO_PLATFORMS = ("CUDA", "CPU")
+
+
+def build_system(model_path: str, masses: np.ndarray, box: np.ndarray) -> openmm.System:
+    """An OpenMM System of beads (masses in amu) in the periodic ``box`` [3, 3] (nm, rows are
+    box vectors) whose only force is the exported model as a TorchForce.
+
+    Switches this process's TorchScript to the executor that optimises a model once, at its
+    first call (the default re-optimises it after profiling calls, so the first calls round
+    differently from later ones and a run restarted from a checkpoint would not repeat the
+    original bit for bit; measured here, it is also about 15% faster for a 1000-bead student).
+    """
+    _check_torch_plugin()
+    torch._C._jit_set_profiling_executor(False)
+    system = openmm.System()
+    for mass in masses:
+        system.addParticle(float(mass))
+    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box)])
+    force = TorchForce(str(model_path))
+    force.setUsesPeriodicBoundaryConditions(True)
+    system.addForce(force)
+    return system
+
+
+def openmm_seed(seed: int) -> int:
+    """The OpenMM random seed for a cgkd ``seed``: OpenMM takes 0 to mean "pick one at random",
+    so every seed is shifted by one and seed 0 is reproducible too."""
+    if seed < 0:
+        raise ValueError(f"seed {seed} is negative; use 0 or more")
+    return seed + 1
+
+
+def bead_topology(n_beads: int, box: np.ndarray, names: list[str] | None = None) -> app.Topology:
+    """An OpenMM topology of ``n_beads`` one-bead residues named by bead type."""
+    topology = app.Topology()
+    chain = topology.addChain()
+    for index in range(n_beads):
+        name = names[index] if names else "CG"
+        residue = topology.addResidue(name[:3].upper(), chain)
+        topology.addAtom(name[:4].upper(), None, residue)
+    topology.setPeriodicBoxVectors([openmm.Vec3(*row) for row in np.asarray(box)])
+    return topology
+
+
+def select_platform(name: str = "auto", threads: int | None = None) -> tuple[openmm.Platform, dict]:
+    """The OpenMM platform ``name`` (``auto``: CUDA when OpenMM has it, else CPU) and its
+    properties (``threads`` for the CPU platform)."""
+    available = [
+        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
+    ]
+    if name == "auto":
+        name = next(p for p in AUTO_PLATFORMS if p in available)
+    elif name not in available:
+        raise ValueError(
+            f"OpenMM platform '{name}' is not available here; use one of {available} or auto"
+        )
+    properties = {"Threads": str(threads)} if threads and name == "CPU" else {}
+    return openmm.Platform.getPlatformByName(name), properties
+
+
+def _check_torch_plugin() -> None:
+    """Raise if OpenMM failed to load the openmmtorch kernels (openmm imported before torch)."""
+    failures = [f for f in openmm.Platform.getPluginLoadFailures() if "TorchReference" in f]
+    if failures:
+        raise RuntimeError(
+            f"OpenMM could not load the openmmtorch plugin ({failures[0].split(': ', 1)[-1]}); "
+            "import torch (or cgkd) before openmm in your script"
+        )
