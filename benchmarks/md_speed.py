@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,9 @@ from cgkd.simulation.md import MDSettings, run_cg_md  # before openmm (openmmtor
 import openmm.unit as unit
 # isort: on
 
-from cgkd.models.checkpoint import build_potential
+from model_scaling import median_ms  # benchmarks/ is on the path when run as a script
+
+from cgkd.models.checkpoint import load_potential
 from cgkd.models.neighbors import neighbor_pairs
 from cgkd.models.potential import CGPotential
 from cgkd.runtime import keep_freed_memory_in_heap
@@ -69,37 +69,16 @@ def tile(positions: np.ndarray, box: np.ndarray, n: int) -> tuple[np.ndarray, np
     return (positions[None] + shifts[:, None]).reshape(-1, 3), box * n
 
 
-def load_for(path: Path, n_beads: int) -> CGPotential:
-    """The potential saved at ``path`` with its priors set up for ``n_beads`` beads (1-bead
-    water has no bonded priors, so only the count changes)."""
-    payload = torch.load(path, weights_only=False)
-    prior = {**payload["prior"], "n_beads": n_beads}
-    potential = build_potential(payload["network_kwargs"], prior)
-    potential.load_state_dict(payload["state_dict"])
-    return potential
-
-
-def median_ms(function: Callable[[], object], repeats: int = 15) -> float:
-    for _ in range(5):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
 def split_cost(potential: CGPotential, x: np.ndarray, box: np.ndarray) -> tuple[float, ...]:
     """ms of the cell-list search, of the Verlet-list filter and of the network + priors
     (forward and backward with the pairs given), eager float32, for one frame."""
     positions = torch.as_tensor(x, dtype=torch.float32)
     b = torch.as_tensor(box, dtype=torch.float32)
     species = torch.zeros(len(x), dtype=torch.long)
-    search = median_ms(lambda: neighbor_pairs(positions[None], b[None], potential.cutoff))
+    search = median_ms(lambda: neighbor_pairs(positions[None], b[None], potential.cutoff), 5, 15)
     module = OpenMMPotential(potential, species)
     module._pairs(positions, b)  # builds the list
-    reuse = median_ms(lambda: module._pairs(positions, b))
+    reuse = median_ms(lambda: module._pairs(positions, b), 5, 15)
 
     def network() -> None:
         p = positions.clone().requires_grad_(True)
@@ -107,7 +86,7 @@ def split_cost(potential: CGPotential, x: np.ndarray, box: np.ndarray) -> tuple[
         energy = potential(p[None], b[None], species, pairs).sum()
         torch.autograd.grad(energy, p)
 
-    return search, reuse, max(median_ms(network) - reuse, 0.0)
+    return search, reuse, max(median_ms(network, 5, 15) - reuse, 0.0)
 
 
 def main() -> None:
@@ -125,8 +104,8 @@ def main() -> None:
 
     aa_ms, x, box = aa_run(args.molecules, args.steps)
     aa_ns = ns_per_day(args.steps * 0.002, aa_ms * args.steps / 1000)
-    ensemble = load_for(args.teach / "ensemble.pt", len(x))
-    student = load_for(args.student / "student.pt", len(x))
+    ensemble = load_potential(args.teach / "ensemble.pt", len(x))[0]
+    student = load_potential(args.student / "student.pt", len(x))[0]
     single = CGPotential([ensemble.networks[0]], ensemble.priors)
     models = {
         f"teacher ensemble ({len(ensemble.networks)})": ensemble,
@@ -167,7 +146,7 @@ def main() -> None:
     for size in args.sizes:
         n = round((size / len(x)) ** (1 / 3))
         xs, bs = tile(x, box, n)
-        tiled = load_for(args.student / "student.pt", len(xs))
+        tiled = load_potential(args.student / "student.pt", len(xs))[0]
         path = export_torchscript(
             tiled, torch.zeros(len(xs), dtype=torch.long), OUT / f"student-{len(xs)}.ts"
         )

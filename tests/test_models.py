@@ -275,3 +275,23 @@ def test_pairs_not_sorted_by_first_bead_are_refused(clustered_frames):
         network(species, first[within], second[within], vectors[within]),
         network(species, first, second, vectors),
     )
+
+
+def test_load_potential_sets_up_a_bond_free_model_for_another_bead_count(tmp_path):
+    from conftest import NETWORK, PRIOR
+
+    from cgkd.models.checkpoint import build_potential, load_potential, save_potential
+
+    model = build_potential([NETWORK], PRIOR)
+    path = save_potential(tmp_path / "m.pt", model, [NETWORK], PRIOR)
+    resized, _ = load_potential(path, n_beads=64)
+    x = torch.rand(1, 64, 3) * 2.0
+    box = torch.eye(3).unsqueeze(0) * 2.0
+    species = torch.arange(64) % 2
+    assert resized(x, box, species).shape == (1, 64)
+    with pytest.raises(ValueError, match="priors were fitted for 40 beads"):
+        load_potential(path)[0](x, box, species)
+    bonded = {**PRIOR, "bonds": {"pairs": [[0, 1]], "r0": [0.3], "k": [1000.0]}}
+    save_potential(tmp_path / "b.pt", model, [NETWORK], bonded)
+    with pytest.raises(ValueError, match="bonded priors for 40 beads"):
+        load_potential(tmp_path / "b.pt", n_beads=64)

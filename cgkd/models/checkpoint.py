@@ -49,13 +49,22 @@ def save_potential(
     return path
 
 
-def load_potential(path: Path) -> tuple[CGPotential, dict[str, Any]]:
-    """The potential saved at ``path`` and its metadata."""
+def load_potential(path: Path, n_beads: int | None = None) -> tuple[CGPotential, dict[str, Any]]:
+    """The potential saved at ``path`` and its metadata; ``n_beads`` sets up its priors for a
+    system of that many beads (for models without bonded priors, e.g. 1-bead water)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}; run the stage that trains it first")
     payload = torch.load(path, weights_only=False)
-    potential = build_potential(payload["network_kwargs"], payload["prior"])
+    prior = payload["prior"]
+    if n_beads is not None and prior is not None:
+        if prior.get("bonds") or prior.get("angles"):
+            raise ValueError(
+                f"{path} has bonded priors for {prior['n_beads']} beads; it cannot be set up for "
+                f"{n_beads} beads"
+            )
+        prior = {**prior, "n_beads": n_beads}
+    potential = build_potential(payload["network_kwargs"], prior)
     potential.load_state_dict(payload["state_dict"])
     return potential, payload["metadata"]
 

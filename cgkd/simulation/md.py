@@ -239,7 +239,8 @@ def run_cg_md(
     if bar:
         bar.close()
     trajectory.close()
-    del state_data, simulation.reporters[:]  # closes the state file
+    simulation.reporters.clear()
+    del state_data  # OpenMM's StateDataReporter closes its file when deleted
     done = monitor.last_good_step if not stable else simulation.currentStep
     if not stable:
         with open(paths["last_good.pdb"], "w") as handle:
