@@ -4,6 +4,7 @@ Stages: run (everything, then the report), generate, map, prior, teach-member, t
 distill, simulate, analyze (same as run). Overrides and ``--multirun`` are Hydra's, for
 example ``cgkd run experiment=quick``, ``cgkd distill --multirun loss.w_E=0,0.1,1`` or
 ``cgkd teach-member --multirun teacher.member=0,1,2,3 hydra/launcher=slurm``.
+``cgkd compare RUN_DIR ...`` builds one report over several runs (see cgkd.comparison).
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ STAGES = {
     "simulate": "CG MD of student and baseline in OpenMM",
     "analyze": "same as run",
 }
+#: Commands outside the Hydra pipeline.
+COMMANDS = {"compare": "one report over several runs: cgkd compare RUN_DIR ... [-o DIR]"}
 log = logging.getLogger("cgkd")
 _stage_name = "run"
 
 
 def _usage() -> str:
-    rows = "\n".join(f"  {name:<13} {text}" for name, text in STAGES.items())
+    rows = "\n".join(f"  {name:<13} {text}" for name, text in {**STAGES, **COMMANDS}.items())
     return f"usage: cgkd <stage> [overrides ...] [--multirun]\n\nstages:\n{rows}\n"
 
 
@@ -126,8 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         return
+    if args[0] == "compare":
+        from cgkd.comparison import main as compare_main
+
+        compare_main(args[1:])
+        return
     if args[0] not in STAGES:
-        sys.exit(f"cgkd: unknown stage {args[0]!r}; use one of {', '.join(STAGES)}")
+        sys.exit(f"cgkd: unknown stage {args[0]!r}; use one of {', '.join([*STAGES, *COMMANDS])}")
     _stage_name, overrides = args[0], args[1:]
     problem = _check_overrides(overrides)
     if problem:

@@ -7,14 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import mdtraj
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd import pipeline
+from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md
-from cgkd.observables import ADF, RDF, ObservableResult, compare, plot_comparison
-from cgkd.observables.compare import relative_integrated_deviation
+from cgkd.observables.sources import compare_sources, plot_sources, save_curves, scalars
+from cgkd.observables.suite import evaluate
+from cgkd.observables.trajectory import Trajectory
 from cgkd.simulation.md import time_force_evaluation
 from cgkd.training.curves import plot_loss_curves
 
@@ -23,54 +23,47 @@ log = logging.getLogger(__name__)
 REFERENCE = "AA (mapped)"
 
 
-def load_cg_trajectory(
-    trajectory: str | Path, topology: str | Path
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions [T, N, 3] and boxes [T, 3, 3] (nm) of a CG DCD trajectory, read with mdtraj."""
-    traj = mdtraj.load_dcd(str(trajectory), top=str(topology))
-    return traj.xyz.astype(np.float64), traj.unitcell_vectors.astype(np.float64)
-
-
-def observables(
-    cfg: DictConfig, positions: np.ndarray, boxes: np.ndarray
-) -> dict[str, ObservableResult]:
-    """RDF and ADF of a trajectory with the configured bins."""
-    rdf = RDF(cfg.analysis.rdf.r_max, cfg.analysis.rdf.n_bins).run(positions, boxes)
-    adf = ADF(cfg.analysis.adf.cutoff, cfg.analysis.adf.n_bins).run(positions, boxes)
-    return {"rdf": rdf, "adf": adf}
+def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:
+    """The replicas of a simulate record that saved frames, streamed from their DCD files with
+    the species of the CG dataset ``frames`` and ``dt`` ps between frames."""
+    return [
+        Trajectory.from_dcd(
+            replica["trajectory"],
+            replica["topology"],
+            dt=dt,
+            types=frames.types,
+            type_names=frames.type_names,
+        )
+        for replica in run["replicas"]
+        if replica["n_frames"] > 0
+    ]
 
 
 def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run every stage (cached), compare observables with the AA reference and write
-    ``metrics.json``, ``observables.json``, ``rdf_adf.png``, ``training.png`` and ``report.md``."""
+    ``metrics.json``, ``observables.json``, the figures (``structure``, ``angles``, ``order``,
+    ``dynamics``, ``cdf``; PNG and SVG), ``training.png`` and ``report.md``."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     aa, cg, teachers = pipeline.generate(cfg), pipeline.map_stage(cfg), pipeline.teach(cfg)
     models, runs = pipeline.distill(cfg), pipeline.simulate(cfg)
     frames = read_h5md(cg["dataset"])
-    stride = cfg.analysis.reference_stride
-    curves = {REFERENCE: observables(cfg, frames.positions[::stride], frames.boxes[::stride])}
+    settings = OmegaConf.to_container(cfg.analysis, resolve=True)
+    reference = Trajectory.from_frames(frames, name=str(cg["dataset"]))
+    log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
+    curves = {
+        REFERENCE: evaluate(
+            settings, reference, step=cfg.analysis.reference_stride, progress=cfg.progress
+        )
+    }
+    dt = cfg.simulate.report_interval * cfg.simulate.timestep
     for name, run in runs.items():
-        loaded = [
-            load_cg_trajectory(replica["trajectory"], replica["topology"])
-            for replica in run["replicas"]
-            if replica["n_frames"] > 0
-        ]
-        if loaded:
-            positions, boxes = (np.concatenate(parts) for parts in zip(*loaded, strict=True))
-            curves[name] = observables(cfg, positions, boxes)
-    deviations: dict[str, dict[str, dict[str, float]]] = {}
-    for observable in ("rdf", "adf"):
-        others = {name: by_obs[observable] for name, by_obs in curves.items() if name != REFERENCE}
-        reference = curves[REFERENCE][observable]
-        deviations[observable] = {
-            "mean_absolute_deviation": compare(reference, others),
-            "relative_integrated_deviation": compare(
-                reference, others, relative_integrated_deviation
-            ),
-        }
-    by_observable = {obs: {name: c[obs] for name, c in curves.items()} for obs in ("rdf", "adf")}
-    plot_comparison(by_observable, output_dir / "rdf_adf.png")
+        replicas = cg_runs(run, frames, dt)
+        if replicas:
+            log.info("observables of the %s runs (%d replicas)", name, len(replicas))
+            curves[name] = evaluate(settings, replicas, progress=cfg.progress)
+    deviations = compare_sources(curves, REFERENCE)
+    figures = plot_sources(curves, output_dir)
     histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(teachers["members"])}
     histories.update({name: models[name]["history"] for name in ("student", "baseline")})
     plot_loss_curves(histories, output_dir / "training.png", title=cfg.system.name)
@@ -78,6 +71,7 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics = {
         "system": {"name": cfg.system.name, "n_beads": cg["n_beads"], "n_frames": cg["n_frames"]},
         "observables": deviations,
+        "scalars": scalars(curves),
         "forces": {
             "teachers": [
                 {k: v for k, v in m.items() if k != "history"} for m in teachers["members"]
@@ -110,11 +104,9 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         },
     }
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (output_dir / "observables.json").write_text(
-        json.dumps({name: {obs: r.to_dict() for obs, r in c.items()} for name, c in curves.items()})
-    )
+    save_curves(curves, output_dir / "observables.json")
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (output_dir / "report.md").write_text(render_report(cfg, metrics))
+    (output_dir / "report.md").write_text(render_report(cfg, metrics, figures))
     return metrics
 
 
@@ -143,8 +135,8 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def render_report(cfg: DictConfig, metrics: dict[str, Any]) -> str:
-    """A short markdown report of the settings, metrics and timings."""
+def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, Path]) -> str:
+    """A markdown report of the settings, observables, stability, forces and timings."""
     lines = [
         f"# cgkd report: {cfg.system.name}",
         "",
@@ -152,19 +144,18 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any]) -> str:
         f"{cfg.teacher.n_members} teachers; loss weights w_F={cfg.loss.w_F}, w_f={cfg.loss.w_f}, "
         f"w_E={cfg.loss.w_E}, w_eps={cfg.loss.w_eps}.",
         "",
-        "![RDF and ADF](rdf_adf.png)",
+        "## Structure and dynamics versus the AA reference",
         "",
-        "## Structure versus the AA reference",
+        "Metrics: MAD = mean absolute deviation over bins (units of the curve), rel. deviation ="
+        " integral of |difference| over integral of the reference, JSD = Jensen-Shannon"
+        " divergence of the distributions (bits; 0 identical, 1 disjoint), D ratio = CG over"
+        " AA diffusion coefficient.",
         "",
-        "| observable | model | mean abs. deviation | relative integrated deviation |",
-        "|---|---|---|---|",
+        *deviation_tables(metrics["observables"]),
+        *scalar_table(metrics["scalars"]),
     ]
-    for observable, values in metrics["observables"].items():
-        for model, mad in values["mean_absolute_deviation"].items():
-            rel = values["relative_integrated_deviation"][model]
-            lines.append(f"| {observable} | {model} | {mad:.4f} | {rel:.4f} |")
+    lines += [f"![{name}]({path.name})\n" for name, path in figures.items()]
     lines += [
-        "",
         "## Stability of the CG runs",
         "",
         "| model | replica | seed | stable | steps | message |",
@@ -208,3 +199,38 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any]) -> str:
         lines.append(f"| force evaluation, {model} | {_fmt(value)} ms |")
     lines += ["", "![training](training.png)", ""]
     return "\n".join(lines)
+
+
+def deviation_tables(observables: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Markdown lines: one table per model of its deviations from the reference."""
+    models = list(dict.fromkeys(m for row in observables.values() for m in row))
+    lines: list[str] = []
+    for model in models:
+        lines += [f"### {model} vs AA", "", "| observable | metrics |", "|---|---|"]
+        for name, row in observables.items():
+            if model in row:
+                values = ", ".join(f"{k} {v:.4g}" for k, v in row[model].items())
+                lines.append(f"| {name} | {values} |")
+        lines.append("")
+    return lines
+
+
+def scalar_table(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Markdown lines: the scalar summaries (D, mean order parameters) of every source."""
+    if not table:
+        return []
+    sources = list(dict.fromkeys(s for row in table.values() for s in row))
+    lines = ["| quantity | " + " | ".join(sources) + " |", "|---" * (len(sources) + 1) + "|"]
+    for label, row in table.items():
+        unit = next(iter(row.values()))["unit"]
+        cells = []
+        for source in sources:
+            entry = row.get(source)
+            if entry is None:
+                cells.append("")
+            elif entry["error"] == entry["error"]:  # not NaN
+                cells.append(f"{entry['value']:.4g} ± {entry['error']:.2g}")
+            else:
+                cells.append(f"{entry['value']:.4g}")
+        lines.append(f"| {label}{f' ({unit})' if unit else ''} | " + " | ".join(cells) + " |")
+    return [*lines, ""]

@@ -38,17 +38,24 @@ def test_quick_run_produces_every_artifact(quick_run):
         "metrics.json",
         "observables.json",
         "report.md",
-        "rdf_adf.png",
+        "structure.png",
+        "structure.svg",
+        "angles.png",
+        "order.png",
+        "dynamics.png",
+        "cdf.png",
         "training.png",
         "config.yaml",
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    for observable in ("rdf", "adf"):
-        deviations = metrics["observables"][observable]["mean_absolute_deviation"]
-        assert set(deviations) <= {"student", "baseline"} and all(
-            v >= 0 for v in deviations.values()
-        )
+    observables = metrics["observables"]
+    for name, metric in [("rdf", "MAD"), ("adf", "JSD"), ("cdf", "JSD"), ("tetrahedral", "JSD")]:
+        assert set(observables[name]) <= {"student", "baseline"}
+        assert all(row[metric] >= 0 for row in observables[name].values())
+    assert {"n(r)", "S(q)", "q4", "q6", "coordination numbers", "local density"} <= set(observables)
+    assert all(row["D ratio"] > 0 for row in observables["msd"].values())
+    assert metrics["scalars"]["D"]["AA (mapped)"]["value"] > 0
     assert metrics["timings"]["aa_ns_per_day"] > 0
     assert set(metrics["timings"]["ms_per_force_evaluation"]) == {
         "teacher (single)",
@@ -75,7 +82,8 @@ def test_quick_run_produces_every_artifact(quick_run):
         assert (stage / "done.json").is_file() and (stage / "config.yaml").is_file()
     for model in ("teacher_0.ts", "teacher_1.ts", "ensemble.ts", "loss.png"):
         assert next((quick_run / "cache").glob(f"teach-*/{model}")).is_file()
-    assert "| rdf | student |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "### student vs AA" in report and "| rdf | MAD " in report
 
 
 @pytest.mark.slow
@@ -211,7 +219,7 @@ def test_notebook_runs_on_the_quick_run(quick_run, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "compare_rdf_adf.ipynb"
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "cg_vs_aa.ipynb"
     monkeypatch.setenv("CGKD_RUN_DIR", str(quick_run / "out"))
     nb = nbformat.read(notebook, as_version=4)
     NotebookClient(

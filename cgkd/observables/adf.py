@@ -1,61 +1,138 @@
-"""Three-body angular distribution function: angles j-i-k between neighbours of each bead."""
+"""Three-body structure: angles j-i-k between neighbours of each bead (ADF), and their joint
+distribution with the neighbour distance (CDF)."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cgkd.observables.base import Observable, ObservableResult
+from cgkd.observables.base import HistogramObservable, ObservableResult
 from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
+from cgkd.observables.trajectory import Frame, Trajectory
 
 
-class ADF(Observable):
+class ADF(HistogramObservable):
     """Probability density (1/deg) of angles j-i-k in [0, 180] deg, j and k within ``cutoff`` of i.
 
-    ``cutoff`` is in nm. Every bead i is a centre and every unordered pair of its neighbours
-    counts once; the frames are pooled, so the density integrates to 1 over degrees.
+    ``cutoff`` is in nm. Every bead i is a centre (only beads of species ``centre`` when
+    given) and every unordered pair of its neighbours counts once; frames are pooled, so the
+    density integrates to 1 over degrees.
     """
 
-    name = "adf"
     x_label = "θ (deg)"
     y_label = "P(θ) (1/deg)"
 
-    def __init__(self, cutoff: float, n_bins: int = 90) -> None:
+    def __init__(self, cutoff: float, n_bins: int = 90, centre: int | str | None = None) -> None:
         if not cutoff > 0:
             raise ValueError(f"cutoff must be > 0 nm, got {cutoff}")
         if n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         self.cutoff = float(cutoff)
+        self.centre = centre
         self.edges = np.linspace(0.0, 180.0, n_bins + 1)
         self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
+        self.name = "adf" if centre is None else f"adf {centre}"
 
-    def _prepare(self, positions: np.ndarray, boxes: np.ndarray) -> None:
-        check_within_half_box("cutoff", self.cutoff, boxes)
+    def _prepare(self, runs: list[Trajectory]) -> None:
+        super()._prepare(runs)
+        self._centres = runs[0].species_mask(self.centre, "centre")
 
-    def _single_frame(self, positions: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float]:
-        lengths = box_lengths(box)
-        wrapped = wrap(positions, lengths)
-        pairs = cKDTree(wrapped, boxsize=lengths).query_pairs(self.cutoff, output_type="ndarray")
-        # Directed bonds centre -> neighbour, both ways, grouped by centre.
-        centre = np.concatenate([pairs[:, 0], pairs[:, 1]])
-        neighbour = np.concatenate([pairs[:, 1], pairs[:, 0]])
-        order = np.argsort(centre, kind="stable")
-        centre, neighbour = centre[order], neighbour[order]
-        bonds = minimum_image(wrapped[neighbour] - wrapped[centre], lengths)
-        first, second = _pairs_within_groups(centre)
-        u, v = bonds[first], bonds[second]
-        angles = np.degrees(
-            np.arctan2(np.linalg.norm(np.cross(u, v), axis=1), np.einsum("ij,ij->i", u, v))
-        )
+    def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
+        _, angles = neighbour_angles(frame, self.cutoff, self._centres)
         counts, _ = np.histogram(angles, bins=self.edges)
         return counts / np.diff(self.edges), float(len(angles))
 
-    def _conclude(self, values: np.ndarray, weights: np.ndarray, n_blocks: int) -> ObservableResult:
-        if weights.sum() == 0:
+    def _conclude(self, n_blocks: int) -> ObservableResult:
+        if sum(self._weights) == 0:
             raise ValueError(
                 f"no bead has two neighbours within cutoff={self.cutoff} nm; increase cutoff"
             )
-        return super()._conclude(values, weights, n_blocks)
+        return super()._conclude(n_blocks)
+
+
+class CDF(HistogramObservable):
+    """Combined distribution of neighbour distance r_ij (nm) and angle j-i-k (deg).
+
+    For every centre i and unordered pair of neighbours j, k within ``r_max`` of i, both
+    (r_ij, angle) and (r_ik, angle) are counted. ``y`` [n_r, n_angle] is a probability
+    density in 1/(nm deg) over [r_min, r_max] x [0, 180]; ``r_min`` (nm) only trims the empty
+    core from the map (pairs closer than it are still counted in the normalisation).
+    """
+
+    x_label = "r (nm)"
+    x2_label = "θ (deg)"
+    y_label = "P(r, θ) (1/(nm deg))"
+
+    def __init__(
+        self,
+        r_max: float,
+        n_r_bins: int = 30,
+        n_angle_bins: int = 45,
+        centre: int | str | None = None,
+        r_min: float = 0.0,
+    ) -> None:
+        if not 0 <= r_min < r_max:
+            raise ValueError(f"need 0 <= r_min < r_max (nm), got r_min={r_min}, r_max={r_max}")
+        if n_r_bins < 1 or n_angle_bins < 1:
+            raise ValueError(f"bin counts must be >= 1, got {n_r_bins} and {n_angle_bins}")
+        self.r_max = float(r_max)
+        self.centre = centre
+        self.r_edges = np.linspace(float(r_min), self.r_max, n_r_bins + 1)
+        self.angle_edges = np.linspace(0.0, 180.0, n_angle_bins + 1)
+        self.x = 0.5 * (self.r_edges[:-1] + self.r_edges[1:])
+        self.x2 = 0.5 * (self.angle_edges[:-1] + self.angle_edges[1:])
+        self.name = "cdf" if centre is None else f"cdf {centre}"
+
+    def _prepare(self, runs: list[Trajectory]) -> None:
+        super()._prepare(runs)
+        self._centres = runs[0].species_mask(self.centre, "centre")
+
+    def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
+        distances, angles = neighbour_angles(frame, self.r_max, self._centres)
+        counts, _, _ = np.histogram2d(
+            distances.ravel(),
+            np.concatenate([angles, angles]),
+            bins=(self.r_edges, self.angle_edges),
+        )
+        area = np.outer(np.diff(self.r_edges), np.diff(self.angle_edges))
+        return counts / area, float(distances.size)
+
+    def _conclude(self, n_blocks: int) -> ObservableResult:
+        if sum(self._weights) == 0:
+            raise ValueError(
+                f"no bead has two neighbours within r_max={self.r_max} nm; increase r_max"
+            )
+        return super()._conclude(n_blocks)
+
+
+def neighbour_angles(
+    frame: Frame, cutoff: float, centres: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Angles j-i-k (deg) over all centres i and unordered neighbour pairs j, k within
+    ``cutoff`` (nm), and the distances [2, M] (nm) r_ij and r_ik of each angle.
+
+    ``centres`` [N] bool restricts the centres i (neighbours are any bead).
+    """
+    check_within_half_box("cutoff", cutoff, frame.box)
+    lengths = box_lengths(frame.box)
+    wrapped = wrap(frame.positions, lengths)
+    pairs = cKDTree(wrapped, boxsize=lengths).query_pairs(cutoff, output_type="ndarray")
+    # Directed bonds centre -> neighbour, both ways, grouped by centre.
+    centre = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    neighbour = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    if centres is not None:
+        keep = centres[centre]
+        centre, neighbour = centre[keep], neighbour[keep]
+    order = np.argsort(centre, kind="stable")
+    centre, neighbour = centre[order], neighbour[order]
+    bonds = minimum_image(wrapped[neighbour] - wrapped[centre], lengths)
+    first, second = _pairs_within_groups(centre)
+    u, v = bonds[first], bonds[second]
+    angles = np.degrees(
+        np.arctan2(np.linalg.norm(np.cross(u, v), axis=1), np.einsum("ij,ij->i", u, v))
+    )
+    distances = np.stack([np.linalg.norm(u, axis=1), np.linalg.norm(v, axis=1)])
+    return distances, angles
 
 
 def _pairs_within_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

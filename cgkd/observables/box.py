@@ -19,9 +19,9 @@ def box_lengths(boxes: np.ndarray) -> np.ndarray:
     scale = np.max(np.abs(lengths), axis=-1, keepdims=True)
     tilted = np.any(np.abs(off_diagonal) > TRICLINIC_TOLERANCE * scale[..., None], axis=(-2, -1))
     if np.any(tilted):
-        frame = int(np.argmax(np.ravel(tilted)))
+        where = f" in frame {int(np.argmax(np.ravel(tilted)))}" if boxes.ndim > 2 else ""
         raise ValueError(
-            f"triclinic box in frame {frame} is not supported; pass orthorhombic boxes "
+            f"triclinic box{where} is not supported; pass orthorhombic boxes "
             "(rows a=(Lx,0,0), b=(0,Ly,0), c=(0,0,Lz))"
         )
     if np.any(lengths <= 0):
@@ -41,9 +41,9 @@ def minimum_image(vectors: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return vectors - lengths * np.round(vectors / lengths)
 
 
-def check_within_half_box(name: str, value: float, boxes: np.ndarray) -> None:
+def check_within_half_box(name: str, value: float, box: np.ndarray) -> None:
     """Raise if the distance ``value`` (nm) called ``name`` exceeds half the shortest box width."""
-    half_width = 0.5 * box_lengths(boxes).min()
+    half_width = 0.5 * box_lengths(box).min()
     if value > half_width:
         raise ValueError(
             f"{name}={value} nm exceeds half the shortest box width ({half_width:.4g} nm); "

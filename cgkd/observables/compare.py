@@ -1,4 +1,12 @@
-"""Scalar deviations between a reference observable and others on the same bins."""
+"""Deviations between a reference observable and others: one metric per kind of observable.
+
+- curves (g(r), n(r), S(q)): mean absolute deviation over bins, in the units of y, and the
+  relative integrated deviation (dimensionless);
+- distributions (angles, order parameters, counts, densities, CDF maps): Jensen-Shannon
+  divergence in bits (0 identical, 1 disjoint) and, where the result has one, the difference of
+  the means;
+- dynamics (MSD): the ratio of the diffusion coefficients and its relative error.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,13 @@ from collections.abc import Callable
 import numpy as np
 
 from cgkd.observables.base import ObservableResult
+from cgkd.observables.dynamics import diffusion_ratio
+
+#: Result-name prefixes of curves compared point by point (everything else with a 1/x density
+#: or a probability is a distribution).
+CURVES = ("rdf", "n(r)", "S(q)")
+#: Result-name prefixes of dynamics compared through their diffusion coefficient.
+DYNAMICS = ("msd",)
 
 
 def mean_absolute_deviation(ref: ObservableResult, other: ObservableResult) -> float:
@@ -28,6 +43,34 @@ def relative_integrated_deviation(ref: ObservableResult, other: ObservableResult
     return float(np.sum(np.abs(other.y - ref.y)) / reference)
 
 
+def jensen_shannon_divergence(ref: ObservableResult, other: ObservableResult) -> float:
+    """Jensen-Shannon divergence (bits, in [0, 1]) of two distributions on the same bins.
+
+    Both ``y`` are made probabilities per bin by dividing by their sums, so densities and
+    counts on uniform bins (1-D or 2-D) compare alike.
+    """
+    _check_same_bins(ref, other)
+    p, q = (_probabilities(r) for r in (ref, other))
+    m = 0.5 * (p + q)
+    return float(0.5 * (_kullback_leibler(p, m) + _kullback_leibler(q, m)))
+
+
+def deviation(ref: ObservableResult, other: ObservableResult) -> dict[str, float]:
+    """The metrics that fit the kind of observable (see the module docstring), by name."""
+    if ref.name.startswith(DYNAMICS):
+        ratio, error = diffusion_ratio(other, ref)
+        return {"D ratio": ratio, "D ratio err": error, "D rel. error": abs(ratio - 1.0)}
+    if ref.name.startswith(CURVES):
+        return {
+            "MAD": mean_absolute_deviation(ref, other),
+            "rel. deviation": relative_integrated_deviation(ref, other),
+        }
+    metrics = {"JSD": jensen_shannon_divergence(ref, other)}
+    if "mean" in ref.attrs and "mean" in other.attrs:
+        metrics["mean diff."] = float(other.attrs["mean"] - ref.attrs["mean"])
+    return metrics
+
+
 def compare(
     ref: ObservableResult,
     others: dict[str, ObservableResult],
@@ -37,11 +80,29 @@ def compare(
     return {label: metric(ref, other) for label, other in others.items()}
 
 
+def _probabilities(result: ObservableResult) -> np.ndarray:
+    y = np.nan_to_num(result.y.ravel(), nan=0.0)
+    if np.any(y < 0) or y.sum() <= 0:
+        raise ValueError(
+            f"{result.name!r} is not a distribution (negative or all-zero values); "
+            "compare it with mean_absolute_deviation"
+        )
+    return y / y.sum()
+
+
+def _kullback_leibler(p: np.ndarray, q: np.ndarray) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log2(p[mask] / q[mask])))
+
+
 def _check_same_bins(ref: ObservableResult, other: ObservableResult) -> None:
     """Raise ValueError unless both results share the same bin centres."""
-    if ref.x.shape != other.x.shape or not np.allclose(ref.x, other.x, rtol=1e-9, atol=1e-12):
-        raise ValueError(
-            f"{other.name!r} and reference {ref.name!r} have different bins "
-            f"({len(other.x)} vs {len(ref.x)} bins over [{other.x[0]:.4g}, {other.x[-1]:.4g}] vs "
-            f"[{ref.x[0]:.4g}, {ref.x[-1]:.4g}]); compute both with the same observable settings"
-        )
+    for axis in ("x", "x2"):
+        a, b = getattr(ref, axis), getattr(other, axis)
+        if a is None and b is None:
+            continue
+        if a is None or b is None or a.shape != b.shape or not np.allclose(a, b, 1e-9, 1e-12):
+            raise ValueError(
+                f"{other.name!r} and reference {ref.name!r} have different {axis} bins; "
+                "compute both with the same observable settings"
+            )

@@ -1,85 +1,116 @@
-"""Radial distribution function g(r) in periodic orthorhombic boxes, and its onset."""
+"""Radial distribution functions g(r), per species pair, their onset and coordination numbers."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cgkd.observables.base import Observable, ObservableResult
+from cgkd.observables.base import HistogramObservable, ObservableResult
 from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
+from cgkd.observables.trajectory import Frame, Trajectory
 
 
-class RDF(Observable):
+class RDF(HistogramObservable):
     """g(r) on ``n_bins`` uniform bins over [0, ``r_max``] nm, averaged over frames.
 
-    With ``types`` [N] (int per bead) and ``pair=(type_a, type_b)`` only those species are used;
-    by default all beads. Each frame is normalised by its own density N/V and ideal-gas shell
-    volumes; same-species pairs are counted once against N(N-1)/2 pairs.
+    ``pair=(a, b)`` (species names or indices) restricts it to beads of species a around beads
+    of species b; by default all beads. Each frame is normalised by its own density and the
+    ideal-gas shell volumes; same-species pairs count once against N(N-1)/2 pairs.
+    The result's ``attrs["density"]`` is the mean density (nm^-3) of b-beads seen from an
+    a-bead (N_b - 1 over V for a = b), which :func:`coordination_number` needs, and
+    ``attrs["same_species"]`` whether both ends are of one species (or all beads).
     """
 
     x_label = "r (nm)"
     y_label = "g(r)"
 
     def __init__(
-        self,
-        r_max: float,
-        n_bins: int,
-        types: np.ndarray | None = None,
-        pair: tuple[int, int] | None = None,
+        self, r_max: float, n_bins: int, pair: tuple[int | str, int | str] | None = None
     ) -> None:
         if not r_max > 0:
             raise ValueError(f"r_max must be > 0 nm, got {r_max}")
         if n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-        if (types is None) != (pair is None):
-            given = "types" if pair is None else "pair"
-            raise ValueError(f"only {given} was given; pass both types and pair, or neither")
         self.r_max = float(r_max)
         self.edges = np.linspace(0.0, self.r_max, n_bins + 1)
         self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
         self.shell_volumes = 4.0 / 3.0 * np.pi * np.diff(self.edges**3)
-        self.types = None if types is None else np.asarray(types)
         self.pair = pair
         self.name = "rdf" if pair is None else f"rdf {pair[0]}-{pair[1]}"
 
-    def _prepare(self, positions: np.ndarray, boxes: np.ndarray) -> None:
-        check_within_half_box("r_max", self.r_max, boxes)
-        n_beads = positions.shape[1]
-        if self.types is None or self.pair is None:
-            self._index_a = self._index_b = np.arange(n_beads)
+    def _prepare(self, runs: list[Trajectory]) -> None:
+        super()._prepare(runs)
+        run = runs[0]
+        if self.pair is None:
+            self._index_a = self._index_b = np.arange(run.n_beads)
+            self._same = True
         else:
-            if self.types.shape != (n_beads,):
-                raise ValueError(
-                    f"types must have shape [N] = ({n_beads},), got {self.types.shape}"
-                )
-            self._index_a = np.flatnonzero(self.types == self.pair[0])
-            self._index_b = np.flatnonzero(self.types == self.pair[1])
-        self._same = self.pair is None or self.pair[0] == self.pair[1]
+            a, b = (run.species_index(s) for s in self.pair)
+            self._index_a = np.flatnonzero(run.types == a)
+            self._index_b = np.flatnonzero(run.types == b)
+            self._same = a == b
         minimum = 2 if self._same else 1
         if min(len(self._index_a), len(self._index_b)) < minimum:
             raise ValueError(
-                f"pair={self.pair} selects {len(self._index_a)} and {len(self._index_b)} beads; "
-                f"need >= {minimum} of each, check types"
+                f"{run.name}: pair={self.pair} selects {len(self._index_a)} and "
+                f"{len(self._index_b)} beads; need >= {minimum} of each, check the species"
             )
+        self._densities: list[float] = []
 
-    def _single_frame(self, positions: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, float]:
-        lengths = box_lengths(box)
-        a = wrap(positions[self._index_a], lengths)
+    def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
+        check_within_half_box("r_max", self.r_max, frame.box)
+        lengths = box_lengths(frame.box)
+        volume = float(np.prod(lengths))
+        a = wrap(frame.positions[self._index_a], lengths)
         tree_a = cKDTree(a, boxsize=lengths)
         n_a, n_b = len(self._index_a), len(self._index_b)
         if self._same:
             i, j = tree_a.query_pairs(self.r_max, output_type="ndarray").T
             distances = np.linalg.norm(minimum_image(a[j] - a[i], lengths), axis=1)
             n_pairs = n_a * (n_a - 1) / 2
+            self._densities.append((n_a - 1) / volume)
         else:
-            b = wrap(positions[self._index_b], lengths)
+            b = wrap(frame.positions[self._index_b], lengths)
             tree_b = cKDTree(b, boxsize=lengths)
             within = tree_a.sparse_distance_matrix(tree_b, self.r_max, output_type="ndarray")
             distances = within["v"]
             n_pairs = n_a * n_b
+            self._densities.append(n_b / volume)
         counts, _ = np.histogram(distances, bins=self.edges)
-        pair_density = n_pairs / np.prod(lengths)
-        return counts / (pair_density * self.shell_volumes), 1.0
+        return counts / (n_pairs / volume * self.shell_volumes), 1.0
+
+    def _result(self, y: np.ndarray, yerr: np.ndarray) -> ObservableResult:
+        result = super()._result(y, yerr)
+        result.attrs["density"] = float(np.mean(self._densities))
+        result.attrs["same_species"] = bool(self._same)
+        return result
+
+
+def species_pairs(trajectory: Trajectory) -> list[tuple[str, str]]:
+    """Every unordered pair of the trajectory's species present, (a, b) with a <= b by index."""
+    present = [trajectory.type_names[k] for k in np.unique(trajectory.types)]
+    return list(itertools.combinations_with_replacement(present, 2))
+
+
+def coordination_number(rdf: ObservableResult) -> ObservableResult:
+    """Running coordination number n(r) = density * integral of g(s) 4 pi s^2 ds up to r.
+
+    ``x`` are the upper bin edges (nm); n(r) is the mean number of b-beads within r of an
+    a-bead. Errors add the bins' errors in quadrature (bins treated as independent). The name
+    is the RDF's with ``n(r)`` for ``rdf`` (``n(r) A-B``).
+    """
+    if "density" not in rdf.attrs or rdf.is_2d:
+        raise ValueError(f"{rdf.name!r} is not an RDF result with attrs['density']; compute an RDF")
+    width = rdf.x[1] - rdf.x[0] if len(rdf.x) > 1 else 2.0 * rdf.x[0]
+    upper = rdf.x + 0.5 * width
+    shells = 4.0 / 3.0 * np.pi * (upper**3 - (upper - width) ** 3)
+    density = rdf.attrs["density"]
+    n = density * np.cumsum(rdf.y * shells)
+    error = density * np.sqrt(np.cumsum((rdf.yerr * shells) ** 2))
+    name = rdf.name.replace("rdf", "n(r)", 1)
+    return ObservableResult(name, upper, n, error, "r (nm)", "n(r)", attrs=dict(rdf.attrs))
 
 
 def rdf_onset(result: ObservableResult, threshold: float = 0.01) -> float:

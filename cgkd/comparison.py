@@ -1,0 +1,124 @@
+"""``cgkd compare RUN_DIR ... [--output DIR]``: one report over several pipeline runs.
+
+Each run directory (or any directory above run directories, such as a Hydra multirun sweep)
+holds the ``observables.json`` and ``metrics.json`` that ``cgkd run`` writes. The report has one
+row per run and model with its deviations from the AA reference, its stability and speed, and
+overlay figures of every model of every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cgkd.observables.sources import Curves, compare_sources, load_curves, plot_sources
+from cgkd.report import REFERENCE
+
+#: Columns of the summary: (header, observable, metric).
+COLUMNS = (
+    ("RDF MAD", "rdf", "MAD"),
+    ("ADF JSD", "adf", "JSD"),
+    ("CDF JSD", "cdf", "JSD"),
+    ("q JSD", "tetrahedral", "JSD"),
+    ("q6 JSD", "q6", "JSD"),
+    ("D ratio", "msd", "D ratio"),
+)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories (with ``observables.json``) at or below each of ``paths``, in order."""
+    runs: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a directory; pass cgkd run output directories")
+        found = sorted(p.parent for p in path.rglob("observables.json"))
+        if not found:
+            raise FileNotFoundError(
+                f"no observables.json at or below {path}; run `cgkd run` there first"
+            )
+        runs += [run for run in found if run not in runs]
+    return runs
+
+
+def run_label(run: Path, root: Path) -> str:
+    """A short name for a run: its Hydra overrides when it was a sweep job, else its path."""
+    overrides = run / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        items = [str(o) for o in OmegaConf.load(overrides) if not str(o).startswith("hydra")]
+        if items:
+            return " ".join(items)
+    return str(run.relative_to(root)) if run.is_relative_to(root) and run != root else run.name
+
+
+def compare_runs(paths: list[Path], output_dir: Path) -> Path:
+    """Write ``comparison.md``, ``comparison.json`` and the figures into ``output_dir``; the AA
+    reference is the first run's. Returns the markdown path."""
+    runs = find_runs(paths)
+    root = paths[0].resolve() if len(paths) == 1 else Path.cwd().resolve()
+    curves: Curves = {}
+    rows: list[dict[str, Any]] = []
+    labels = [run_label(run.resolve(), root) for run in runs]
+    if len(set(labels)) < len(labels):
+        labels = [str(run) for run in runs]
+    for run, label in zip(runs, labels, strict=True):
+        run_curves = load_curves(run / "observables.json")
+        metrics = json.loads((run / "metrics.json").read_text())
+        if not curves:
+            curves[REFERENCE] = run_curves[REFERENCE]
+        deviations = compare_sources(
+            {REFERENCE: curves[REFERENCE], **_without(run_curves)}, REFERENCE
+        )
+        for model, results in _without(run_curves).items():
+            source = f"{label}: {model}"
+            curves[source] = results
+            row: dict[str, Any] = {"run": label, "model": model, "path": str(run)}
+            for header, observable, metric in COLUMNS:
+                row[header] = deviations.get(observable, {}).get(model, {}).get(metric)
+            row["stable fraction"] = metrics["stability"].get(model, {}).get("stable_fraction")
+            row["ms/force eval"] = metrics["timings"]["ms_per_force_evaluation"].get(model)
+            rows.append(row)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    figures = plot_sources(curves, output_dir)
+    (output_dir / "comparison.json").write_text(json.dumps(rows, indent=2))
+    headers = ["run", "model", *(c[0] for c in COLUMNS), "stable fraction", "ms/force eval"]
+    lines = [
+        f"# cgkd comparison of {len(runs)} runs",
+        "",
+        f"Reference: the AA-mapped observables of {runs[0]}. Metrics as in each run's report.md.",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|---" * len(headers) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(h)) for h in headers) + " |")
+    lines += ["", *(f"![{name}]({path.name})\n" for name, path in figures.items())]
+    path = output_dir / "comparison.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str]) -> None:
+    """``cgkd compare`` command line."""
+    parser = argparse.ArgumentParser(prog="cgkd compare", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories or a sweep directory")
+    parser.add_argument("--output", "-o", type=Path, default=Path("comparison"))
+    args = parser.parse_args(argv)
+    try:
+        path = compare_runs(args.runs, args.output)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise SystemExit(f"cgkd compare: {error}") from error
+    print(path)
+
+
+def _without(curves: Curves) -> Curves:
+    return {source: results for source, results in curves.items() if source != REFERENCE}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
