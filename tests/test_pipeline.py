@@ -363,3 +363,30 @@ def test_quick_reline_multibead_runs_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["stability"]) == {"student", "baseline"}
     assert "reline" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_compare_builds_one_report_over_runs(quick_run, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    for job, overrides in (("0", "- loss.w_E=0.0\n"), ("1", "- loss.w_E=1.0\n")):
+        shutil.copytree(quick_run / "out", sweep / job)
+        (sweep / job / ".hydra").mkdir(exist_ok=True)
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(overrides)
+    result = cgkd("compare", str(sweep), "-o", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [(r["run"], r["model"]) for r in rows] == [
+        ("loss.w_E=0.0", "student"),
+        ("loss.w_E=0.0", "baseline"),
+        ("loss.w_E=1.0", "student"),
+        ("loss.w_E=1.0", "baseline"),
+    ]
+    metrics = json.loads((quick_run / "out" / "metrics.json").read_text())
+    assert rows[0]["RDF MAD"] == pytest.approx(metrics["observables"]["rdf"]["student"]["MAD"])
+    assert rows[1]["D ratio"] == pytest.approx(metrics["observables"]["msd"]["baseline"]["D ratio"])
+    for figure in ("comparison.md", "structure.png", "order.svg", "cdf.png"):
+        assert (tmp_path / "cmp" / figure).is_file(), figure
+    empty = cgkd("compare", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert empty.returncode != 0 and "no observables.json" in empty.stderr
