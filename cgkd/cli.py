@@ -109,6 +109,8 @@ def _run_stage(cfg: DictConfig) -> Any:
 def _hydra_entry(cfg: DictConfig) -> None:
     # The stage travels in the config (not a global) so that launchers running jobs in other
     # processes (joblib, submitit) run the same stage.
+    # MDAnalysis logs every topology guess at INFO; keep its warnings only.
+    logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
     try:
         result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

@@ -25,6 +25,7 @@ from cgkd.models.priors import (
     rdf_onsets,
 )
 from cgkd.observables.rdf import RDF, rdf_onset
+from cgkd.observables.trajectory import Trajectory
 
 KT = 2.494  # kJ/mol at 300 K
 TEMPLATES = Path(__file__).resolve().parent.parent / "cgkd" / "systems" / "templates"
@@ -143,7 +144,7 @@ def test_rdf_onsets_match_the_rdf_observable():
     types = np.zeros(60, dtype=np.int64)
     topology = CGTopology(np.zeros((0, 2), dtype=np.int64), types, ["W"])
     sigma = rdf_onsets(positions, boxes, topology, r_max=0.9, threshold=0.01, n_bins=90)
-    reference = rdf_onset(RDF(0.9, 90).run(positions, boxes), 0.01)
+    reference = rdf_onset(RDF(0.9, 90).run(Trajectory(positions, boxes)), 0.01)
     assert sigma[0, 0] == pytest.approx(reference, abs=1e-9)
     assert sigma[0, 0] >= 0.22  # the liquid's minimum distance
 

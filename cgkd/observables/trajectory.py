@@ -7,6 +7,7 @@ any length. Units are OpenMM's: nm, ps, nm/ps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,12 @@ class Trajectory:
         for file in (path, topology):
             if not Path(file).is_file():
                 raise FileNotFoundError(f"trajectory file {file} does not exist")
-        universe = MDAnalysis.Universe(str(topology), str(path))
+        with warnings.catch_warnings():
+            # Bead names are not elements, and the DCD reader's copy semantics do not matter
+            # when frames are read one at a time: neither warning concerns the caller.
+            warnings.filterwarnings("ignore", "Unknown element", UserWarning)
+            warnings.filterwarnings("ignore", "DCDReader currently makes", DeprecationWarning)
+            universe = MDAnalysis.Universe(str(topology), str(path))
         if types is None:
             names = list(universe.atoms.names)
             type_names = list(dict.fromkeys(names)) if type_names is None else list(type_names)
