@@ -468,3 +468,22 @@ def test_cdf_r_min_trims_the_map_but_not_the_normalisation():
     np.testing.assert_allclose(trimmed.y, full.y[6:], rtol=1e-12)
     with pytest.raises(ValueError, match="r_min"):
         CDF(0.6, r_min=0.7)
+
+
+def test_adf_of_fcc_has_its_four_angles_in_known_proportions():
+    """The 12 nearest neighbours of an fcc site form 66 pairs: 24 at 60 deg, 12 at 90,
+    24 at 120 and 6 at 180."""
+    a, n_cells = 0.4, 4
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    cells = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    sites = ((cells[:, None, :] + basis[None]) * a).reshape(-1, 3) - 0.03
+    trajectory = traj(sites[None], cubic_boxes(1, n_cells * a))
+    # Cutoff between the first (a / sqrt 2) and second (a) shells; 35 bins keep the four
+    # angles off the bin edges.
+    result = ADF(cutoff=0.85 * a, n_bins=35).run(trajectory)
+    width = result.x[1] - result.x[0]
+    bins = {angle: min(int(angle // width), 34) for angle in (60, 90, 120, 180)}
+    expected = {60: 24 / 66, 90: 12 / 66, 120: 24 / 66, 180: 6 / 66}
+    for angle, index in bins.items():
+        assert result.y[index] * width == pytest.approx(expected[angle], rel=1e-12)
+    assert np.sum(result.y * width) == pytest.approx(1.0)
