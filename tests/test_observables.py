@@ -59,6 +59,26 @@ def jittered_lattice(n_frames: int, seed: int = 1):
     return angstrom / ANGSTROM_PER_NM, cubic_boxes(n_frames, length)
 
 
+def brute_force_triplets(
+    frame: np.ndarray, length: float, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Python loops over centres i and neighbour pairs j < k within cutoff in a cubic box:
+    distances r_ij, r_ik (nm) and angles j-i-k (deg)."""
+    r_ij, r_ik, angles = [], [], []
+    for i in range(len(frame)):
+        bonds = frame - frame[i]
+        bonds -= length * np.round(bonds / length)
+        near = [b for j, b in enumerate(bonds) if j != i and np.linalg.norm(b) <= cutoff]
+        for j in range(len(near)):
+            for k in range(j + 1, len(near)):
+                u, v = near[j], near[k]
+                cosine = u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+                r_ij.append(np.linalg.norm(u))
+                r_ik.append(np.linalg.norm(v))
+                angles.append(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    return np.array(r_ij), np.array(r_ik), np.array(angles)
+
+
 def test_rdf_ideal_gas_is_one():
     positions, boxes = ideal_gas(n_frames=20, n_beads=500, length=3.0)
     result = RDF(r_max=1.45, n_bins=58).run(traj(positions, boxes))
@@ -166,15 +186,7 @@ def test_adf_matches_brute_force_loops():
     length, cutoff = 1.5, 0.5
     frame = rng.uniform(-0.2, length + 0.2, size=(60, 3))  # some beads outside the box
     result = ADF(cutoff=cutoff, n_bins=30).run(traj(frame[None], cubic_boxes(1, length)))
-    angles = []
-    for i in range(len(frame)):
-        bonds = frame - frame[i]
-        bonds -= length * np.round(bonds / length)
-        near = [b for j, b in enumerate(bonds) if j != i and np.linalg.norm(b) <= cutoff]
-        for j in range(len(near)):
-            for k in range(j + 1, len(near)):
-                cosine = near[j] @ near[k] / np.linalg.norm(near[j]) / np.linalg.norm(near[k])
-                angles.append(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    _, _, angles = brute_force_triplets(frame, length, cutoff)
     expected, _ = np.histogram(angles, bins=30, range=(0.0, 180.0), density=True)
     np.testing.assert_allclose(result.y, expected, rtol=1e-10, atol=1e-12)
 
@@ -371,20 +383,13 @@ def test_cdf_marginal_is_the_adf_and_matches_brute_force():
     adf = ADF(r_max, n_bins=18).run(trajectory)
     dr = cdf.x[1] - cdf.x[0]
     np.testing.assert_allclose(cdf.y.sum(axis=0) * dr, adf.y, rtol=1e-12)
-    samples = []
-    for i in range(len(frame)):
-        bonds = frame - frame[i]
-        bonds -= length * np.round(bonds / length)
-        near = [b for j, b in enumerate(bonds) if j != i and np.linalg.norm(b) <= r_max]
-        for j in range(len(near)):
-            for k in range(j + 1, len(near)):
-                u, v = near[j], near[k]
-                angle = np.degrees(
-                    np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))
-                )
-                samples += [(np.linalg.norm(u), angle), (np.linalg.norm(v), angle)]
+    r_ij, r_ik, angles = brute_force_triplets(frame, length, r_max)
     expected, _, _ = np.histogram2d(
-        *np.array(samples).T, bins=(10, 18), range=((0, r_max), (0, 180)), density=True
+        np.concatenate([r_ij, r_ik]),
+        np.concatenate([angles, angles]),
+        bins=(10, 18),
+        range=((0, r_max), (0, 180)),
+        density=True,
     )
     np.testing.assert_allclose(cdf.y, expected, rtol=1e-9, atol=1e-12)
 

@@ -243,7 +243,7 @@ def test_bad_parameters_are_rejected():
     trajectory = Trajectory(
         positions, cubic_boxes(2, 1.0), types=np.zeros(20, int), type_names=["A", "B"]
     )
-    with pytest.raises(ValueError, match="selects no bead"):
+    with pytest.raises(ValueError, match="no bead of species 'B'"):
         StructureFactor(30.0, 10, species="B").run(trajectory)
     with pytest.raises(ValueError, match="no reciprocal-lattice vector"):
         StructureFactor(5.0, 10).run(trajectory)

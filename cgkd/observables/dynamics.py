@@ -51,15 +51,7 @@ class _LagObservable(Observable):
 
     def _prepare(self, runs: list[Trajectory]) -> None:
         run = runs[0]
-        if self.species is None:
-            self._index = np.arange(run.n_beads)
-        else:
-            self._index = np.flatnonzero(run.types == run.species_index(self.species))
-        if len(self._index) == 0:
-            raise ValueError(
-                f"{run.name}: species={self.species!r} selects no beads; pick a species present "
-                f"in types (names {list(run.type_names)})"
-            )
+        self._index = np.flatnonzero(run.species_mask(self.species, "species"))
         self._n_runs = len(runs)
         self._n_frames = 0
         self._dt: float | None = None

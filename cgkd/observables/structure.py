@@ -115,12 +115,7 @@ class StructureFactor(HistogramObservable):
     def _prepare(self, runs: list[Trajectory]) -> None:
         super()._prepare(runs)
         run = runs[0]
-        if self.species is None:
-            self._index = np.arange(run.n_beads)
-        else:
-            self._index = np.flatnonzero(run.types == run.species_index(self.species))
-        if len(self._index) == 0:
-            raise ValueError(f"{run.name}: species={self.species!r} selects no bead; check it")
+        self._index = np.flatnonzero(run.species_mask(self.species, "species"))
         self._lengths = np.zeros(3)
         self._n_k: list[int] = []
 
