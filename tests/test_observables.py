@@ -313,8 +313,10 @@ def test_rdf_species_selection_errors():
 
 def test_adf_without_triplets_is_rejected():
     positions = np.array([[[0.5, 0.5, 0.5], [2.0, 2.0, 2.0]]])
-    with pytest.raises(ValueError, match="cutoff"):
+    with pytest.raises(ValueError, match=r"two neighbours within cutoff=0\.3 nm"):
         ADF(cutoff=0.3).run(traj(positions, cubic_boxes(1, 3.0)))
+    with pytest.raises(ValueError, match=r"two neighbours within r_max=0\.3 nm"):
+        CDF(r_max=0.3).run(traj(positions, cubic_boxes(1, 3.0)))
 
 
 def test_coordination_number_counts_lattice_neighbours_and_ideal_gas_volume():

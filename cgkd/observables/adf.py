@@ -11,7 +11,27 @@ from cgkd.observables.box import box_lengths, check_within_half_box, minimum_ima
 from cgkd.observables.trajectory import Frame, Trajectory
 
 
-class ADF(HistogramObservable):
+class _NeighbourTriplets(HistogramObservable):
+    """Histograms over triplets j-i-k of a centre i (species ``centre``, or every bead) and two
+    of its neighbours within the shell ``shell_setting`` (the name of the attribute, in nm)."""
+
+    centre: int | str | None
+    shell_setting: str
+
+    def _prepare(self, runs: list[Trajectory]) -> None:
+        super()._prepare(runs)
+        self._centres = runs[0].species_mask(self.centre, "centre")
+
+    def _conclude(self, n_blocks: int) -> ObservableResult:
+        if sum(self._weights) == 0:
+            name, value = self.shell_setting, getattr(self, self.shell_setting)
+            raise ValueError(
+                f"no bead has two neighbours within {name}={value} nm; increase {name}"
+            )
+        return super()._conclude(n_blocks)
+
+
+class ADF(_NeighbourTriplets):
     """Probability density (1/deg) of angles j-i-k in [0, 180] deg, j and k within ``cutoff`` of i.
 
     ``cutoff`` is in nm. Every bead i is a centre (only beads of species ``centre`` when
@@ -21,6 +41,7 @@ class ADF(HistogramObservable):
 
     x_label = "θ (deg)"
     y_label = "P(θ) (1/deg)"
+    shell_setting = "cutoff"
 
     def __init__(self, cutoff: float, n_bins: int = 90, centre: int | str | None = None) -> None:
         if not cutoff > 0:
@@ -33,24 +54,13 @@ class ADF(HistogramObservable):
         self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
         self.name = "adf" if centre is None else f"adf {centre}"
 
-    def _prepare(self, runs: list[Trajectory]) -> None:
-        super()._prepare(runs)
-        self._centres = runs[0].species_mask(self.centre, "centre")
-
     def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
         _, angles = neighbour_angles(frame, self.cutoff, self._centres)
         counts, _ = np.histogram(angles, bins=self.edges)
         return counts / np.diff(self.edges), float(len(angles))
 
-    def _conclude(self, n_blocks: int) -> ObservableResult:
-        if sum(self._weights) == 0:
-            raise ValueError(
-                f"no bead has two neighbours within cutoff={self.cutoff} nm; increase cutoff"
-            )
-        return super()._conclude(n_blocks)
 
-
-class CDF(HistogramObservable):
+class CDF(_NeighbourTriplets):
     """Combined distribution of neighbour distance r_ij (nm) and angle j-i-k (deg).
 
     For every centre i and unordered pair of neighbours j, k within ``r_max`` of i, both
@@ -62,6 +72,7 @@ class CDF(HistogramObservable):
     x_label = "r (nm)"
     x2_label = "θ (deg)"
     y_label = "P(r, θ) (1/(nm deg))"
+    shell_setting = "r_max"
 
     def __init__(
         self,
@@ -83,10 +94,6 @@ class CDF(HistogramObservable):
         self.x2 = 0.5 * (self.angle_edges[:-1] + self.angle_edges[1:])
         self.name = "cdf" if centre is None else f"cdf {centre}"
 
-    def _prepare(self, runs: list[Trajectory]) -> None:
-        super()._prepare(runs)
-        self._centres = runs[0].species_mask(self.centre, "centre")
-
     def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
         distances, angles = neighbour_angles(frame, self.r_max, self._centres)
         counts, _, _ = np.histogram2d(
@@ -96,13 +103,6 @@ class CDF(HistogramObservable):
         )
         area = np.outer(np.diff(self.r_edges), np.diff(self.angle_edges))
         return counts / area, float(distances.size)
-
-    def _conclude(self, n_blocks: int) -> ObservableResult:
-        if sum(self._weights) == 0:
-            raise ValueError(
-                f"no bead has two neighbours within r_max={self.r_max} nm; increase r_max"
-            )
-        return super()._conclude(n_blocks)
 
 
 def neighbour_angles(

@@ -181,10 +181,8 @@ class CoordinationNumbers(PerBeadDistribution):
         neighbours: Species = None,
     ) -> None:
         _check_distance("cutoff", cutoff)
-        if isinstance(max_count, bool) or int(max_count) != max_count or max_count < 1:
-            raise ValueError(f"max_count must be an integer >= 1, got {max_count}")
         self.cutoff = float(cutoff)
-        edges = np.arange(int(max_count) + 2) - 0.5
+        edges = np.arange(_check_count(max_count) + 2) - 0.5
         super().__init__("coordination numbers", edges, centre, neighbours)
 
     def _per_bead(self, frame: Frame) -> np.ndarray:
@@ -211,11 +209,9 @@ class LocalDensity(PerBeadDistribution):
         neighbours: Species = None,
     ) -> None:
         _check_distance("radius", radius)
-        if isinstance(max_count, bool) or int(max_count) != max_count or max_count < 1:
-            raise ValueError(f"max_count must be an integer >= 1, got {max_count}")
         self.radius = float(radius)
         self.volume = 4.0 / 3.0 * np.pi * self.radius**3
-        edges = (np.arange(int(max_count) + 2) - 0.5) / self.volume
+        edges = (np.arange(_check_count(max_count) + 2) - 0.5) / self.volume
         super().__init__("local density", edges, centre, neighbours)
 
     def _per_bead(self, frame: Frame) -> np.ndarray:
@@ -376,6 +372,13 @@ def _check_bins(n_bins: int) -> int:
     if isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins}")
     return int(n_bins)
+
+
+def _check_count(max_count: int) -> int:
+    """``max_count`` as an int; ValueError unless it is a whole number >= 1."""
+    if isinstance(max_count, bool) or int(max_count) != max_count or max_count < 1:
+        raise ValueError(f"max_count must be an integer >= 1, got {max_count}")
+    return int(max_count)
 
 
 def _check_distance(name: str, value: float) -> None:
