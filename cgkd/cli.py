@@ -4,7 +4,8 @@ Stages: run (everything, then the report), generate, map, prior, teach-member, t
 distill, simulate, analyze (same as run). Overrides and ``--multirun`` are Hydra's, for
 example ``cgkd run experiment=quick``, ``cgkd distill --multirun loss.w_E=0,0.1,1`` or
 ``cgkd teach-member --multirun teacher.member=0,1,2,3 hydra/launcher=slurm``.
-``cgkd compare RUN_DIR ...`` builds one report over several runs (see cgkd.comparison).
+``cgkd compare RUN_DIR ...`` builds one report over several runs (see cgkd.comparison);
+``cgkd summarize SWEEP_DIR ...`` one table, mean +- std over seeds (see cgkd.summary).
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ STAGES = {
     "teach-member": "one teacher (teacher.member=K); sweep it to train members as jobs",
     "teach": "teacher ensemble trained on mapped forces (reuses trained members)",
     "distill": "ensemble labels, student and baseline models",
-    "simulate": "CG MD of student and baseline in OpenMM",
+    "simulate": "CG MD in OpenMM of simulate.models (student, baseline, teacher, ensemble)",
     "analyze": "same as run",
 }
 #: Commands outside the Hydra pipeline.
-COMMANDS = {"compare": "one report over several runs: cgkd compare RUN_DIR ... [-o DIR]"}
+COMMANDS = {
+    "compare": "one report over several runs: cgkd compare RUN_DIR ... [-o DIR]",
+    "summarize": "mean +- std over seeds of a sweep's results: cgkd summarize DIR ... [-o DIR]",
+}
 log = logging.getLogger("cgkd")
 _stage_name = "run"
 
@@ -135,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
         from cgkd.comparison import main as compare_main
 
         compare_main(args[1:])
+        return
+    if args[0] == "summarize":
+        from cgkd.summary import main as summarize_main
+
+        summarize_main(args[1:])
         return
     if args[0] not in STAGES:
         sys.exit(f"cgkd: unknown stage {args[0]!r}; use one of {', '.join([*STAGES, *COMMANDS])}")

@@ -44,13 +44,19 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
+def hydra_overrides(run: Path) -> list[str]:
+    """The command-line overrides a Hydra job ran with (not hydra.*), [] if none recorded."""
+    overrides = run / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        return []
+    return [str(o) for o in OmegaConf.load(overrides) if not str(o).startswith("hydra")]
+
+
 def run_label(run: Path, root: Path) -> str:
     """A short name for a run: its Hydra overrides when it was a sweep job, else its path."""
-    overrides = run / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        items = [str(o) for o in OmegaConf.load(overrides) if not str(o).startswith("hydra")]
-        if items:
-            return " ".join(items)
+    items = hydra_overrides(run)
+    if items:
+        return " ".join(items)
     return str(run.relative_to(root)) if run.is_relative_to(root) and run != root else run.name
 
 

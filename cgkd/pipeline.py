@@ -127,13 +127,15 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         return _import(cfg)
     system = _plain(cfg.system)
 
+    seed = int(cfg.data_seed)
+
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        spec = spec_from_config(system, seed=cfg.seed)
+        spec = spec_from_config(system, seed=seed)
         log.info("generating the AA reference: %s", system["name"])
         made = generate_system(spec, out, config={"system": system}, progress=cfg.progress)
-        return {"system": system, "seed": cfg.seed}, made.to_dict()
+        return {"system": system, "seed": seed}, made.to_dict()
 
-    return _stage(cfg, "generate", {"system": system, "seed": cfg.seed}).run(build)
+    return _stage(cfg, "generate", {"system": system, "seed": seed}).run(build)
 
 
 def _import(cfg: DictConfig) -> dict[str, Any]:
@@ -423,18 +425,20 @@ def _member_job(config: dict[str, Any], member: int, threads: int) -> str:
 
 
 def distill(cfg: DictConfig) -> dict[str, Any]:
-    """Distillation targets from the ensemble, the student trained on them, and the baseline
-    (student architecture on mapped forces only)."""
+    """Distillation targets from the teachers (``loss.n_teachers`` of the ensemble's members),
+    the student trained on them, and the baseline (student architecture on mapped forces
+    only)."""
     cg, teachers = map_stage(cfg), teach(cfg)
     frames = read_h5md(cg["dataset"])
-    targets = _label(cfg, teachers, frames)
     loss = _plain(cfg.loss)
+    targets = _label(cfg, teachers, frames, _n_teachers(cfg))
     options = _loss_options(cfg.student.train)
     weights = LossWeights(
         mapped_forces=loss["w_F"],
         teacher_forces=loss["w_f"],
         energy=loss["w_E"],
         bead_energies=loss["w_eps"],
+        uncertainty_weighting=loss["uncertainty_weighting"],
         **options,
     )
     student = _train_student(
@@ -452,20 +456,51 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     return {"targets": targets, "student": student, "baseline": baseline}
 
 
-def _label(cfg: DictConfig, teachers: dict[str, Any], frames: Any) -> dict[str, Any]:
+def _n_teachers(cfg: DictConfig) -> int:
+    """How many of the ensemble's members label the student's frames (``loss.n_teachers``;
+    null: all of them)."""
+    n_members = int(cfg.teacher.n_members)
+    n_teachers = cfg.loss.n_teachers
+    if n_teachers is None:
+        return n_members
+    if not 1 <= int(n_teachers) <= n_members:
+        raise ValueError(
+            f"loss.n_teachers={n_teachers} is not between 1 and teacher.n_members={n_members}; "
+            "use 1 for a single teacher or null for the whole ensemble"
+        )
+    return int(n_teachers)
+
+
+def _label(
+    cfg: DictConfig, teachers: dict[str, Any], frames: Any, n_teachers: int
+) -> dict[str, Any]:
+    """Labels of every frame by the first ``n_teachers`` members: mean and spread of forces,
+    mean bead and total energies."""
+
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        ensemble, _ = load_potential(Path(teachers["dir"]) / "ensemble.pt")
+        if n_teachers == len(teachers["members"]):
+            labeller, _ = load_potential(Path(teachers["dir"]) / "ensemble.pt")
+        else:
+            members = teachers["members"][:n_teachers]
+            loaded = [load_potential(Path(m["model"]))[0] for m in members]
+            labeller, _ = merge_members(
+                [(potential, [m["network"]]) for potential, m in zip(loaded, members, strict=True)]
+            )
         targets = label_frames(
-            ensemble, frames.positions, frames.boxes, frames.types, progress=cfg.progress
+            labeller, frames.positions, frames.boxes, frames.types, progress=cfg.progress
         )
         np.savez(out / "targets.npz", **targets.__dict__)
         record = {
             "targets": str(out / "targets.npz"),
+            "n_teachers": n_teachers,
             "mean_force_std": float(targets.force_std.mean()),
         }
-        return {"teachers": teachers["key"]}, record
+        return {"teachers": teachers["key"], "n_teachers": n_teachers}, record
 
-    return _stage(cfg, "label", {"teachers": teachers["key"]}).run(build)
+    key: dict[str, Any] = {"teachers": teachers["key"]}
+    if n_teachers != len(teachers["members"]):
+        key["n_teachers"] = n_teachers  # the whole ensemble keeps its earlier key
+    return _stage(cfg, "label", key).run(build)
 
 
 def _train_student(
@@ -518,21 +553,50 @@ def _train_student(
     return _stage(cfg, name, key).run(build, keep=("checkpoint.pt",))
 
 
+#: Models the simulate stage can run: the distilled ones and the teachers used directly.
+SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble")
+
+
+def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """The exported model (``model``: a TorchScript file) and cache ``key`` of every model
+    named in ``simulate.models``: student, baseline, teacher (the first member alone) and
+    ensemble (the teachers' mean)."""
+    names = list(cfg.simulate.models)
+    unknown = [name for name in names if name not in SIMULATED_MODELS]
+    if unknown or not names:
+        raise ValueError(
+            f"simulate.models={names} names no model or unknown ones {unknown}; "
+            f"choose from {', '.join(SIMULATED_MODELS)}"
+        )
+    teachers, distilled = teach(cfg), distill(cfg)
+    exported = {
+        "teacher": Path(teachers["dir"]) / "teacher_0.ts",
+        "ensemble": Path(teachers["dir"]) / "ensemble.ts",
+    }
+    models = {}
+    for name in names:
+        if name in exported:
+            models[name] = {"model": str(exported[name]), "key": f"{teachers['key']}-{name}"}
+        else:
+            models[name] = {"model": distilled[name]["model"], "key": distilled[name]["key"]}
+    return models
+
+
 def simulate(cfg: DictConfig) -> dict[str, Any]:
-    """CG MD of the student and the baseline in OpenMM: ``simulate.replicas`` runs of each,
-    replica k from a mapped AA frame (the last, then spread back over the dataset) with seed
-    ``seed + k``. A run that goes bad is recorded as unstable, not raised; an interrupted
+    """CG MD in OpenMM of every model in ``simulate.models``: ``simulate.replicas`` runs of
+    each, replica k from a mapped AA frame (the last, then spread back over the dataset) with
+    seed ``seed + k``. A run that goes bad is recorded as unstable, not raised; an interrupted
     stage resumes every replica from its checkpoint."""
-    cg, models = map_stage(cfg), distill(cfg)
+    cg, models = map_stage(cfg), cg_models(cfg)
     frames = read_h5md(cg["dataset"])
     bonds = read_h5md_bonds(cg["dataset"])
-    settings = MDSettings(**_plain(cfg.simulate), seed=cfg.seed)
+    simulate_cfg = {k: v for k, v in _plain(cfg.simulate).items() if k != "models"}
+    settings = MDSettings(**simulate_cfg, seed=cfg.seed)
     n_frames = len(frames.positions)
     starts = [n_frames - 1 - (k * n_frames) // settings.replicas for k in range(settings.replicas)]
     names = [frames.type_names[t] for t in frames.types]
     runs = {}
-    for name in ("student", "baseline"):
-        model = models[name]
+    for name, model in models.items():
 
         def build(out: Path, model: dict[str, Any] = model, name: str = name) -> tuple[dict, dict]:
             results = run_replicas(
@@ -558,9 +622,9 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
                 "ms_per_step": float(np.median([r.ms_per_step for r in results])),
                 "ns_per_day": float(np.median([r.ns_per_day for r in results])),
             }
-            return {"model": model["key"], "simulate": _plain(cfg.simulate)}, record
+            return {"model": model["key"], "simulate": simulate_cfg}, record
 
-        key = {"model": model["key"], "simulate": _plain(cfg.simulate), "seed": cfg.seed}
+        key = {"model": model["key"], "simulate": simulate_cfg, "seed": cfg.seed}
         keep = tuple(f"replica_{k}" for k in range(settings.replicas))
         runs[name] = _stage(cfg, f"simulate-{name}", key).run(build, keep=keep)
     return runs

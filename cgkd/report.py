@@ -76,6 +76,8 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "teachers": [
                 {k: v for k, v in m.items() if k != "history"} for m in teachers["members"]
             ],
+            "teacher": _test_metrics(teachers["members"][0]),
+            "ensemble": teachers["ensemble"],
             "student": _test_metrics(models["student"]),
             "baseline": _test_metrics(models["baseline"]),
             "ensemble_mean_force_std": models["targets"]["mean_force_std"],
@@ -107,7 +109,53 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     save_curves(curves, output_dir / "observables.json")
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (output_dir / "report.md").write_text(render_report(cfg, metrics, figures))
+    line = result_line(cfg, metrics, keys={n: m["key"] for n, m in pipeline.cg_models(cfg).items()})
+    (output_dir / RESULT_FILE).write_text(json.dumps(line) + "\n")
+    log.info("result: %s", json.dumps(line))
     return metrics
+
+
+#: The one-line result every run writes, which ``cgkd summarize`` collects.
+RESULT_FILE = "result.json"
+#: Columns of a result line per model: (name, observable, metric).
+RESULT_DEVIATIONS = (
+    ("rdf_mad", "rdf", "MAD"),
+    ("adf_jsd", "adf", "JSD"),
+    ("cdf_jsd", "cdf", "JSD"),
+    ("q6_jsd", "q6", "JSD"),
+    ("tetrahedral_jsd", "tetrahedral", "JSD"),
+    ("d_ratio", "msd", "D ratio"),
+)
+
+
+def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    """One run's result in one JSON object: its seeds and loss, and per simulated model
+    (``keys``: model name -> cache key) the held-out force RMSE vs mapped forces (kJ/mol/nm),
+    the deviations from AA, the stable fraction, ms per force evaluation and the speedup over
+    the teacher ensemble's force evaluation."""
+    timings = metrics["timings"]["ms_per_force_evaluation"]
+    rows = {}
+    for model, key in keys.items():
+        row: dict[str, Any] = {
+            "key": key,
+            "force_rmse_mapped": metrics["forces"][model]["force_rmse_mapped"],
+            "stable_fraction": metrics["stability"][model]["stable_fraction"],
+            "ms_per_force_evaluation": timings[model],
+            "speedup_vs_ensemble": timings["ensemble"] / timings[model],
+        }
+        for name, observable, metric in RESULT_DEVIATIONS:
+            value = metrics["observables"].get(observable, {}).get(model, {}).get(metric)
+            if value is not None:
+                row[name] = value
+        rows[model] = row
+    return {
+        "system": cfg.system.name,
+        "seed": int(cfg.seed),
+        "data_seed": int(cfg.data_seed),
+        "loss": OmegaConf.to_container(cfg.loss, resolve=True),
+        "n_members": int(cfg.teacher.n_members),
+        "models": rows,
+    }
 
 
 def _test_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +166,8 @@ def _timings(
     cfg: DictConfig, teachers: dict[str, Any], models: dict[str, Any], frames: Any
 ) -> dict[str, float]:
     files = {
-        "teacher (single)": Path(teachers["dir"]) / "teacher_0.ts",
-        "teacher ensemble": Path(teachers["dir"]) / "ensemble.ts",
+        "teacher": Path(teachers["dir"]) / "teacher_0.ts",
+        "ensemble": Path(teachers["dir"]) / "ensemble.ts",
         "student": Path(models["student"]["model"]),
         "baseline": Path(models["baseline"]["model"]),
     }
@@ -177,6 +225,7 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
     ]
     for k, teacher in enumerate(forces["teachers"]):
         lines.append(f"| teacher {k + 1} | {_fmt(teacher['force_rmse_mapped'])} | |")
+    lines.append(f"| ensemble | {_fmt(forces['ensemble']['force_rmse_mapped'])} | |")
     for model in ("student", "baseline"):
         row = forces[model]
         lines.append(

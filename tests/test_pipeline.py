@@ -58,11 +58,14 @@ def test_quick_run_produces_every_artifact(quick_run):
     assert metrics["scalars"]["D"]["AA (mapped)"]["value"] > 0
     assert metrics["timings"]["aa_ns_per_day"] > 0
     assert set(metrics["timings"]["ms_per_force_evaluation"]) == {
-        "teacher (single)",
-        "teacher ensemble",
+        "teacher",
+        "ensemble",
         "student",
         "baseline",
     }
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["models"]) == {"student", "baseline"}
+    assert result["models"]["student"]["rdf_mad"] == metrics["observables"]["rdf"]["student"]["MAD"]
     assert set(metrics["stability"]) == {"student", "baseline"}
     assert len(metrics["forces"]["teachers"]) == 2
     stages = {path.name.rsplit("-", 1)[0] for path in (quick_run / "cache").glob("[!.]*")}
@@ -390,3 +393,86 @@ def test_compare_builds_one_report_over_runs(quick_run, tmp_path):
         assert (tmp_path / "cmp" / figure).is_file(), figure
     empty = cgkd("compare", str(tmp_path / "cmp"), cwd=tmp_path)
     assert empty.returncode != 0 and "no observables.json" in empty.stderr
+
+
+@pytest.mark.slow
+def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run):
+    """A multirun over the student's loss and the seed, the teachers simulated too: every job
+    writes its one-line result, `cgkd summarize` groups them into mean +- std rows (each model
+    counted once per seed), and the single-teacher labels are that teacher's own forces."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from cgkd.io.h5md import read_h5md
+    from cgkd.models.checkpoint import load_potential
+    from cgkd.training.targets import predict_members
+
+    sweep = cgkd(
+        "run",
+        "--multirun",
+        "experiment=quick",
+        "progress=false",
+        "data_seed=0",
+        "simulate.models=[student,baseline,teacher,ensemble]",
+        "loss=single_teacher_forces,teacher_forces",
+        "seed=0,1",
+        "hydra.sweep.dir=sweep",
+        cwd=quick_run,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    results = [
+        json.loads(p.read_text()) for p in sorted((quick_run / "sweep").glob("*/result.json"))
+    ]
+    assert len(results) == 4
+    assert len(list((quick_run / "cache").glob("generate-*"))) == 1  # data_seed kept it
+    for result in results:
+        assert set(result["models"]) == {"student", "baseline", "teacher", "ensemble"}
+        assert result["models"]["ensemble"]["speedup_vs_ensemble"] == 1.0
+        for entry in result["models"].values():
+            assert 0.0 <= entry["stable_fraction"] <= 1.0 and entry["rdf_mad"] >= 0
+    summary = cgkd("summarize", "sweep", "-o", "summary", cwd=quick_run)
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    rows = {
+        row["label"]: row for row in json.loads((quick_run / "summary/summary.json").read_text())
+    }
+    assert list(rows) == [
+        "baseline",
+        "teacher",
+        "ensemble",
+        "student (loss=single_teacher_forces)",
+        "student (loss=teacher_forces)",
+    ]
+    for row in rows.values():
+        assert sorted(row["seeds"]) == [0, 1]
+    baselines = {
+        r["seed"]: r["models"]["baseline"]["force_rmse_mapped"] for r in results
+    }  # one baseline per seed, shared by both losses
+    assert rows["baseline"]["force_rmse_mapped"]["mean"] == pytest.approx(
+        np.mean(list(baselines.values()))
+    )
+    assert rows["baseline"]["force_rmse_mapped"]["std"] == pytest.approx(
+        np.std(list(baselines.values()), ddof=1)
+    )
+    assert (quick_run / "summary" / "summary.png").is_file()
+    single = [
+        p.parent
+        for p in (quick_run / "cache").glob("label-*/done.json")
+        if json.loads(p.read_text()).get("n_teachers") == 1
+    ]
+    assert len(single) == 2  # one per seed
+    for label in single:
+        targets = np.load(label / "targets.npz")
+        assert np.all(targets["force_std"] == 0.0)
+        teachers = OmegaConf.load(label / "config.yaml")["teachers"]
+        record = json.loads((quick_run / "cache" / f"teach-{teachers}" / "done.json").read_text())
+        member, _ = load_potential(Path(record["members"][0]["model"]))
+        frames = read_h5md(next((quick_run / "cache").glob("map-*/cg.h5md")))
+        forces, _ = predict_members(
+            member,
+            torch.as_tensor(frames.positions[:2], dtype=torch.float32),
+            torch.as_tensor(frames.boxes[:2], dtype=torch.float32),
+            torch.as_tensor(frames.types),
+        )
+        np.testing.assert_allclose(targets["forces"][:2], forces[0].numpy(), rtol=1e-4, atol=1e-3)
+    missing = cgkd("summarize", "cache", cwd=quick_run)
+    assert missing.returncode != 0 and "no result.json" in missing.stderr

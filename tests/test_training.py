@@ -21,8 +21,8 @@ from conftest import random_liquid
 from cgkd.io.frames import Frames
 from cgkd.models.checkpoint import build_potential
 from cgkd.training.curves import plot_loss_curves
-from cgkd.training.dataset import Splits, TrainingData
-from cgkd.training.losses import LossWeights, prediction_error
+from cgkd.training.dataset import Splits, Targets, TrainingData
+from cgkd.training.losses import LossWeights, prediction_error, uncertainty_weights
 from cgkd.training.targets import label_frames
 from cgkd.training.trainer import TrainingDivergedError, TrainSettings, evaluate, train_potential
 
@@ -141,6 +141,63 @@ def test_student_weights_need_teacher_labels_and_must_be_positive():
         LossWeights(mapped_forces=0.0)
     with pytest.raises(ValueError, match="loss weights"):
         LossWeights(energy=-1.0)
+
+
+def test_uncertainty_weights_have_mean_one_and_fall_with_the_spread():
+    spread = torch.tensor([[0.0, 1.0, 2.0, 8.0]])
+    weights = uncertainty_weights(spread, mean_spread=2.0)
+    assert float(weights.mean()) == pytest.approx(1.0)
+    assert bool(torch.all(weights[0, :-1] > weights[0, 1:]))
+    a, b = torch.randn(5, 3), torch.randn(5, 3)
+    for kind in ("rmse", "mae", "rmse_mae"):
+        assert float(prediction_error(a, b, kind, torch.ones(5, 3))) == pytest.approx(
+            float(prediction_error(a, b, kind))
+        )
+
+
+def test_uncertainty_weighting_ignores_labels_the_teachers_disagree_on():
+    """Teacher labels with a tenth of the components flipped (-3 x the clean force), and a
+    large member spread on exactly those: the uncertainty-weighted student ends much closer to
+    the clean forces than the unweighted one, which learns about 0.6 x the clean force."""
+    frames, clean = noisy_dataset(50, noise=0.0, seed=11)
+    rng = np.random.default_rng(12)
+    scale = float(np.sqrt(np.mean(clean**2)))
+    corrupt = rng.random(clean.shape) < 0.1
+    labels = np.where(corrupt, -3.0 * clean, clean)
+    spread = np.where(corrupt, 20.0 * scale, 0.05 * scale)
+    energies = np.zeros(frames.types.shape)[None].repeat(frames.n_frames, 0)
+    targets = Targets(labels, spread, energies, energies.sum(1))
+    data = TrainingData.from_frames(frames, targets)
+    splits = Splits.random(frames.n_frames, 0.15, 0.15, seed=0)
+    settings = TrainSettings(epochs=25, batch_size=4, learning_rate=3e-3, early_stopping=25)
+    errors = {}
+    for weighting in (False, True):
+        potential = build_potential([NETWORK], None, seeds=[0])
+        weights = LossWeights(
+            mapped_forces=0.0, teacher_forces=1.0, uncertainty_weighting=weighting
+        )
+        train_potential(potential, data, splits, weights, settings, progress=False)
+        _, predicted = _forces(potential, data, torch.as_tensor(splits.test))
+        difference = predicted.numpy() - clean[splits.test]
+        errors[weighting] = float(np.sqrt(np.mean(difference**2)))
+    assert errors[True] < 0.6 * errors[False]
+
+
+def test_uncertainty_weighting_needs_a_teacher_spread():
+    with pytest.raises(ValueError, match="teacher-force term"):
+        LossWeights(uncertainty_weighting=True)
+    frames, clean = noisy_dataset(6, noise=0.0, seed=13)
+    zeros = np.zeros((6, N_BEADS))
+    single_teacher = Targets(clean, np.zeros_like(clean), zeros, zeros.sum(1))
+    with pytest.raises(ValueError, match="spread of several teachers"):
+        train_potential(
+            build_potential([NETWORK]),
+            TrainingData.from_frames(frames, single_teacher),
+            Splits.random(6, 0.2, 0.2, 0),
+            LossWeights(mapped_forces=0.0, teacher_forces=1.0, uncertainty_weighting=True),
+            TrainSettings(epochs=1),
+            progress=False,
+        )
 
 
 def test_splits_are_disjoint_and_cover_every_frame():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -68,32 +68,41 @@ class TrainingData:
     teacher_forces: Tensor | None = None
     teacher_energies: Tensor | None = None
     teacher_bead_energies: Tensor | None = None
+    teacher_force_std: Tensor | None = None
 
     @classmethod
     def from_frames(cls, frames: Frames, targets: Targets | None = None) -> TrainingData:
         """Tensors from a CG dataset and, for students, the teacher labels of the same frames."""
 
-        def tensor(array: np.ndarray) -> Tensor:
-            return torch.as_tensor(np.asarray(array), dtype=torch.float32)
-
         data = cls(
-            positions=tensor(frames.positions),
-            boxes=tensor(frames.boxes),
+            positions=_tensor(frames.positions),
+            boxes=_tensor(frames.boxes),
             species=torch.as_tensor(frames.types, dtype=torch.long),
-            mapped_forces=tensor(frames.forces),
+            mapped_forces=_tensor(frames.forces),
         )
-        if targets is not None:
-            if targets.forces.shape != frames.forces.shape:
-                raise ValueError(
-                    f"teacher labels have shape {targets.forces.shape} but the dataset has "
-                    f"{frames.forces.shape}; relabel the dataset with this teacher ensemble"
-                )
-            data.teacher_forces = tensor(targets.forces)
-            data.teacher_energies = tensor(targets.energies)
-            data.teacher_bead_energies = tensor(targets.bead_energies)
-        return data
+        return data if targets is None else data.with_targets(targets)
+
+    def with_targets(self, targets: Targets) -> TrainingData:
+        """The same frames with the teachers' labels of them (for students)."""
+        if targets.forces.shape != tuple(self.mapped_forces.shape):
+            raise ValueError(
+                f"teacher labels have shape {targets.forces.shape} but the dataset has "
+                f"{tuple(self.mapped_forces.shape)}; relabel the dataset with this teacher ensemble"
+            )
+
+        return replace(
+            self,
+            teacher_forces=_tensor(targets.forces),
+            teacher_energies=_tensor(targets.energies),
+            teacher_bead_energies=_tensor(targets.bead_energies),
+            teacher_force_std=_tensor(targets.force_std),
+        )
 
     @property
     def n_frames(self) -> int:
         """Number of frames."""
         return int(self.positions.shape[0])
+
+
+def _tensor(array: np.ndarray) -> Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=torch.float32)

@@ -7,6 +7,10 @@ terms are divided by the RMS of their target force, and both energy terms (total
 bead and per-bead energies) by the standard deviation of the teacher's per-bead energies over
 the training frames. An optional regulariser w_hier * H penalises the hierarchicality H of
 the networks (dimensionless; see ``CGPotential.energies_and_hierarchicality``).
+
+With uncertainty weighting, each component of the teacher-force term counts with weight
+1 / (1 + (sigma / <sigma>)^2), sigma the spread of the ensemble members on that component and
+<sigma> its mean over the training frames, so components the teachers disagree on pull less.
 """
 
 from __future__ import annotations
@@ -19,16 +23,30 @@ from torch import Tensor
 ERRORS = ("rmse", "mae", "rmse_mae")
 
 
-def prediction_error(prediction: Tensor, target: Tensor, kind: str = "rmse_mae") -> Tensor:
-    """RMSE, MAE or RMSE + MAE (``kind``) over all elements (same units as the inputs)."""
+def prediction_error(
+    prediction: Tensor, target: Tensor, kind: str = "rmse_mae", weights: Tensor | None = None
+) -> Tensor:
+    """RMSE, MAE or RMSE + MAE (``kind``) over all elements (same units as the inputs); with
+    ``weights`` (shaped like the inputs, mean 1), the weighted means of the squared and the
+    absolute differences."""
     difference = prediction - target
+    squared, absolute = difference * difference, torch.abs(difference)
+    if weights is not None:
+        squared, absolute = weights * squared, weights * absolute
     if kind == "rmse":
-        return torch.sqrt(torch.mean(difference * difference))
+        return torch.sqrt(torch.mean(squared))
     if kind == "mae":
-        return torch.mean(torch.abs(difference))
+        return torch.mean(absolute)
     if kind == "rmse_mae":
-        return torch.sqrt(torch.mean(difference * difference)) + torch.mean(torch.abs(difference))
+        return torch.sqrt(torch.mean(squared)) + torch.mean(absolute)
     raise ValueError(_unknown_error(kind))
+
+
+def uncertainty_weights(spread: Tensor, mean_spread: float) -> Tensor:
+    """Weights 1 / (1 + (spread / mean_spread)^2) of teacher-force components, scaled to mean 1
+    (``spread``: the members' std per component, kJ/mol/nm)."""
+    weights = 1.0 / (1.0 + (spread / mean_spread) ** 2)
+    return weights / weights.mean()
 
 
 def _unknown_error(kind: str) -> str:
@@ -39,7 +57,8 @@ def _unknown_error(kind: str) -> str:
 class LossWeights:
     """Weights of the student loss L = w_F err(F_S, F_mapped) + w_f err(F_S, F_T)
     + w_E err(E_S, E_T) + w_eps err(eps_S, eps_T) + w_hier H. A teacher or a baseline uses
-    w_F (and optionally w_hier) only. ``error`` is one of "rmse", "mae", "rmse_mae"."""
+    w_F (and optionally w_hier) only. ``error`` is one of "rmse", "mae", "rmse_mae";
+    ``uncertainty_weighting`` weights the teacher-force term by the ensemble spread."""
 
     mapped_forces: float = 1.0
     teacher_forces: float = 0.0
@@ -47,6 +66,7 @@ class LossWeights:
     bead_energies: float = 0.0
     hierarchicality: float = 0.0
     error: str = "rmse_mae"
+    uncertainty_weighting: bool = False
 
     def __post_init__(self) -> None:
         values = (self.mapped_forces, self.teacher_forces, self.energy, self.bead_energies)
@@ -56,6 +76,11 @@ class LossWeights:
             )
         if self.error not in ERRORS:
             raise ValueError(_unknown_error(self.error))
+        if self.uncertainty_weighting and self.teacher_forces == 0:
+            raise ValueError(
+                "uncertainty weighting applies to the teacher-force term; set w_f > 0 or "
+                "switch loss.uncertainty_weighting off"
+            )
 
     @property
     def needs_teacher(self) -> bool:

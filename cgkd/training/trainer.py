@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from cgkd.io.atomic import atomic_path
 from cgkd.models.potential import CGPotential
 from cgkd.training.dataset import Splits, TrainingData
-from cgkd.training.losses import LossWeights, prediction_error
+from cgkd.training.losses import LossWeights, prediction_error, uncertainty_weights
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,14 @@ class _Loss:
             # One energy scale for both energy terms: the spread of the teacher's bead energies.
             # (The spread of E/N over frames is ~sqrt(N) times smaller: w_E became far too stiff.)
             self.energy_scale = float(torch.std(data.teacher_bead_energies[train])) + 1e-6
+        if weights.uncertainty_weighting:
+            spread = data.teacher_force_std
+            if spread is None or float(spread[train].mean()) == 0:
+                raise ValueError(
+                    "uncertainty weighting needs the spread of several teachers; label with "
+                    "loss.n_teachers > 1 or switch loss.uncertainty_weighting off"
+                )
+            self.mean_spread = float(spread[train].mean())
 
     @property
     def uses_hierarchicality(self) -> bool:
@@ -131,7 +139,12 @@ class _Loss:
         assert data.teacher_energies is not None and data.teacher_bead_energies is not None
         if w.teacher_forces > 0:
             target = data.teacher_forces[batch]
-            loss = loss + w.teacher_forces * err(forces, target) / self.teacher_force_scale
+            weights = None
+            if w.uncertainty_weighting:
+                assert data.teacher_force_std is not None
+                weights = uncertainty_weights(data.teacher_force_std[batch], self.mean_spread)
+            error = prediction_error(forces, target, w.error, weights)
+            loss = loss + w.teacher_forces * error / self.teacher_force_scale
         if w.energy > 0:
             n_beads = energies.shape[1]
             per_bead = energies.sum(1) / n_beads

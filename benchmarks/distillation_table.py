@@ -1,0 +1,117 @@
+"""The distillation table: every way of getting a CG model, mean +- std over seeds.
+
+For each system (water, reline) one Hydra multirun of ``cgkd run`` over the student's loss
+(single-teacher forces, ensemble forces, + per-bead energies, + total energy) and the seed;
+every run also simulates the baseline, the single teacher and the ensemble, which the
+stage cache trains and runs once per seed. ``cgkd summarize`` then groups the runs' one-line
+results into the table (``docs/distillation/<system>/summary.md``, ``.json``, ``.png``).
+
+    python benchmarks/distillation_table.py --system water reline --seeds 0 1 2
+
+The AA reference is generated once (``data_seed=0``); the seed changes the teachers, the
+splits, the students and the CG MD. Run from a directory whose ``cache/`` may hold earlier
+stages: anything already trained with the same settings is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cgkd.summary import summarize, write_summary  # noqa: E402
+
+#: The student rows: loss preset -> row name.
+STUDENTS = {
+    "single_teacher_forces": "student ← single teacher (forces)",
+    "teacher_forces": "student ← ensemble (forces)",
+    "teacher_forces_bead_energies": "student ← ensemble (forces + per-bead energies)",
+    "distill": "student ← ensemble (forces + per-bead energies + total energy)",
+}
+#: Rows of the models that do not depend on the loss.
+FIXED = {
+    "baseline": "baseline (student network on mapped forces)",
+    "teacher": "single teacher, used directly",
+    "ensemble": "teacher ensemble, used directly",
+}
+SYSTEMS = {
+    "water": [],
+    # The reline reference with 50 ps of NPT equilibration (the default is 100 ps).
+    "reline": ["experiment=reline", "system.npt_equilibration=50.0"],
+}
+#: Settings of every run of the table: students trained 12 epochs, 15 ps of CG MD per model.
+TABLE = [
+    "data_seed=0",
+    "student.train.epochs=12",
+    "simulate.steps=3000",
+    "simulate.report_interval=50",
+    "simulate.models=[student,baseline,teacher,ensemble]",
+    "progress=false",
+]
+
+
+def run_sweep(system: str, seeds: list[int], work: Path, threads: int) -> Path:
+    """One multirun of ``cgkd run`` for ``system``; returns its sweep directory."""
+    sweep = work / f"sweep-{system}"
+    command = [
+        sys.executable,
+        "-m",
+        "cgkd.cli",
+        "run",
+        "--multirun",
+        *SYSTEMS[system],
+        *TABLE,
+        f"simulate.threads={threads}",
+        f"loss={','.join(STUDENTS)}",
+        f"seed={','.join(map(str, seeds))}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    print(" ".join(command[2:]), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=work, env=env, check=True)
+    print(f"{system}: sweep took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    return sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", nargs="+", choices=sorted(SYSTEMS), default=sorted(SYSTEMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=Path.cwd(), help="where cache/ and sweeps go")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "distillation")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--summarize-only", action="store_true", help="only rebuild the tables from the sweeps"
+    )
+    args = parser.parse_args()
+    labels = {name: row for name, row in FIXED.items()}
+    labels.update({f"student (loss={loss})": row for loss, row in STUDENTS.items()})
+    command = "python benchmarks/distillation_table.py --system " + " ".join(args.system)
+    for system in args.system:
+        sweep = args.work / f"sweep-{system}"
+        if not args.summarize_only:
+            sweep = run_sweep(system, args.seeds, args.work, args.threads)
+        rows = summarize([sweep])
+        path = write_summary(
+            rows,
+            args.output / system,
+            f"Distillation table: {system}",
+            labels,
+            notes=[
+                f"Regenerate: `{command} --seeds {' '.join(map(str, args.seeds))}`. Settings of "
+                f"every run: `{' '.join(SYSTEMS[system] + TABLE)}` (teachers: the default "
+                "ensemble of 4 HIP-NN-TS members, 30 epochs).",
+            ],
+        )
+        print(path.read_text(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
