@@ -430,33 +430,43 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     only)."""
     cg, teachers = map_stage(cfg), teach(cfg)
     frames = read_h5md(cg["dataset"])
-    loss = _plain(cfg.loss)
-    targets = _label(cfg, teachers, frames, _n_teachers(cfg))
-    options = _loss_options(cfg.student.train)
-    weights = LossWeights(
-        mapped_forces=loss["w_F"],
-        teacher_forces=loss["w_f"],
-        energy=loss["w_E"],
-        bead_energies=loss["w_eps"],
-        uncertainty_weighting=loss["uncertainty_weighting"],
-        **options,
-    )
+    targets = _label(cfg, teachers, frames, n_teachers(cfg))
     student = _train_student(
         cfg,
         "student",
         teachers,
         frames,
-        weights,
+        student_loss(cfg),
         targets,
-        {"teachers": teachers["key"], "loss": loss},
+        {"teachers": teachers["key"], "loss": _plain(cfg.loss)},
     )
     baseline = _train_student(
-        cfg, "baseline", teachers, frames, LossWeights(**options), None, {"cg": cg["key"]}
+        cfg,
+        "baseline",
+        teachers,
+        frames,
+        LossWeights(**_loss_options(cfg.student.train)),
+        None,
+        {"cg": cg["key"]},
     )
     return {"targets": targets, "student": student, "baseline": baseline}
 
 
-def _n_teachers(cfg: DictConfig) -> int:
+def student_loss(cfg: DictConfig) -> LossWeights:
+    """The student's loss weights: the ``loss`` section with the student's error kind and
+    hierarchicality weight."""
+    loss = cfg.loss
+    return LossWeights(
+        mapped_forces=loss.w_F,
+        teacher_forces=loss.w_f,
+        energy=loss.w_E,
+        bead_energies=loss.w_eps,
+        uncertainty_weighting=loss.uncertainty_weighting,
+        **_loss_options(cfg.student.train),
+    )
+
+
+def n_teachers(cfg: DictConfig) -> int:
     """How many of the ensemble's members label the student's frames (``loss.n_teachers``;
     null: all of them)."""
     n_members = int(cfg.teacher.n_members)
