@@ -596,7 +596,8 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     """CG MD in OpenMM of every model in ``simulate.models``: ``simulate.replicas`` runs of
     each, replica k from a mapped AA frame (the last, then spread back over the dataset) with
     seed ``seed + k``. A run that goes bad is recorded as unstable, not raised; an interrupted
-    stage resumes every replica from its checkpoint."""
+    stage resumes every replica from its checkpoint. Each record comes back with the cache key
+    of its model (``model_key``)."""
     cg, models = map_stage(cfg), cg_models(cfg)
     frames = read_h5md(cg["dataset"])
     bonds = read_h5md_bonds(cg["dataset"])
@@ -636,5 +637,6 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
 
         key = {"model": model["key"], "simulate": simulate_cfg, "seed": cfg.seed}
         keep = tuple(f"replica_{k}" for k in range(settings.replicas))
-        runs[name] = _stage(cfg, f"simulate-{name}", key).run(build, keep=keep)
+        record = _stage(cfg, f"simulate-{name}", key).run(build, keep=keep)
+        runs[name] = {**record, "model_key": model["key"]}
     return runs

@@ -109,7 +109,7 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     save_curves(curves, output_dir / "observables.json")
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (output_dir / "report.md").write_text(render_report(cfg, metrics, figures))
-    line = result_line(cfg, metrics, keys={n: m["key"] for n, m in pipeline.cg_models(cfg).items()})
+    line = result_line(cfg, metrics, keys={name: run["model_key"] for name, run in runs.items()})
     (output_dir / RESULT_FILE).write_text(json.dumps(line) + "\n")
     log.info("result: %s", json.dumps(line))
     return metrics

@@ -397,8 +397,8 @@ def test_compare_builds_one_report_over_runs(quick_run, tmp_path):
 
 @pytest.mark.slow
 def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run):
-    """A multirun over the student's loss and the seed, the teachers simulated too: every job
-    writes its one-line result, `cgkd summarize` groups them into mean +- std rows (each model
+    """A multirun over the student's loss and the seed (joblib launcher), the teachers simulated
+    too: every job writes its one-line result, `cgkd summarize` groups them into mean +- std rows (each model
     counted once per seed), and the single-teacher labels are that teacher's own forces."""
     import torch
     from omegaconf import OmegaConf
@@ -417,6 +417,7 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
         "loss=single_teacher_forces,teacher_forces",
         "seed=0,1",
         "hydra.sweep.dir=sweep",
+        "hydra/launcher=local",  # two joblib processes share the cached stages
         cwd=quick_run,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
