@@ -27,6 +27,7 @@ import numpy as np
 import openmm
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from openmm import unit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,9 +186,15 @@ def plot(points: list[dict[str, float]], centre: dict[str, float], path: Path) -
             ax.plot(x, [p[model] for p in scan], style, label=model)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(x, [f"{value:g}" for value in x])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("label noise / RMS clean force" if varied == "noise" else "training frames")
         ax.set_ylabel("force RMSE vs clean / RMS clean force")
-        ax.set_title(f"{fixed} = {centre[fixed]:g}")
+        ax.set_title(
+            f"{centre['n_train']:g} training frames"
+            if fixed == "n_train"
+            else f"noise {centre['noise']:g} x RMS clean force"
+        )
         ax.legend(fontsize="small")
     figure.savefig(path, dpi=110)
     figure.savefig(path.with_suffix(".svg"))

@@ -138,8 +138,8 @@ def markdown_table(rows: list[SummaryRow], labels: dict[str, str] | None = None)
 def plot_summary(
     rows: list[SummaryRow], path: Path, title: str = "", labels: dict[str, str] | None = None
 ) -> Path:
-    """Bar charts, one panel per column, of each row's mean with its std as error bar and
-    the single seeds as dots; PNG at ``path`` and an SVG beside it."""
+    """One panel per column: each row's mean (blue) with its std as error bar and the single
+    seeds as grey dots; PNG at ``path`` and an SVG beside it."""
     labels = labels or {}
     columns = [c for c in COLUMNS if any(row.values.get(c[0]) for row in rows)]
     n_columns = 3
@@ -150,17 +150,20 @@ def plot_summary(
     positions = np.arange(len(rows))
     for ax, (name, header, _) in zip(axes, columns, strict=False):
         means = [row.mean_std(name) for row in rows]
-        ax.barh(
-            positions,
-            [m[0] if m else np.nan for m in means],
-            xerr=[m[1] if m else 0.0 for m in means],
-            color="tab:blue",
-            alpha=0.6,
-            capsize=3,
-        )
         for k, row in enumerate(rows):
             values = row.values.get(name, [])
-            ax.plot(values, [k] * len(values), "k.", markersize=4)
+            ax.plot(values, [k] * len(values), ".", color="0.6", markersize=5)
+        ax.errorbar(
+            [m[0] if m else np.nan for m in means],
+            positions,
+            xerr=[m[1] if m else 0.0 for m in means],
+            fmt="o",
+            color="tab:blue",
+            capsize=3,
+        )
+        ax.grid(axis="x", alpha=0.3)
+        if name == "stable_fraction":
+            ax.set_xlim(-0.05, 1.05)
         ax.set_yticks(positions, names if ax in axes[::n_columns] else [""] * len(rows))
         ax.invert_yaxis()
         ax.set_xlabel(header)
