@@ -130,9 +130,9 @@ RESULT_DEVIATIONS = (
 
 def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     """One run's result in one JSON object: its seeds and loss, and per simulated model
-    (``keys``: model name -> cache key) the held-out force RMSE vs mapped forces (kJ/mol/nm),
-    the deviations from AA, the stable fraction, ms per force evaluation and the speedup over
-    the teacher ensemble's force evaluation."""
+    (``keys``: model name -> cache key) the held-out force RMSE vs mapped forces (kJ/mol/nm)
+    and, for the student, vs its teacher labels, the deviations from AA, the stable fraction,
+    ms per force evaluation and the speedup over the teacher ensemble's force evaluation."""
     timings = metrics["timings"]["ms_per_force_evaluation"]
     rows = {}
     for model, key in keys.items():
@@ -143,6 +143,8 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
             "ms_per_force_evaluation": timings[model],
             "speedup_vs_ensemble": timings["ensemble"] / timings[model],
         }
+        if "force_rmse_teacher" in metrics["forces"][model]:  # a student: how well it learned
+            row["force_rmse_teacher"] = metrics["forces"][model]["force_rmse_teacher"]
         for name, observable, metric in RESULT_DEVIATIONS:
             value = metrics["observables"].get(observable, {}).get(model, {}).get(metric)
             if value is not None:

@@ -24,6 +24,7 @@ from cgkd.report import RESULT_FILE
 #: Summary columns: (result field, header, format).
 COLUMNS = (
     ("force_rmse_mapped", "force RMSE vs mapped (kJ/mol/nm)", "{:.2f}"),
+    ("force_rmse_teacher", "student force RMSE vs its labels (kJ/mol/nm)", "{:.2f}"),
     ("rdf_mad", "RDF MAD", "{:.4f}"),
     ("adf_jsd", "ADF JSD (bits)", "{:.5f}"),
     ("q6_jsd", "q6 JSD (bits)", "{:.4f}"),
