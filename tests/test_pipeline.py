@@ -101,7 +101,7 @@ def test_stages_are_cached_and_a_loss_sweep_retrains_only_students(quick_run):
         "--multirun",
         "experiment=quick",
         "progress=false",
-        "loss.w_E=0.0,1.0",
+        "loss.w_eps=0.5,1.0",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=1",
         cwd=quick_run,
@@ -397,9 +397,10 @@ def test_compare_builds_one_report_over_runs(quick_run, tmp_path):
 
 @pytest.mark.slow
 def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run):
-    """A multirun over the student's loss and the seed (joblib launcher), the teachers simulated
-    too: every job writes its one-line result, `cgkd summarize` groups them into mean +- std rows (each model
-    counted once per seed), and the single-teacher labels are that teacher's own forces."""
+    """A multirun over the student's loss and the seed (joblib launcher), the teachers
+    simulated too: every job writes its one-line result, `cgkd summarize` groups them into
+    mean +- std rows (each model counted once per seed), and the single-teacher labels are
+    that teacher's own forces."""
     import torch
     from omegaconf import OmegaConf
 
