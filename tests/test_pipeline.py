@@ -467,7 +467,7 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
         assert np.all(targets["force_std"] == 0.0)
         teachers = OmegaConf.load(label / "config.yaml")["teachers"]
         record = json.loads((quick_run / "cache" / f"teach-{teachers}" / "done.json").read_text())
-        member, _ = load_potential(Path(record["members"][0]["model"]))
+        member, _ = load_potential(quick_run / record["members"][0]["model"])
         frames = read_h5md(next((quick_run / "cache").glob("map-*/cg.h5md")))
         forces, _ = predict_members(
             member,
