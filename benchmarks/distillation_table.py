@@ -56,9 +56,24 @@ TABLE = [
 ]
 
 
-def run_sweep(system: str, seeds: list[int], work: Path, threads: int) -> Path:
-    """One multirun of ``cgkd run`` for ``system``; returns its sweep directory."""
-    sweep = work / f"sweep-{system}"
+def settings(extra: list[str]) -> list[str]:
+    """The table's overrides, those with a key in ``extra`` replaced by ``extra``'s."""
+    keys = {item.split("=", 1)[0] for item in extra}
+    return [item for item in TABLE if item.split("=", 1)[0] not in keys] + extra
+
+
+def run_sweep(
+    system: str,
+    seeds: list[int],
+    work: Path,
+    threads: int,
+    losses: list[str],
+    extra: list[str],
+    name: str,
+) -> Path:
+    """One multirun of ``cgkd run`` for ``system`` (with ``extra`` overrides); returns its
+    sweep directory, ``work/sweep-<name>``."""
+    sweep = work / f"sweep-{name}"
     command = [
         sys.executable,
         "-m",
@@ -66,9 +81,9 @@ def run_sweep(system: str, seeds: list[int], work: Path, threads: int) -> Path:
         "run",
         "--multirun",
         *SYSTEMS[system],
-        *TABLE,
+        *settings(extra),
         f"simulate.threads={threads}",
-        f"loss={','.join(STUDENTS)}",
+        f"loss={','.join(losses)}",
         f"seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={sweep}",
     ]
@@ -87,26 +102,45 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.cwd(), help="where cache/ and sweeps go")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "distillation")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--losses", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra overrides for every run, e.g. student.model.n_features=32",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the sweep and output directories")
     parser.add_argument(
         "--summarize-only", action="store_true", help="only rebuild the tables from the sweeps"
     )
     args = parser.parse_args()
     labels = {name: row for name, row in FIXED.items()}
     labels.update({f"student (loss={loss})": row for loss, row in STUDENTS.items()})
-    command = "python benchmarks/distillation_table.py --system " + " ".join(args.system)
+    options = [f"--seeds {' '.join(map(str, args.seeds))}"]
+    if args.losses != list(STUDENTS):
+        options.append(f"--losses {' '.join(args.losses)}")
+    if args.set:
+        options.append(f"--set {' '.join(args.set)}")
+    if args.tag:
+        options.append(f"--tag {args.tag}")
     for system in args.system:
-        sweep = args.work / f"sweep-{system}"
+        name = f"{system}-{args.tag}" if args.tag else system
+        sweep = args.work / f"sweep-{name}"
         if not args.summarize_only:
-            sweep = run_sweep(system, args.seeds, args.work, args.threads)
+            sweep = run_sweep(
+                system, args.seeds, args.work, args.threads, args.losses, args.set, name
+            )
         rows = summarize([sweep])
+        command = f"python benchmarks/distillation_table.py --system {system} {' '.join(options)}"
         path = write_summary(
             rows,
-            args.output / system,
-            f"Distillation table: {system}",
+            args.output / name,
+            f"Distillation table: {name}",
             labels,
             notes=[
-                f"Regenerate: `{command} --seeds {' '.join(map(str, args.seeds))}`. Settings of "
-                f"every run: `{' '.join(SYSTEMS[system] + TABLE)}` (teachers: the default "
+                f"Regenerate: `{command}`. Settings of every run: "
+                f"`{' '.join(SYSTEMS[system] + settings(args.set))}` (teachers: the default "
                 "ensemble of 4 HIP-NN-TS members, 30 epochs).",
             ],
         )
