@@ -32,6 +32,7 @@ from cgkd.mapping.apply import map_trajectory
 from cgkd.mapping.definition import MappingSpec
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
 from cgkd.models.neighbors import perpendicular_widths
+from cgkd.models.potential import CGPotential
 from cgkd.models.priors import CGTopology, fit_priors
 from cgkd.simulation.export import export_torchscript
 from cgkd.simulation.md import MDSettings, run_replicas
@@ -365,15 +366,13 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         frames = read_h5md(cg["dataset"])
-        loaded = [load_potential(Path(m["model"]))[0] for m in members]
-        ensemble, kwargs = merge_members(
-            [(potential, [m["network"]]) for potential, m in zip(loaded, members, strict=True)]
-        )
+        loaded = _load_members(members)
+        ensemble, kwargs = merge_members(loaded)
         prior = _prior(priors)
         save_potential(out / "ensemble.pt", ensemble, kwargs, prior)
         species = torch.as_tensor(frames.types)
         meta = {"type_names": frames.type_names, "config": _plain(cfg.teacher)}
-        for k, potential in enumerate(loaded):
+        for k, (potential, _) in enumerate(loaded):
             export_torchscript(potential, species, out / f"teacher_{k}.ts", meta)
         export_torchscript(ensemble, species, out / "ensemble.ts", meta)
         plot_loss_curves(
@@ -404,6 +403,14 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
 
     key = {"members": [m["key"] for m in members]}
     return _stage(cfg, "teach", key).run(build)
+
+
+def _load_members(
+    records: list[dict[str, Any]],
+) -> list[tuple[CGPotential, list[dict[str, Any]]]]:
+    """The trained teachers of member stage records, each with its network settings, as
+    ``merge_members`` takes them."""
+    return [(load_potential(Path(m["model"]))[0], [m["network"]]) for m in records]
 
 
 def _train_members(cfg: DictConfig, n_members: int) -> None:
@@ -488,14 +495,7 @@ def _label(
     mean bead and total energies."""
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        if n_teachers == len(teachers["members"]):
-            labeller, _ = load_potential(Path(teachers["dir"]) / "ensemble.pt")
-        else:
-            members = teachers["members"][:n_teachers]
-            loaded = [load_potential(Path(m["model"]))[0] for m in members]
-            labeller, _ = merge_members(
-                [(potential, [m["network"]]) for potential, m in zip(loaded, members, strict=True)]
-            )
+        labeller, _ = merge_members(_load_members(teachers["members"][:n_teachers]))
         targets = label_frames(
             labeller, frames.positions, frames.boxes, frames.types, progress=cfg.progress
         )
