@@ -1,8 +1,9 @@
 """Command line: ``cgkd <stage> [hydra overrides ...]``.
 
 Stages: run (everything, then the report), generate, map, prior, teach-member, teach,
-distill, simulate, analyze (same as run). Overrides and ``--multirun`` are Hydra's, for
-example ``cgkd run experiment=quick``, ``cgkd distill --multirun loss.w_E=0,0.1,1`` or
+sample, screen, distill, simulate, analyze (same as run). Overrides and ``--multirun``
+are Hydra's, for example ``cgkd run experiment=quick``,
+``cgkd distill --multirun loss.w_E=0,0.1,1`` or
 ``cgkd teach-member --multirun teacher.member=0,1,2,3 hydra/launcher=slurm``.
 ``cgkd compare RUN_DIR ...`` builds one report over several runs (see cgkd.comparison);
 ``cgkd summarize SWEEP_DIR ...`` one table, mean +- std over seeds (see cgkd.summary).
@@ -34,7 +35,9 @@ STAGES = {
     "prior": "repulsion, bond and angle priors fitted to the mapped data",
     "teach-member": "one teacher (teacher.member=K); sweep it to train members as jobs",
     "teach": "teacher ensemble trained on mapped forces (reuses trained members)",
-    "distill": "ensemble labels, student and baseline models",
+    "sample": "teacher MD at the sampler's temperatures, labelled: soft targets (two-stage)",
+    "screen": "the reference frames picked for hard targets (two-stage), with descriptors",
+    "distill": "teacher labels, student and baseline models (schedule: single or two_stage)",
     "simulate": "CG MD in OpenMM of simulate.models (student, baseline, teacher, ensemble)",
     "analyze": "same as run",
 }
@@ -103,6 +106,8 @@ def _run_stage(cfg: DictConfig) -> Any:
         "prior": pipeline.prior_stage,
         "teach-member": pipeline.teach_member,
         "teach": pipeline.teach,
+        "sample": pipeline.sample,
+        "screen": pipeline.screen,
         "distill": pipeline.distill,
         "simulate": pipeline.simulate,
     }[cfg.stage]

@@ -17,15 +17,17 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openmm
 import torch
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf
 
+from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md, read_h5md_bonds
 from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
 from cgkd.mapping.apply import map_trajectory
@@ -36,12 +38,14 @@ from cgkd.models.potential import CGPotential
 from cgkd.models.priors import CGTopology, fit_priors
 from cgkd.simulation.export import export_torchscript
 from cgkd.simulation.md import MDSettings, run_replicas
+from cgkd.simulation.sampling import SamplerSettings
 from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
 from cgkd.training.curves import plot_loss_curves
 from cgkd.training.dataset import Splits, Targets, TrainingData
 from cgkd.training.losses import LossWeights
-from cgkd.training.targets import label_frames
+from cgkd.training.screening import METHODS, frame_descriptors, select_frames
+from cgkd.training.teachers import EnsembleTeacher, OpenMMTeacher, Teacher, TorchScriptTeacher
 from cgkd.training.trainer import TrainSettings, evaluate, train_potential
 from cgkd.units import kt
 
@@ -308,7 +312,7 @@ def teach_member(cfg: DictConfig, member: int | None = None) -> dict[str, Any]:
     member = int(member)
     cg, priors = map_stage(cfg), prior_stage(cfg)
     # What makes a member: not which one is asked for, nor how many there are or how they run.
-    ignored = ("member", "n_members", "n_jobs")
+    ignored = ("member", "n_members", "n_jobs", "source", "path")
     teacher = {k: v for k, v in _plain(cfg.teacher).items() if k not in ignored}
     seed = _member_seed(cfg, member)
 
@@ -432,38 +436,73 @@ def _member_job(config: dict[str, Any], member: int, threads: int) -> str:
 
 
 def distill(cfg: DictConfig) -> dict[str, Any]:
-    """Distillation targets from the teachers (``loss.n_teachers`` of the ensemble's members),
-    the student trained on them, and the baseline (student architecture on mapped forces
-    only)."""
-    cg, teachers = map_stage(cfg), teach(cfg)
+    """The student and the baseline (student architecture on mapped forces only).
+
+    ``schedule.kind`` single: the student learns the teacher's labels of the reference frames
+    (``targets``). two_stage: it learns the teacher's labels of teacher-sampled frames
+    (:func:`sample`, ``targets``), then is fine-tuned on the mapped forces of the screened
+    reference frames (:func:`screen`, ``selection``); the baseline trains on those frames alone.
+    """
+    kind = cfg.schedule.kind
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule.kind={kind!r} is unknown; use one of {list(SCHEDULES)}")
+    cg = map_stage(cfg)
     frames = read_h5md(cg["dataset"])
-    targets = _label(cfg, teachers, frames, n_teachers(cfg))
-    student = _train_student(
-        cfg,
-        "student",
-        teachers,
-        frames,
-        student_loss(cfg),
-        targets,
-        {"teachers": teachers["key"], "loss": _plain(cfg.loss)},
-    )
+    splits, prior = reference_splits(cfg, frames), _prior(prior_stage(cfg))
+    teacher = teacher_model(cfg)
+    weights = student_loss(cfg, teacher)
+    inputs = {**teacher.key, "loss": _plain(cfg.loss)}
+    if kind == "single":
+        targets = _label(cfg, teacher, cg, frames)
+        labels = Targets(**np.load(targets["targets"]))
+        data = TrainingData.from_frames(frames, labels)
+        student = _train_student(cfg, "student", data, splits, prior, weights, inputs)
+        baseline = _train_student(
+            cfg,
+            "baseline",
+            TrainingData.from_frames(frames),
+            splits,
+            prior,
+            LossWeights(**_loss_options(cfg.student.train)),
+            {"cg": cg["key"]},
+        )
+        return {"targets": targets, "student": student, "baseline": baseline}
+    soft, selection = sample(cfg), screen(cfg)
+    stage_one = _train_soft_student(cfg, soft, frames, prior, weights, inputs)
+    student = _fine_tune(cfg, stage_one, soft, selection, frames, splits, prior)
+    hard = Splits(np.asarray(selection["indices"]), splits.val, splits.test)
     baseline = _train_student(
         cfg,
         "baseline",
-        teachers,
-        frames,
+        TrainingData.from_frames(frames),
+        hard,
+        prior,
         LossWeights(**_loss_options(cfg.student.train)),
-        None,
-        {"cg": cg["key"]},
+        {"cg": cg["key"], "hard": selection["key"]},
     )
-    return {"targets": targets, "student": student, "baseline": baseline}
+    return {
+        "targets": soft,
+        "selection": selection,
+        "soft_student": stage_one,
+        "student": student,
+        "baseline": baseline,
+    }
 
 
-def student_loss(cfg: DictConfig) -> LossWeights:
+#: Distillation schedules (``schedule.kind``).
+SCHEDULES = ("single", "two_stage")
+
+
+def reference_splits(cfg: DictConfig, frames: Frames) -> Splits:
+    """The reference frames' train/val/test splits (the teachers' and every student's)."""
+    return _splits(cfg, frames.n_frames, cfg.teacher.train)
+
+
+def student_loss(cfg: DictConfig, teacher: Teacher | None = None) -> LossWeights:
     """The student's loss weights: the ``loss`` section with the student's error kind and
-    hierarchicality weight."""
+    hierarchicality weight. With ``teacher``, terms its labels cannot serve are refused."""
     loss = cfg.loss
-    return LossWeights(
+    weights = LossWeights(
         mapped_forces=loss.w_F,
         teacher_forces=loss.w_f,
         energy=loss.w_E,
@@ -471,6 +510,17 @@ def student_loss(cfg: DictConfig) -> LossWeights:
         uncertainty_weighting=loss.uncertainty_weighting,
         **_loss_options(cfg.student.train),
     )
+    if teacher is not None and weights.bead_energies > 0 and not teacher.has_bead_energies:
+        raise ValueError(
+            f"loss.w_eps={loss.w_eps} needs per-bead energies, which a teacher.source="
+            f"{cfg.teacher.source} teacher does not give; set loss.w_eps=0"
+        )
+    if cfg.schedule.kind == "two_stage" and weights.mapped_forces > 0:
+        raise ValueError(
+            f"loss.w_F={loss.w_F}: with schedule=two_stage the soft stage has no mapped forces "
+            "(the hard stage fits them); set loss.w_F=0"
+        )
+    return weights
 
 
 def n_teachers(cfg: DictConfig) -> int:
@@ -488,78 +538,373 @@ def n_teachers(cfg: DictConfig) -> int:
     return int(n_teachers)
 
 
-def _label(
-    cfg: DictConfig, teachers: dict[str, Any], frames: Any, n_teachers: int
-) -> dict[str, Any]:
-    """Labels of every frame by the first ``n_teachers`` members: mean and spread of forces,
-    mean bead and total energies."""
+#: Where teachers come from (``teacher.source``).
+TEACHER_SOURCES = ("ensemble", "torchscript", "openmm")
+
+
+def teacher_model(cfg: DictConfig) -> Teacher:
+    """The teacher of ``teacher.source``: the first ``loss.n_teachers`` members trained here
+    (ensemble), a TorchScript file (torchscript) or an all-atom OpenMM System (openmm)."""
+    source, path = cfg.teacher.source, cfg.teacher.path
+    if source not in TEACHER_SOURCES:
+        raise ValueError(f"teacher.source={source!r} is unknown; use one of {TEACHER_SOURCES}")
+    if source == "torchscript":
+        if path is None:
+            raise ValueError("teacher.source=torchscript needs teacher.path=<model.ts>")
+        return TorchScriptTeacher(Path(path))
+    if source == "openmm":
+        return _openmm_teacher(cfg)
+    teachers, k = teach(cfg), n_teachers(cfg)
+    n_members = len(teachers["members"])
+    key: dict[str, Any] = {"teachers": teachers["key"]}
+    if k != n_members:
+        key["n_teachers"] = k  # the whole ensemble keeps its earlier key
+    labeller, _ = merge_members(_load_members(teachers["members"][:k]))
+    md_model = {1: "teacher_0.ts", n_members: "ensemble.ts"}.get(k)
+    frames = read_h5md(map_stage(cfg)["dataset"])
+    md_path = None if md_model is None else Path(teachers["dir"]) / md_model
+    return EnsembleTeacher(labeller, frames.types, md_path, key)
+
+
+def _openmm_teacher(cfg: DictConfig) -> OpenMMTeacher:
+    """The OpenMM System of ``teacher.path`` (serialized XML), or of the built-in system."""
+    cg = map_stage(cfg)
+    matrices = np.load(Path(cg["dataset"]).with_name("mapping.npz"))
+    n_beads = int(matrices["position_map_shape"][0])
+    identity = np.array_equal(matrices["position_map_indptr"], np.arange(n_beads + 1))
+    if not identity or not np.allclose(matrices["position_map_data"], 1.0):
+        raise ValueError(
+            f"teacher.source=openmm needs one bead per atom, but mapping {cfg.mapping.name!r} "
+            "is not an identity mapping; use e.g. mapping=identity_water"
+        )
+    path = cfg.teacher.path
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"teacher.path={path} does not exist; give a System XML file")
+        text = Path(path).read_text()
+        system = openmm.XmlSerializer.deserialize(text)
+        key = {"openmm_teacher": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    elif cfg.input.trajectory is not None:
+        raise ValueError(
+            "teacher.source=openmm with your own input data needs teacher.path=<system.xml>"
+        )
+    else:
+        system = spec_from_config(_plain(cfg.system), seed=int(cfg.data_seed)).build().system
+        key = {"openmm_teacher": generate(cfg)["key"]}
+    threads = cfg.simulate.threads
+    return OpenMMTeacher(system, matrices["position_map_indices"], key, threads=threads)
+
+
+def _label(cfg: DictConfig, teacher: Teacher, cg: dict[str, Any], frames: Frames) -> dict[str, Any]:
+    """The teacher's labels of every reference frame: forces (mean and spread over members),
+    per-bead and total energies."""
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        labeller, _ = merge_members(_load_members(teachers["members"][:n_teachers]))
-        targets = label_frames(
-            labeller, frames.positions, frames.boxes, frames.types, progress=cfg.progress
-        )
+        targets = teacher.label(frames.positions, frames.boxes, progress=cfg.progress)
         np.savez(out / "targets.npz", **targets.__dict__)
-        record = {
-            "targets": str(out / "targets.npz"),
-            "n_teachers": n_teachers,
-            "mean_force_std": float(targets.force_std.mean()),
-        }
-        return {"teachers": teachers["key"], "n_teachers": n_teachers}, record
+        record = {"targets": str(out / "targets.npz"), **_label_facts(targets)}
+        return key, record
 
-    key: dict[str, Any] = {"teachers": teachers["key"]}
-    if n_teachers != len(teachers["members"]):
-        key["n_teachers"] = n_teachers  # the whole ensemble keeps its earlier key
+    key: dict[str, Any] = dict(teacher.key)
+    if cfg.teacher.source != "ensemble":
+        key["cg"] = cg["key"]  # an ensemble's key already holds its data's
     return _stage(cfg, "label", key).run(build)
+
+
+def _label_facts(targets: Targets) -> dict[str, Any]:
+    return {"mean_force_std": float(targets.force_std.mean())}
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Soft targets: teacher MD (``sampler``) from reference training frames, labelled by the
+    teacher. Writes ``soft.npz`` (positions, boxes, temperatures, runs and the labels)."""
+    cg = map_stage(cfg)
+    teacher = teacher_model(cfg)
+    sampler = {k: v for k, v in _plain(cfg.sampler).items() if k not in ("platform", "threads")}
+    settings = SamplerSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in _plain(cfg.sampler).items()}
+    )
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        frames = read_h5md(cg["dataset"])
+        train = reference_splits(cfg, frames).train
+        starts = train[np.linspace(0, len(train) - 1, settings.starts).round().astype(int)]
+        log.info(
+            "teacher MD: %d runs at %s K, %d frames each",
+            settings.starts * len(settings.temperatures),
+            ", ".join(f"{t:.0f}" for t in settings.temperatures),
+            settings.frames_per_run,
+        )
+        sampled = teacher.sample(
+            frames.positions[starts],
+            frames.boxes[starts],
+            frames.masses,
+            settings,
+            seed=int(cfg.seed),
+            progress=cfg.progress,
+        )
+        for failure in sampled.failures:
+            log.warning("teacher MD stopped early: %s", failure)
+        targets = teacher.label(sampled.positions, sampled.boxes, progress=cfg.progress)
+        np.savez(
+            out / "soft.npz",
+            positions=sampled.positions,
+            boxes=sampled.boxes,
+            temperatures=sampled.temperatures,
+            runs=sampled.runs,
+            **targets.__dict__,
+        )
+        record = {
+            "soft": str(out / "soft.npz"),
+            "n_frames": sampled.n_frames,
+            "start_frames": starts.tolist(),
+            "temperatures": settings.temperatures,
+            "failures": sampled.failures,
+            **_label_facts(targets),
+        }
+        return {"teacher": teacher.key, "sampler": sampler, "cg": cg["key"]}, record
+
+    key = {**teacher.key, "cg": cg["key"], "sampler": sampler, "seed": int(cfg.seed)}
+    return _stage(cfg, "sample", key).run(build)
+
+
+def _soft_frames(soft: dict[str, Any], frames: Frames) -> tuple[Frames, Targets]:
+    """The soft frames as a dataset (teacher forces in place of mapped ones) and their labels."""
+    data = np.load(soft["soft"])
+    targets = Targets(**{name: data[name] for name in Targets.__dataclass_fields__})
+    dataset = Frames(
+        positions=data["positions"],
+        forces=targets.forces,
+        boxes=data["boxes"],
+        times=np.arange(len(data["positions"]), dtype=float),
+        masses=frames.masses,
+        types=frames.types,
+        type_names=frames.type_names,
+    )
+    return dataset, targets
+
+
+def screen(cfg: DictConfig) -> dict[str, Any]:
+    """Hard targets: the reference training frames ``screening`` picks (fps on structural
+    descriptors, teacher disagreement, or random). Writes ``selection.json`` (indices into
+    the dataset, in selection order, with their descriptor values) and ``descriptors.npz``
+    (every candidate's)."""
+    cg = map_stage(cfg)
+    screening = _plain(cfg.screening)
+    method = screening["method"]
+    if method not in METHODS:
+        raise ValueError(f"screening.method={method!r} is unknown; use one of {list(METHODS)}")
+    fraction = float(screening["fraction"])
+    if not 0 < fraction <= 1:
+        raise ValueError(f"screening.fraction={fraction} must be in (0, 1]")
+    scores = None
+    if method == "disagreement":
+        if cfg.teacher.source != "ensemble" or n_teachers(cfg) < 2:
+            raise ValueError(
+                "screening=disagreement needs the spread of several teachers: use "
+                "teacher.source=ensemble with loss.n_teachers > 1 (or null)"
+            )
+        labels = _label(cfg, teacher_model(cfg), cg, read_h5md(cg["dataset"]))
+        scores = np.load(labels["targets"])["force_std"].mean(axis=(1, 2))
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        frames = read_h5md(cg["dataset"])
+        candidates = reference_splits(cfg, frames).train
+        n_pick = max(1, round(fraction * len(candidates)))
+        descriptors = frame_descriptors(
+            frames.positions[candidates],
+            frames.boxes[candidates],
+            frames.types,
+            frames.type_names,
+            r_max=float(screening["r_max"]),
+            n_bins=int(screening["n_bins"]),
+        )
+        picked = select_frames(
+            method,
+            n_pick,
+            descriptors=descriptors.values,
+            scores=None if scores is None else scores[candidates],
+            seed=int(cfg.seed),
+        )
+        np.savez(
+            out / "descriptors.npz",
+            frames=candidates,
+            values=descriptors.values,
+            names=np.asarray(descriptors.names),
+        )
+        selection = {
+            "method": method,
+            "fraction": fraction,
+            "n_candidates": len(candidates),
+            "indices": candidates[picked].tolist(),
+            "descriptor_names": descriptors.names,
+            "descriptors": descriptors.values[picked].tolist(),
+            **({"scores": scores[candidates][picked].tolist()} if scores is not None else {}),
+        }
+        _write_json(out / "selection.json", selection)
+        log.info("screening (%s): %d of %d training frames", method, n_pick, len(candidates))
+        record = {
+            "selection": str(out / "selection.json"),
+            "indices": selection["indices"],
+            "n_selected": n_pick,
+        }
+        return {"screening": screening, "cg": cg["key"]}, record
+
+    key = {"cg": cg["key"], "screening": screening, "seed": int(cfg.seed)}
+    if method == "disagreement":
+        key["teacher"] = teacher_model(cfg).key
+    return _stage(cfg, "screen", key).run(build)
+
+
+def _train_soft_student(
+    cfg: DictConfig,
+    soft: dict[str, Any],
+    frames: Frames,
+    prior: dict[str, Any] | None,
+    weights: LossWeights,
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """Stage 1: the student on the soft targets (split into train/val/test by the student's
+    fractions), ``schedule.soft.epochs`` epochs."""
+    dataset, targets = _soft_frames(soft, frames)
+    train = cfg.student.train
+    splits = Splits.random(dataset.n_frames, train.val_fraction, train.test_fraction, cfg.seed)
+    epochs = int(cfg.schedule.soft.epochs)
+    return _train_student(
+        cfg,
+        "soft_student",
+        TrainingData.from_frames(dataset, targets),
+        splits,
+        prior,
+        weights,
+        {**inputs, "soft": soft["key"], "epochs": epochs},
+        settings=replace(_settings(train, cfg.seed), epochs=epochs),
+    )
+
+
+def _fine_tune(
+    cfg: DictConfig,
+    stage_one: dict[str, Any],
+    soft: dict[str, Any],
+    selection: dict[str, Any],
+    frames: Frames,
+    splits: Splits,
+    prior: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Stage 2: the stage-1 student fine-tuned on the hard frames' mapped forces with
+    ``schedule.hard.soft_per_hard`` soft frames per hard frame mixed in (their labels as the
+    force targets), at ``schedule.hard.learning_rate_factor`` times the learning rate.
+    Validation and test: the reference splits' mapped forces."""
+    hard_cfg = _plain(cfg.schedule.hard)
+    soft_frames, _ = _soft_frames(soft, frames)
+    hard = np.asarray(selection["indices"])
+    n_mix = min(soft_frames.n_frames, round(float(hard_cfg["soft_per_hard"]) * len(hard)))
+    mixed = np.linspace(0, soft_frames.n_frames - 1, n_mix).round().astype(int) if n_mix else []
+    parts = [frames.select(hard), soft_frames.select(mixed), frames.select(splits.val)]
+    parts.append(frames.select(splits.test))
+    combined = _concatenate(parts)
+    sizes = np.cumsum([0] + [part.n_frames for part in parts])
+    tune = Splits(
+        train=np.arange(sizes[2]),
+        val=np.arange(sizes[2], sizes[3]),
+        test=np.arange(sizes[3], sizes[4]),
+    )
+    base = _settings(cfg.student.train, cfg.seed)
+    settings = replace(
+        base,
+        epochs=int(hard_cfg["epochs"]),
+        learning_rate=base.learning_rate * float(hard_cfg["learning_rate_factor"]),
+    )
+    return _train_student(
+        cfg,
+        "student",
+        TrainingData.from_frames(combined),
+        tune,
+        prior,
+        LossWeights(**_loss_options(cfg.student.train)),
+        {"soft_student": stage_one["key"], "hard": selection["key"], "hard_cfg": hard_cfg},
+        settings=settings,
+        start=Path(stage_one["checkpoint"]),
+        extra={"n_hard": len(hard), "n_soft_mixed": int(n_mix)},
+    )
+
+
+def _concatenate(parts: list[Frames]) -> Frames:
+    """Frames of one system, one after another."""
+    first = parts[0]
+    return Frames(
+        positions=np.concatenate([p.positions for p in parts]),
+        forces=np.concatenate([p.forces for p in parts]),
+        boxes=np.concatenate([p.boxes for p in parts]),
+        times=np.concatenate([p.times for p in parts]),
+        masses=first.masses,
+        types=first.types,
+        type_names=first.type_names,
+    )
 
 
 def _train_student(
     cfg: DictConfig,
     name: str,
-    teachers: dict[str, Any],
-    frames: Any,
+    data: TrainingData,
+    splits: Splits,
+    prior: dict[str, Any] | None,
     weights: LossWeights,
-    targets: dict[str, Any] | None,
     inputs: dict[str, Any],
+    *,
+    settings: TrainSettings | None = None,
+    start: Path | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A student-architecture model trained on ``data``: from scratch, or fine-tuned from the
+    saved model ``start``. Saved (``<name>.pt``), exported (``<name>.ts``) and cached."""
     student = _plain(cfg.student)
+    settings = settings or _settings(cfg.student.train, cfg.seed)
+    type_names = map_stage(cfg)["type_names"]
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        labels = None if targets is None else Targets(**np.load(targets["targets"]))
-        data = TrainingData.from_frames(frames, labels)
-        splits = Splits.from_dict(teachers["splits"])
-        network = {**student["model"], "n_species": len(frames.type_names)}
-        potential = build_potential([network], teachers["prior"], seeds=[cfg.seed])
+        extra_facts: dict[str, float] = {}  # with start: its test error before fine-tuning
+        network = {**student["model"], "n_species": len(type_names)}
+        if start is None:
+            potential = build_potential([network], prior, seeds=[cfg.seed])
+        else:
+            potential = load_potential(start)[0]
+            before = evaluate(potential, data, splits.test)["force_rmse_mapped"]
+            extra_facts["start_force_rmse_mapped"] = before
         result = train_potential(
             potential,
             data,
             splits,
             weights,
-            _settings(cfg.student.train, cfg.seed),
+            settings,
             description=name,
             progress=cfg.progress,
             checkpoint=out / "checkpoint.pt",
+            fine_tune=start is not None,
         )
-        save_potential(
-            out / f"{name}.pt", potential, [network], teachers["prior"], {"history": result.history}
-        )
+        save_potential(out / f"{name}.pt", potential, [network], prior, {"history": result.history})
         export_torchscript(
             potential,
-            torch.as_tensor(frames.types),
+            data.species,
             out / f"{name}.ts",
-            {"type_names": frames.type_names, "config": student, "loss_weights": asdict(weights)},
+            {"type_names": type_names, "config": student, "loss_weights": asdict(weights)},
         )
         plot_loss_curves({name: result.history}, out / "loss.png", title=name)
         record = {
             "model": str(out / f"{name}.ts"),
+            "checkpoint": str(out / f"{name}.pt"),
             "best_epoch": result.best_epoch,
             "seconds": result.seconds,
+            **(extra or {}),
+            **extra_facts,
             **result.test_metrics,
             "history": result.history,
         }
         return {**inputs, "student": student}, record
 
-    key = {**inputs, "student": student, "prior": teachers["prior"], "seed": cfg.seed}
+    key = {**inputs, "student": student, "prior": prior, "seed": cfg.seed}
+    if settings != _settings(cfg.student.train, cfg.seed):
+        key["settings"] = asdict(settings)
     return _stage(cfg, name, key).run(build, keep=("checkpoint.pt",))
 
 
@@ -569,8 +914,8 @@ SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble")
 
 def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """The exported model (``model``: a TorchScript file) and cache ``key`` of every model
-    named in ``simulate.models``: student, baseline, teacher (the first member alone) and
-    ensemble (the teachers' mean)."""
+    named in ``simulate.models``: student, baseline, teacher (the first member alone, or a
+    teacher.source=torchscript file) and ensemble (the teachers' mean)."""
     names = list(cfg.simulate.models)
     unknown = [name for name in names if name not in SIMULATED_MODELS]
     if unknown or not names:
@@ -578,17 +923,28 @@ def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"simulate.models={names} names no model or unknown ones {unknown}; "
             f"choose from {', '.join(SIMULATED_MODELS)}"
         )
-    teachers, distilled = teach(cfg), distill(cfg)
-    exported = {
-        "teacher": Path(teachers["dir"]) / "teacher_0.ts",
-        "ensemble": Path(teachers["dir"]) / "ensemble.ts",
-    }
+    source = cfg.teacher.source
+    external = {"torchscript": ["ensemble"], "openmm": ["teacher", "ensemble"]}.get(source, [])
+    if refused := [name for name in names if name in external]:
+        raise ValueError(
+            f"simulate.models has {refused} but teacher.source={source} has no such CG model; "
+            "leave them out (an all-atom teacher's own MD is the reference)"
+        )
+    distilled = distill(cfg)
     models = {}
     for name in names:
-        if name in exported:
-            models[name] = {"model": str(exported[name]), "key": f"{teachers['key']}-{name}"}
-        else:
+        if name in ("student", "baseline"):
             models[name] = {"model": distilled[name]["model"], "key": distilled[name]["key"]}
+        elif source == "torchscript":
+            digest = TorchScriptTeacher(Path(cfg.teacher.path)).key["torchscript_teacher"]
+            models[name] = {"model": str(cfg.teacher.path), "key": f"{digest}-teacher"}
+        else:
+            teachers = teach(cfg)
+            exported = "teacher_0.ts" if name == "teacher" else "ensemble.ts"
+            models[name] = {
+                "model": str(Path(teachers["dir"]) / exported),
+                "key": f"{teachers['key']}-{name}",
+            }
     return models
 
 

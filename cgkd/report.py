@@ -45,7 +45,8 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ``dynamics``, ``cdf``; PNG and SVG), ``training.png`` and ``report.md``."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    aa, cg, teachers = pipeline.generate(cfg), pipeline.map_stage(cfg), pipeline.teach(cfg)
+    aa, cg = pipeline.generate(cfg), pipeline.map_stage(cfg)
+    teachers = pipeline.teach(cfg) if cfg.teacher.source == "ensemble" else None
     models, runs = pipeline.distill(cfg), pipeline.simulate(cfg)
     frames = read_h5md(cg["dataset"])
     settings = OmegaConf.to_container(cfg.analysis, resolve=True)
@@ -64,8 +65,10 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             curves[name] = evaluate(settings, replicas, progress=cfg.progress)
     deviations = compare_sources(curves, REFERENCE)
     figures = plot_sources(curves, output_dir)
-    histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(teachers["members"])}
-    histories.update({name: models[name]["history"] for name in ("student", "baseline")})
+    members = teachers["members"] if teachers else []
+    histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(members)}
+    trained = ("soft_student", "student", "baseline")
+    histories.update({name: models[name]["history"] for name in trained if name in models})
     plot_loss_curves(histories, output_dir / "training.png", title=cfg.system.name)
     timing = _timings(cfg, teachers, models, frames)
     metrics = {
@@ -73,11 +76,15 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "observables": deviations,
         "scalars": scalars(curves),
         "forces": {
-            "teachers": [
-                {k: v for k, v in m.items() if k != "history"} for m in teachers["members"]
-            ],
-            "teacher": _test_metrics(teachers["members"][0]),
-            "ensemble": teachers["ensemble"],
+            **(
+                {
+                    "teachers": [{k: v for k, v in m.items() if k != "history"} for m in members],
+                    "teacher": _test_metrics(members[0]),
+                    "ensemble": teachers["ensemble"],
+                }
+                if teachers
+                else {}
+            ),
             "student": _test_metrics(models["student"]),
             "baseline": _test_metrics(models["baseline"]),
             "ensemble_mean_force_std": models["targets"]["mean_force_std"],
@@ -141,8 +148,11 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
             "force_rmse_mapped": metrics["forces"][model]["force_rmse_mapped"],
             "stable_fraction": metrics["stability"][model]["stable_fraction"],
             "ms_per_force_evaluation": timings[model],
-            "speedup_vs_ensemble": timings["ensemble"] / timings[model],
         }
+        for reference in ("ensemble", "teacher"):
+            if reference in timings:  # the cgkd ensemble, else an external TorchScript teacher
+                row[f"speedup_vs_{reference}"] = timings[reference] / timings[model]
+                break
         if "force_rmse_teacher" in metrics["forces"][model]:  # a student: how well it learned
             row["force_rmse_teacher"] = metrics["forces"][model]["force_rmse_teacher"]
         for name, observable, metric in RESULT_DEVIATIONS:
@@ -156,7 +166,23 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
         "data_seed": int(cfg.data_seed),
         "loss": OmegaConf.to_container(cfg.loss, resolve=True),
         "n_members": int(cfg.teacher.n_members),
+        "teacher": cfg.teacher.source,
+        "schedule": cfg.schedule.kind,
+        **_two_stage_facts(cfg, metrics["forces"]["student"]),
         "models": rows,
+    }
+
+
+def _two_stage_facts(cfg: DictConfig, student: dict[str, Any]) -> dict[str, Any]:
+    """How many hard frames and how picked, and the soft-stage student's held-out error
+    (nothing for the single schedule)."""
+    if cfg.schedule.kind == "single":
+        return {}
+    return {
+        "screening": cfg.screening.method,
+        "n_hard": student["n_hard"],
+        "n_soft_mixed": student["n_soft_mixed"],
+        "soft_only_force_rmse_mapped": student["start_force_rmse_mapped"],
     }
 
 
@@ -165,20 +191,30 @@ def _test_metrics(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timings(
-    cfg: DictConfig, teachers: dict[str, Any], models: dict[str, Any], frames: Any
+    cfg: DictConfig, teachers: dict[str, Any] | None, models: dict[str, Any], frames: Any
 ) -> dict[str, float]:
+    """ms per force evaluation of the student, the baseline and the CG teachers."""
     files = {
-        "teacher": Path(teachers["dir"]) / "teacher_0.ts",
-        "ensemble": Path(teachers["dir"]) / "ensemble.ts",
         "student": Path(models["student"]["model"]),
         "baseline": Path(models["baseline"]["model"]),
     }
+    if teachers:
+        files["teacher"] = Path(teachers["dir"]) / "teacher_0.ts"
+        files["ensemble"] = Path(teachers["dir"]) / "ensemble.ts"
+    elif cfg.teacher.source == "torchscript":
+        files["teacher"] = Path(cfg.teacher.path)
     return {
         name: time_force_evaluation(
             path, frames.positions[-1], frames.boxes[-1], frames.masses, cfg.analysis.timing_repeats
         )
         for name, path in files.items()
     }
+
+
+def _teacher_words(cfg: DictConfig) -> str:
+    if cfg.teacher.source == "ensemble":
+        return f"{cfg.teacher.n_members} teachers"
+    return f"teacher: {cfg.teacher.source} {cfg.teacher.path or cfg.system.name}"
 
 
 def _fmt(value: Any) -> str:
@@ -191,7 +227,8 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
         f"# cgkd report: {cfg.system.name}",
         "",
         f"{metrics['system']['n_beads']} beads, {metrics['system']['n_frames']} mapped AA frames; "
-        f"{cfg.teacher.n_members} teachers; loss weights w_F={cfg.loss.w_F}, w_f={cfg.loss.w_f}, "
+        f"{_teacher_words(cfg)}; {cfg.schedule.kind} schedule; loss weights w_F={cfg.loss.w_F}, "
+        f"w_f={cfg.loss.w_f}, "
         f"w_E={cfg.loss.w_E}, w_eps={cfg.loss.w_eps}.",
         "",
         "## Structure and dynamics versus the AA reference",
@@ -225,9 +262,10 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
         "| model | RMSE vs mapped | RMSE vs teacher mean |",
         "|---|---|---|",
     ]
-    for k, teacher in enumerate(forces["teachers"]):
+    for k, teacher in enumerate(forces.get("teachers", [])):
         lines.append(f"| teacher {k + 1} | {_fmt(teacher['force_rmse_mapped'])} | |")
-    lines.append(f"| ensemble | {_fmt(forces['ensemble']['force_rmse_mapped'])} | |")
+    if "ensemble" in forces:
+        lines.append(f"| ensemble | {_fmt(forces['ensemble']['force_rmse_mapped'])} | |")
     for model in ("student", "baseline"):
         row = forces[model]
         lines.append(

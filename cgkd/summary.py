@@ -33,6 +33,7 @@ COLUMNS = (
     ("stable_fraction", "stable fraction", "{:.2f}"),
     ("ms_per_force_evaluation", "ms per force evaluation", "{:.2f}"),
     ("speedup_vs_ensemble", "speedup vs ensemble", "{:.2f}"),
+    ("speedup_vs_teacher", "speedup vs teacher (TorchScript)", "{:.2f}"),
 )
 #: Models that do not depend on the student's loss, in row order.
 LOSS_FREE = ("baseline", "teacher", "ensemble")

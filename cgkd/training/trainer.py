@@ -187,8 +187,12 @@ def train_potential(
     description: str = "training",
     progress: bool = True,
     checkpoint: Path | None = None,
+    fine_tune: bool = False,
 ) -> TrainResult:
     """Train ``potential`` in place; the best state on the validation set is kept.
+
+    A fresh potential first gets its energy scale and offsets from the data
+    (:func:`prepare_potential`); ``fine_tune`` keeps those of an already trained one.
 
     The validation loss (which drives learning-rate reduction, early stopping and the best
     state) has the same terms as the training loss. With ``checkpoint``, the training state is
@@ -201,7 +205,8 @@ def train_potential(
     """
     torch.manual_seed(settings.seed)
     generator = np.random.default_rng(settings.seed)
-    prepare_potential(potential, data, splits.train)
+    if not fine_tune:
+        prepare_potential(potential, data, splits.train)
     loss_fn = _Loss(data, splits.train, weights)
     optimizer = torch.optim.Adam(potential.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

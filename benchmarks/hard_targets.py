@@ -1,0 +1,232 @@
+"""Two-stage distillation: accuracy and stability against the number of hard-target frames.
+
+For each system one Hydra multirun of ``cgkd run schedule=two_stage`` over the screening
+method (fps, random) and the fraction of the reference training frames that get hard
+(mapped-force) labels. Every run gives two models: the two-stage student (soft targets from
+teacher MD, then fine-tuned on the hard frames) and the single-stage baseline (force matching
+on the same hard frames alone). The soft-stage student alone is the zero-frame point.
+
+- water: the teacher is a pre-trained model of another water model, not fine-tuned: the
+  4-member ensemble trained on TIP3P water (``cgkd teach system=water``), used as a
+  TorchScript file (``teacher.source=torchscript``); the reference (hard targets) is OPC
+  water. This is the second paper's setting: a cheap teacher that is not the reference.
+- reline: the teacher is the run's own ensemble, trained on all reference frames, so the
+  curve shows what the hard stage adds on top of a teacher that has seen everything; it does
+  not test the label saving.
+
+    python benchmarks/hard_targets.py --system water reline
+
+Writes ``docs/two_stage/<system>/curves.{png,svg,json}`` and ``table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cgkd.comparison import hydra_overrides  # noqa: E402
+from cgkd.report import RESULT_FILE  # noqa: E402
+
+#: Settings of every run: 12 student epochs per stage, 10 ps of CG MD per model.
+COMMON = [
+    "data_seed=0",
+    "schedule=two_stage",
+    "student.train.epochs=12",
+    "simulate.steps=2000",
+    "simulate.report_interval=50",
+    "simulate.models=[student,baseline]",
+    "progress=false",
+]
+FRACTIONS = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: Per system: its overrides, and the overrides of the run that trains its external teacher.
+SYSTEMS: dict[str, tuple[list[str], list[str] | None]] = {
+    "water": (["system=water_opc"], ["system=water", "data_seed=0", "seed=0"]),
+    "reline": (["experiment=reline", "system.npt_equilibration=50.0"], None),
+}
+
+
+def teacher_file(work: Path, overrides: list[str]) -> Path:
+    """Train (or reuse) the ensemble of ``overrides`` in ``work/cache``; its TorchScript file."""
+    subprocess.run(
+        [sys.executable, "-m", "cgkd.cli", "teach", *overrides, "progress=false"],
+        cwd=work,
+        check=True,
+    )
+    from hydra import compose, initialize_config_dir
+
+    from cgkd import pipeline
+
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=[*overrides, f"cache_dir={work / 'cache'}"])
+    return Path(pipeline.teach(cfg)["dir"]) / "ensemble.ts"
+
+
+def run_sweep(
+    system: str, work: Path, threads: int, seeds: list[int], fractions: list[float]
+) -> Path:
+    """The multirun of ``system`` in ``work/sweep-two-stage-<system>``."""
+    overrides, teacher_run = SYSTEMS[system]
+    if teacher_run is not None:
+        path = teacher_file(work, teacher_run)
+        overrides = [*overrides, "teacher.source=torchscript", f"teacher.path={path}"]
+    sweep = work / f"sweep-two-stage-{system}"
+    command = [
+        sys.executable,
+        "-m",
+        "cgkd.cli",
+        "run",
+        "--multirun",
+        *overrides,
+        *COMMON,
+        f"simulate.threads={threads}",
+        "screening=fps,random",
+        f"screening.fraction={','.join(map(str, fractions))}",
+        f"seed={','.join(map(str, seeds))}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    print(" ".join(command[2:]), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=work, env=env, check=True)
+    print(f"{system}: sweep took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    return sweep
+
+
+def collect(sweep: Path) -> list[dict[str, Any]]:
+    """One point per run: screening, fraction, hard frames, and both models' results."""
+    points = []
+    for result in sorted(sweep.glob(f"*/{RESULT_FILE}")):
+        line = json.loads(result.read_text())
+        overrides = dict(item.split("=", 1) for item in hydra_overrides(result.parent))
+        points.append(
+            {
+                "screening": line["screening"],
+                "fraction": float(overrides["screening.fraction"]),
+                "seed": line["seed"],
+                "n_hard": line["n_hard"],
+                "soft_only_force_rmse_mapped": line["soft_only_force_rmse_mapped"],
+                "student": line["models"]["student"],
+                "baseline": line["models"]["baseline"],
+            }
+        )
+    return points
+
+
+#: Curves: (label, model, screening, style).
+CURVES = (
+    ("two-stage, screened (fps)", "student", "fps", "-o"),
+    ("two-stage, random", "student", "random", "-s"),
+    ("single-stage, screened (fps) frames", "baseline", "fps", "--o"),
+    ("single-stage, random frames", "baseline", "random", "--s"),
+)
+METRICS = (
+    ("force_rmse_mapped", "held-out force RMSE vs mapped (kJ/mol/nm)"),
+    ("rdf_mad", "RDF MAD vs reference"),
+    ("adf_jsd", "ADF JSD (bits)"),
+)
+
+
+def curve(points: list[dict[str, Any]], model: str, screening: str, metric: str) -> list:
+    """[(n_hard, mean, std, stable fraction)] over seeds, by number of hard frames."""
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for point in points:
+        if point["screening"] == screening and metric in point[model]:
+            by_n.setdefault(point["n_hard"], []).append(point[model])
+    return [
+        (
+            n,
+            float(np.mean([r[metric] for r in rows])),
+            float(np.std([r[metric] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
+            float(np.mean([r["stable_fraction"] for r in rows])),
+        )
+        for n, rows in sorted(by_n.items())
+    ]
+
+
+def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
+    """Each metric against the number of hard frames (log axis); hollow: some run unstable."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.2 * len(METRICS), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(METRICS))
+    soft = [p["soft_only_force_rmse_mapped"] for p in points]
+    for ax, (metric, label) in zip(axes, METRICS, strict=True):
+        for name, model, screening, style in CURVES:
+            rows = curve(points, model, screening, metric)
+            if not rows:
+                continue
+            n, mean, std, stable = (np.asarray(c) for c in zip(*rows, strict=True))
+            line = ax.errorbar(n, mean, std, fmt=style, label=name, capsize=3)[0]
+            unstable = stable < 1
+            ax.plot(n[unstable], mean[unstable], "x", color=line.get_color(), ms=10)
+        if metric == "force_rmse_mapped":
+            ax.axhline(np.mean(soft), color="grey", ls=":", label="soft stage only (0 hard)")
+        ax.set_xscale("log")
+        ax.set_xlabel("hard-target (reference) frames")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"{title} (x: a run went unstable)")
+    for suffix in (".png", ".svg"):
+        figure.savefig(out.with_suffix(suffix), dpi=130)
+
+
+def table(points: list[dict[str, Any]], command: str) -> str:
+    """Markdown: every curve's points."""
+    lines = [
+        f"Regenerate: `{command}`",
+        "",
+        "| curve | hard frames | force RMSE vs mapped | RDF MAD | ADF JSD | stable |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    soft = [p["soft_only_force_rmse_mapped"] for p in points]
+    lines.append(f"| soft stage only | 0 | {np.mean(soft):.2f} | | | |")
+    for name, model, screening, _ in CURVES:
+        columns = {metric: curve(points, model, screening, metric) for metric, _ in METRICS}
+        for k, (n, force, _, stable) in enumerate(columns["force_rmse_mapped"]):
+            rdf = columns["rdf_mad"][k][1] if k < len(columns["rdf_mad"]) else float("nan")
+            adf = columns["adf_jsd"][k][1] if k < len(columns["adf_jsd"]) else float("nan")
+            lines.append(f"| {name} | {n} | {force:.2f} | {rdf:.4f} | {adf:.5f} | {stable:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", nargs="+", choices=sorted(SYSTEMS), default=sorted(SYSTEMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--work", type=Path, default=Path.cwd(), help="where cache/ and sweeps go")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "two_stage")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    parser.add_argument("--plot-only", action="store_true", help="only redraw from the sweeps")
+    args = parser.parse_args()
+    for system in args.system:
+        sweep = args.work / f"sweep-two-stage-{system}"
+        if not args.plot_only:
+            sweep = run_sweep(system, args.work, args.threads, args.seeds, args.fractions)
+        points = collect(sweep)
+        out = args.output / system
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "curves.json").write_text(json.dumps(points, indent=1))
+        plot(points, f"two-stage distillation: {system}", out / "curves")
+        seeds, fractions = " ".join(map(str, args.seeds)), " ".join(map(str, args.fractions))
+        command = (
+            f"python benchmarks/hard_targets.py --system {system} --seeds {seeds} "
+            f"--fractions {fractions}"
+        )
+        (out / "table.md").write_text(table(points, command))
+        print((out / "table.md").read_text(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Teachers: whatever labels frames with forces and energies and can run MD to sample them.
+
+Three kinds, one interface (:class:`Teacher`):
+
+- :class:`EnsembleTeacher`: members trained by cgkd; labels carry the members' mean and
+  spread of forces and their mean per-bead energies.
+- :class:`TorchScriptTeacher`: any TorchScript file with the OpenMM-Torch contract
+  ``forward(positions[N, 3], box[3, 3]) -> energy`` (nm, kJ/mol), e.g. a model trained
+  elsewhere; forces are minus its gradient. A ``bead_energies`` method is used when present.
+- :class:`OpenMMTeacher`: an OpenMM System of the same particles (all-atom, identity mapping),
+  e.g. AMOEBA water: accurate and slow.
+
+Labels of a teacher without per-bead energies split its total energy evenly over the beads
+(``has_bead_energies`` is False); a single teacher's force spread is zero.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# isort: off
+from cgkd.simulation.system import build_system, select_platform  # before openmm
+import openmm
+import openmm.unit as unit
+
+# isort: on
+from tqdm.auto import tqdm
+
+from cgkd.models.potential import CGPotential
+from cgkd.simulation.sampling import SampledFrames, SamplerSettings, sample_md
+from cgkd.training.dataset import Targets
+from cgkd.training.targets import label_frames
+
+
+class Teacher(abc.ABC):
+    """Labels frames and samples configurations by MD. Positions and boxes in nm, bead order
+    of the CG dataset."""
+
+    #: Whether labels hold the teacher's own per-bead energies.
+    has_bead_energies: bool = False
+
+    @property
+    @abc.abstractmethod
+    def key(self) -> dict[str, str]:
+        """What identifies the teacher in cache keys."""
+
+    @abc.abstractmethod
+    def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
+        """Forces, force spread, per-bead and total energies of frames [T, N, 3] in boxes
+        [T, 3, 3]."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        positions: np.ndarray,
+        boxes: np.ndarray,
+        masses: np.ndarray,
+        settings: SamplerSettings,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> SampledFrames:
+        """Teacher MD from the starting frames (bead masses in amu)."""
+
+
+class _TorchScriptMD(Teacher):
+    """Sampling with an exported model file as an OpenMM TorchForce."""
+
+    md_model: Path | None
+
+    def sample(
+        self,
+        positions: np.ndarray,
+        boxes: np.ndarray,
+        masses: np.ndarray,
+        settings: SamplerSettings,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> SampledFrames:
+        if self.md_model is None:
+            raise ValueError(
+                "teacher MD runs a single teacher or the whole ensemble; set loss.n_teachers "
+                "to 1 or null"
+            )
+        system = build_system(str(self.md_model), masses, boxes[0])
+        return sample_md(system, positions, boxes, settings, seed=seed, progress=progress)
+
+
+class EnsembleTeacher(_TorchScriptMD):
+    """cgkd-trained members merged into one potential (``labeller``); ``md_model`` is the
+    exported file of the same members that runs the sampling MD (None: there is none)."""
+
+    has_bead_energies = True
+
+    def __init__(
+        self, labeller: CGPotential, species: np.ndarray, md_model: Path | None, key: dict
+    ):
+        self.labeller, self.species, self.md_model, self._key = labeller, species, md_model, key
+
+    @property
+    def key(self) -> dict[str, str]:
+        return self._key
+
+    def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
+        return label_frames(self.labeller, positions, boxes, self.species, progress=progress)
+
+
+class TorchScriptTeacher(_TorchScriptMD):
+    """A TorchScript potential file with the OpenMM-Torch contract."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"teacher.path={path} does not exist; give a TorchScript file whose "
+                "forward(positions[N,3], box[3,3]) returns the energy (nm, kJ/mol)"
+            )
+        self.md_model = path
+        self.module = torch.jit.load(str(path))
+        self.has_bead_energies = hasattr(self.module, "bead_energies")
+        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+    @property
+    def key(self) -> dict[str, str]:
+        return {"torchscript_teacher": self._digest}
+
+    def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
+        forces, bead_energies, energies = [], [], []
+        for x, box in tqdm(
+            zip(positions, boxes, strict=True),
+            total=len(positions),
+            desc="labelling frames",
+            disable=not progress,
+            unit="frame",
+        ):
+            x_t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+            box_t = torch.tensor(box, dtype=torch.float64)
+            energy = self.module(x_t, box_t)
+            (gradient,) = torch.autograd.grad(energy, x_t)
+            forces.append(-gradient.numpy())
+            energies.append(float(energy.detach()))
+            if self.has_bead_energies:
+                with torch.no_grad():
+                    bead_energies.append(self.module.bead_energies(x_t.detach(), box_t).numpy())
+        return _targets(np.stack(forces), np.asarray(energies), bead_energies or None)
+
+
+class OpenMMTeacher(Teacher):
+    """An OpenMM System whose particles are the beads (identity mapping), in the order
+    ``atom_of_bead`` (bead b is particle ``atom_of_bead[b]``)."""
+
+    def __init__(
+        self,
+        system: openmm.System,
+        atom_of_bead: np.ndarray,
+        key: dict[str, str],
+        *,
+        platform: str = "CPU",
+        threads: int | None = None,
+    ):
+        n_particles = system.getNumParticles()
+        self.atom_of_bead = np.asarray(atom_of_bead, dtype=int)
+        if sorted(self.atom_of_bead.tolist()) != list(range(n_particles)):
+            raise ValueError(
+                f"the OpenMM teacher has {n_particles} particles but the CG dataset's beads are "
+                f"not a one-to-one map of them ({len(self.atom_of_bead)} beads); use an "
+                "identity mapping (one bead per atom, e.g. mapping=identity_water) and a System "
+                "without virtual sites"
+            )
+        self.system, self._key = system, key
+        self.platform, self.threads = platform, threads
+
+    @property
+    def key(self) -> dict[str, str]:
+        return self._key
+
+    def _to_atoms(self, beads: np.ndarray) -> np.ndarray:
+        atoms = np.empty_like(beads)
+        atoms[..., self.atom_of_bead, :] = beads
+        return atoms
+
+    def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
+        platform, properties = select_platform(self.platform, self.threads)
+        context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), platform, properties)
+        forces, energies = [], []
+        for x, box in tqdm(
+            zip(positions, boxes, strict=True),
+            total=len(positions),
+            desc="labelling frames (OpenMM teacher)",
+            disable=not progress,
+            unit="frame",
+        ):
+            context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+            context.setPositions(self._to_atoms(x))
+            state = context.getState(getForces=True, getEnergy=True)
+            force = state.getForces(asNumpy=True).value_in_unit(
+                unit.kilojoule_per_mole / unit.nanometer
+            )
+            forces.append(np.asarray(force)[self.atom_of_bead])
+            energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        return _targets(np.stack(forces), np.asarray(energies), None)
+
+    def sample(
+        self,
+        positions: np.ndarray,
+        boxes: np.ndarray,
+        masses: np.ndarray,
+        settings: SamplerSettings,
+        *,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> SampledFrames:
+        sampled = sample_md(
+            self.system,
+            self._to_atoms(positions),
+            boxes,
+            settings,
+            seed=seed,
+            progress=progress,
+        )
+        sampled.positions = sampled.positions[:, self.atom_of_bead]
+        return sampled
+
+
+def _targets(
+    forces: np.ndarray, energies: np.ndarray, bead_energies: list[np.ndarray] | None
+) -> Targets:
+    """Labels of one teacher: zero spread; without per-bead energies, E / N on every bead."""
+    n_beads = forces.shape[1]
+    if bead_energies is None:
+        per_bead = np.repeat(energies[:, None] / n_beads, n_beads, axis=1)
+    else:
+        per_bead = np.stack(bead_energies).astype(np.float64)
+    return Targets(
+        forces=forces.astype(np.float64),
+        force_std=np.zeros_like(forces, dtype=np.float64),
+        bead_energies=per_bead,
+        energies=energies.astype(np.float64),
+    )
