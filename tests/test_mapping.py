@@ -171,8 +171,8 @@ def test_bead_types_and_errors() -> None:
     assert beads.types.tolist() == [1, 0]
     single = map_molecules(universe, frames, MappingSpec("cg", (BeadKind("all", "residue", "CG"),)))
     assert single.type_names == ["CG"]
-    with pytest.raises(MappingError, match="per='atom' is unknown"):
-        BeadKind("all", "atom")
+    with pytest.raises(MappingError, match=r"per='bond' is unknown; use one of \["):
+        BeadKind("all", "bond")
     with pytest.raises(MappingError, match="topology has 3 atoms but the data have 6"):
         map_molecules(water_universe([0, 0, 0], ("HOH",)), frames)
 
@@ -195,6 +195,46 @@ def test_centre_of_geometry_and_two_beads_per_molecule() -> None:
     np.testing.assert_allclose(
         beads.forces[0], [[10, -2, 3], [-3, 2, -1], [100, 0, -50], [-90, 10, 45]]
     )
+
+
+IDENTITY_WATER = MappingSpec(
+    "identity_water", (BeadKind("name O", "atom", "O"), BeadKind("name H1 H2", "atom", "H"))
+)
+
+
+def test_identity_mapping_keeps_atoms_masses_forces_and_bonds() -> None:
+    """per: atom makes every atom its own bead, ordered like the atoms (beads are sorted by
+    their first atom): M is the identity, masses and forces are unchanged, positions are the
+    atoms' wrapped into the box, and each water's O-H bonds become its 2 CG bonds."""
+    frames = two_waters()
+    universe = water_universe([0, 0, 0, 1, 1, 1], bonds=True)
+    compiled = compile_mapping(IDENTITY_WATER, universe, frames.masses)
+    np.testing.assert_array_equal(compiled.position_map.toarray(), np.eye(6))
+    assert compiled.type_names == ["H", "O"] and compiled.types.tolist() == [1, 0, 0, 1, 0, 0]
+    np.testing.assert_array_equal(compiled.masses, MASSES)
+    assert compiled.bonds.tolist() == [[0, 1], [0, 2], [3, 4], [3, 5]]
+    beads = map_molecules(universe, frames, IDENTITY_WATER)
+    np.testing.assert_array_equal(beads.forces, frames.forces)
+    np.testing.assert_array_equal(beads.masses, frames.masses)
+    np.testing.assert_allclose(beads.positions, frames.positions, atol=1e-12)
+    # Interleaved molecules (A0 B0 A1 B1 A2 B2): the beads still follow the atoms.
+    interleaved = water_universe([0, 1, 0, 1, 0, 1], bonds=True)
+    shuffled = compile_mapping(IDENTITY_WATER, interleaved, frames.masses)
+    np.testing.assert_array_equal(shuffled.position_map.toarray(), np.eye(6))
+    assert shuffled.types.tolist() == [1, 1, 0, 0, 0, 0]
+    assert shuffled.bonds.tolist() == [[0, 2], [0, 4], [1, 3], [1, 5]]
+
+
+def test_identity_water_config_is_the_identity_mapping() -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["mapping=identity_water"])
+    spec = MappingSpec.from_config(OmegaConf.to_container(cfg.mapping, resolve=True))
+    assert (spec.name, spec.beads) == ("identity_water", IDENTITY_WATER.beads)
+    assert (spec.weights, spec.force_map, spec.allow_overlap) == ("mass", "basic", False)
 
 
 def test_mapping_validation_is_one_line() -> None:

@@ -31,8 +31,15 @@ def test_every_system_config_builds_a_spec(name: str) -> None:
 
 
 def test_system_configs_say_what_they_are() -> None:
-    assert set(SYSTEMS) >= {"water", "water_tip4pew", "water_opc", "reline"}
+    assert set(SYSTEMS) >= {"water", "water_tip4pew", "water_opc", "water_amoeba", "reline"}
     assert spec_from_config(system_section("water_opc"), seed=0).water_model == "opc"
+    amoeba = spec_from_config(system_section("water_amoeba"), seed=0)
+    assert (amoeba.water_model, amoeba.polarization, amoeba.timestep) == (
+        "amoeba2018",
+        "mutual",
+        0.0005,
+    )
+    assert amoeba.build().system.getNumConstraints() == 0  # the box fits the 0.6 nm cutoff
     assert spec_from_config(system_section("water_tip4pew"), seed=0).npt_equilibration > 0
     reline = spec_from_config(system_section("reline"), seed=0)
     assert isinstance(reline, RelineSpec) and reline.temperature == 328.0

@@ -1,4 +1,5 @@
-"""All-atom water generation with OpenMM on tiny boxes (80 molecules, 0.6 nm cutoff)."""
+"""All-atom water generation with OpenMM on tiny boxes (80 molecules, 0.6 nm cutoff), and
+the AMOEBA water system on a 30-molecule box."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from openmm import app, unit
 
 from cgkd.io.h5md import read_h5md, read_h5md_config, read_h5md_constraints
 from cgkd.systems.reference_md import GeneratedSystem, generate
-from cgkd.systems.water import WaterBoxSpec
+from cgkd.systems.water import AMOEBA_INDUCED_EPSILON, POLARIZATIONS, WaterBoxSpec
 
 TINY = WaterBoxSpec(
     n_molecules=80,
@@ -54,6 +55,12 @@ def test_files_and_summary(generated: GeneratedSystem) -> None:
     assert stored["ns_per_day"] == pytest.approx(generated.ns_per_day)
     universe = MDAnalysis.Universe(str(generated.topology))
     assert universe.atoms.n_atoms == 240
+    # Water's O-H bonds are written as CONECT records (OpenMM's writer skips them).
+    assert len(universe.bonds) == 160
+    assert {tuple(sorted(bond.atoms.names)) for bond in universe.bonds} == {
+        ("H1", "O"),
+        ("H2", "O"),
+    }
     np.testing.assert_allclose(universe.dimensions[:3], 10 * edge, atol=1e-2)
 
 
@@ -188,3 +195,90 @@ def test_npt_phase_sets_the_box_to_its_mean_density(four_site: GeneratedSystem) 
     assert 0.8 < four_site.density_g_cm3 < 1.2
     frames = read_h5md(four_site.trajectory)
     assert not np.allclose(frames.boxes[0], np.eye(3) * 1.3215, atol=1e-4)  # the box moved
+
+
+#: 30 AMOEBA waters: a 0.966 nm box, just over twice the 0.45 nm cutoff.
+AMOEBA = WaterBoxSpec(
+    n_molecules=30,
+    nonbonded_cutoff=0.45,
+    water_model="amoeba2018",
+    timestep=0.0005,
+    production=0.02,
+    save_interval=40,
+)
+
+
+@pytest.mark.parametrize("polarization", POLARIZATIONS)
+def test_amoeba_water_is_flexible_and_polarizable(polarization: str) -> None:
+    built = dataclasses.replace(AMOEBA, polarization=polarization).build()
+    system = built.system
+    assert system.getNumParticles() == 90 and system.getNumConstraints() == 0
+    assert built.facts["polarization"] == polarization
+    multipoles = [f for f in system.getForces() if isinstance(f, openmm.AmoebaMultipoleForce)]
+    assert len(multipoles) == 1
+    multipole = multipoles[0]
+    expected = {
+        "mutual": openmm.AmoebaMultipoleForce.Mutual,
+        "extrapolated": openmm.AmoebaMultipoleForce.Extrapolated,
+        "direct": openmm.AmoebaMultipoleForce.Direct,
+    }
+    assert multipole.getPolarizationType() == expected[polarization]
+    assert multipole.getNonbondedMethod() == openmm.AmoebaMultipoleForce.PME
+    assert multipole.getMutualInducedTargetEpsilon() == AMOEBA_INDUCED_EPSILON
+    assert multipole.getCutoffDistance().value_in_unit(unit.nanometer) == pytest.approx(0.45)
+    (vdw,) = [f for f in system.getForces() if isinstance(f, openmm.AmoebaVdwForce)]
+    assert vdw.getCutoffDistance().value_in_unit(unit.nanometer) == pytest.approx(0.45)
+    # AMOEBA's bonded forces without terms in water (slow to compile) are dropped.
+    names = sorted(type(force).__name__ for force in system.getForces())
+    assert names == [
+        "AmoebaMultipoleForce",
+        "AmoebaVdwForce",
+        "CMMotionRemover",
+        "CustomAngleForce",
+        "CustomBondForce",
+        "HarmonicBondForce",
+    ]
+    # The rigid models are built as before: constraints, no polarization fact.
+    rigid = dataclasses.replace(TINY, n_molecules=30, nonbonded_cutoff=0.45).build()
+    assert rigid.system.getNumConstraints() == 90 and "polarization" not in rigid.facts
+
+
+@pytest.mark.parametrize(("polarization", "tolerance"), [("direct", 1e-5), ("mutual", 2e-4)])
+def test_amoeba_forces_are_minus_the_energy_gradient(polarization: str, tolerance: float) -> None:
+    """Forces (Reference platform) equal central differences of the energy along random
+    directions (h = 1e-4 nm), relative to the RMS force. Direct polarization is exact to ~1e-6;
+    mutual dipoles are converged to 1e-5 Debye only, which leaves ~5e-5 of noise."""
+    built = dataclasses.replace(AMOEBA, polarization=polarization).build()
+    platform = openmm.Platform.getPlatformByName("Reference")
+    context = openmm.Context(built.system, openmm.VerletIntegrator(0.0005), platform)
+    x = built.positions
+    context.setPositions(x)
+    forces = context.getState(forces=True).getForces(asNumpy=True)
+    forces = forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    scale = np.sqrt(np.mean(forces**2))
+    assert scale > 100.0
+    h = 1e-4
+    for direction in np.random.default_rng(0).normal(size=(4, *x.shape)):
+        direction /= np.linalg.norm(direction)
+        energies = []
+        for sign in (1.0, -1.0):
+            context.setPositions(x + sign * h * direction)
+            state = context.getState(energy=True)
+            energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        derivative = -(energies[0] - energies[1]) / (2 * h)
+        assert derivative == pytest.approx(np.sum(forces * direction), abs=tolerance * scale)
+
+
+def test_amoeba_polarization_is_validated() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^WaterBoxSpec.polarization 'induced' is unknown; use one of "
+        r"\['mutual', 'extrapolated', 'direct'\]$",
+    ):
+        dataclasses.replace(AMOEBA, polarization="induced")
+    with pytest.raises(
+        ValueError,
+        match=r"^WaterBoxSpec.polarization 'direct' only applies to AMOEBA water "
+        r"\['amoeba2018'\]; leave it at 'mutual' for tip3p$",
+    ):
+        WaterBoxSpec(polarization="direct")

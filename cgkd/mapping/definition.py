@@ -1,8 +1,9 @@
 """Bead definitions from config, compiled to a sparse linear position map.
 
 A mapping (``conf/mapping/*.yaml``) lists bead kinds. Each has an MDAnalysis selection, and
-the selected atoms are split into one bead per residue, per fragment (bonded cluster) or per
-molecule (atoms linked by bonds or a shared residue)::
+the selected atoms are split into one bead per residue, per fragment (bonded cluster), per
+molecule (atoms linked by bonds or a shared residue) or per atom (the identity mapping of an
+all-atom model, ``conf/mapping/identity_water.yaml``)::
 
     name: reline_multibead
     weights: mass            # bead position = centre of mass ("geometry": centre of geometry)
@@ -15,6 +16,8 @@ A bead kind without a ``name`` is named after the residue names of its atoms (jo
 "-"), so ``{select: all, per: molecule}`` is one bead per molecule named by its residues.
 :func:`compile_mapping` turns the definition and a topology into a :class:`CompiledMapping`:
 the position map M (beads x atoms, rows summing to 1), bead species, masses and molecules.
+Beads are ordered by their first atom, so a mapping with one bead per atom keeps the atoms'
+order.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from scipy.sparse.csgraph import connected_components
 from cgkd.mapping.force_maps import FORCE_MAPS
 from cgkd.mapping.molecules import atom_bonds, molecule_labels, reference_atoms
 
-#: How the atoms of one bead kind are split into beads.
-GROUPINGS = ("residue", "fragment", "molecule")
+#: How the atoms of one bead kind are split into beads ("atom": each atom its own bead).
+GROUPINGS = ("residue", "fragment", "molecule", "atom")
 
 #: How atoms are weighted in a bead's position.
 WEIGHTS = ("mass", "geometry")
@@ -57,7 +60,8 @@ class UnbondedBeadsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class BeadKind:
-    """One kind of bead: an MDAnalysis selection split ``per`` residue, fragment or molecule."""
+    """One kind of bead: an MDAnalysis selection split ``per`` residue, fragment, molecule or
+    atom (``per="atom"``: each selected atom is a bead of its own)."""
 
     select: str
     per: str = "residue"
@@ -210,7 +214,11 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
             "the topology they were made with"
         )
     molecules = molecule_labels(universe)
-    groupings = {"residue": universe.atoms.resindices, "molecule": molecules}
+    groupings = {
+        "residue": universe.atoms.resindices,
+        "molecule": molecules,
+        "atom": np.arange(n_atoms),
+    }
     rows: list[np.ndarray] = []
     names: list[str] = []
     resnames = universe.atoms.resnames

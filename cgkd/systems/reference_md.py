@@ -15,6 +15,7 @@ molecules whole again either way. Every file appears under its final name only o
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -319,12 +320,28 @@ def _real_constraints(system: openmm.System, real: np.ndarray) -> np.ndarray:
 def _write_topology(
     topology: app.Topology, real: np.ndarray, positions: np.ndarray, box: np.ndarray, out_dir: Path
 ) -> Path:
-    """PDB of the real atoms at ``positions`` (nm) with the box and bonds (CONECT records)."""
+    """PDB of the real atoms at ``positions`` (nm) with the box and every bond as CONECT records
+    (OpenMM's writer leaves out bonds within standard residues, such as water's O-H)."""
     modeller = app.Modeller(topology, np.zeros((topology.getNumAtoms(), 3)) * unit.nanometer)
     keep = set(real.tolist())
     modeller.delete([atom for atom in topology.atoms() if atom.index not in keep])
     modeller.topology.setPeriodicBoxVectors(box * unit.nanometer)
+    text = io.StringIO()
+    app.PDBFile.writeFile(modeller.topology, positions * unit.nanometer, text)
+    lines = [
+        line for line in text.getvalue().splitlines() if line != "END" and line[:6] != "CONECT"
+    ]
+    serials = [line[6:11] for line in lines if line[:6] in ("ATOM  ", "HETATM")]
+    partners: dict[int, list[int]] = {}
+    for bond in modeller.topology.bonds():
+        i, j = bond.atom1.index, bond.atom2.index
+        partners.setdefault(i, []).append(j)
+        partners.setdefault(j, []).append(i)
+    for i in sorted(partners):
+        for start in range(0, len(partners[i]), 4):
+            bonded = "".join(serials[j] for j in partners[i][start : start + 4])
+            lines.append(f"CONECT{serials[i]}{bonded}")
     path = out_dir / "aa_topology.pdb"
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        app.PDBFile.writeFile(modeller.topology, positions * unit.nanometer, handle)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join([*lines, "END", ""]))
     return path
