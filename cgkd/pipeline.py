@@ -1,5 +1,7 @@
 """The stages chained, each one cached: generate -> map -> prior -> teacher members -> teach
--> distill -> simulate -> analyze.
+-> distill -> simulate -> analyze. With ``schedule=two_stage``, distill first runs sample
+(teacher MD, labelled: soft targets) and screen (the reference frames that get hard labels);
+the teacher is the ensemble trained here or an external one (``teacher.source``).
 
 Every stage writes into ``<cache_dir>/<stage>-<key>/`` where the key hashes the
 configuration that determines its result (its own section plus its inputs' keys), so
@@ -591,8 +593,13 @@ def _openmm_teacher(cfg: DictConfig) -> OpenMMTeacher:
     else:
         system = spec_from_config(_plain(cfg.system), seed=int(cfg.data_seed)).build().system
         key = {"openmm_teacher": generate(cfg)["key"]}
-    threads = cfg.simulate.threads
-    return OpenMMTeacher(system, matrices["position_map_indices"], key, threads=threads)
+    return OpenMMTeacher(
+        system,
+        matrices["position_map_indices"],
+        key,
+        bonds=read_h5md_bonds(cg["dataset"]),
+        threads=cfg.simulate.threads,
+    )
 
 
 def _label(cfg: DictConfig, teacher: Teacher, cg: dict[str, Any], frames: Frames) -> dict[str, Any]:
@@ -621,9 +628,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     cg = map_stage(cfg)
     teacher = teacher_model(cfg)
     sampler = {k: v for k, v in _plain(cfg.sampler).items() if k not in ("platform", "threads")}
-    settings = SamplerSettings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in _plain(cfg.sampler).items()}
-    )
+    settings = sampler_settings(cfg)
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         frames = read_h5md(cg["dataset"])
@@ -666,6 +671,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
     key = {**teacher.key, "cg": cg["key"], "sampler": sampler, "seed": int(cfg.seed)}
     return _stage(cfg, "sample", key).run(build)
+
+
+def sampler_settings(cfg: DictConfig) -> SamplerSettings:
+    """The teacher MD settings of the ``sampler`` section."""
+    sampler = _plain(cfg.sampler)
+    return SamplerSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in sampler.items()}
+    )
 
 
 def _soft_frames(soft: dict[str, Any], frames: Frames) -> tuple[Frames, Targets]:

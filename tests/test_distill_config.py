@@ -10,9 +10,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from cgkd import pipeline
+from cgkd.models.checkpoint import build_potential
+from cgkd.training.screening import METHODS
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(path.stem for path in (CONF / "loss").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+SCREENINGS = sorted(path.stem for path in (CONF / "screening").glob("*.yaml"))
 
 
 def config(*overrides: str) -> DictConfig:
@@ -54,3 +58,39 @@ def test_bad_teacher_count_and_models_are_one_line_errors(tmp_path) -> None:
 def test_data_seed_follows_seed_unless_set() -> None:
     assert config("seed=3").data_seed == 3
     assert config("seed=3", "data_seed=0").data_seed == 0
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("screening", SCREENINGS)
+def test_every_experiment_composes_the_two_stage_groups(experiment: str, screening: str) -> None:
+    """Each experiment with each screening preset: valid sampler settings, a known screening
+    method and schedule, student weights, and a student network that builds."""
+    cfg = config(f"experiment={experiment}", "schedule=two_stage", f"screening={screening}")
+    settings = pipeline.sampler_settings(cfg)
+    assert settings.temperatures[0] == pytest.approx(cfg.simulate.temperature)
+    assert settings.timestep == cfg.simulate.timestep
+    assert cfg.screening.method in METHODS and 0 < cfg.screening.fraction <= 1
+    assert cfg.schedule.kind in pipeline.SCHEDULES and cfg.schedule.hard.learning_rate_factor > 0
+    assert pipeline.student_loss(cfg).teacher_forces > 0
+    model = build_potential([{**cfg.student.model, "n_species": 2}])
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_amoeba_experiment_is_all_atom_with_an_openmm_teacher() -> None:
+    cfg = config("experiment=amoeba_water")
+    assert cfg.teacher.source == "openmm" and cfg.mapping.name == "identity_water"
+    assert cfg.system.water_model == "amoeba2018" and cfg.schedule.kind == "two_stage"
+    assert cfg.simulate.min_distance < 0.096  # O-H bonds are not a collapse
+
+
+def test_external_teachers_refuse_models_they_do_not_have(tmp_path) -> None:
+    for source, model in (("openmm", "teacher"), ("torchscript", "ensemble")):
+        with pytest.raises(ValueError, match=rf"has \['{model}'\] but teacher.source={source}"):
+            pipeline.cg_models(
+                config(
+                    f"teacher.source={source}",
+                    f"simulate.models=[student,{model}]",
+                    f"cache_dir={tmp_path}",
+                )
+            )
+    assert not list(tmp_path.iterdir())

@@ -148,24 +148,36 @@ def test_teacher_md_that_goes_bad_keeps_nothing_and_says_why():
         sample_md(system, positions[None], box[None], settings, progress=False)
 
 
-def test_openmm_teacher_labels_in_bead_order():
-    """Beads listed in another order than the System's particles: labels follow the beads."""
+def test_openmm_teacher_labels_in_bead_order_with_molecules_made_whole():
+    """Bonded pairs (OpenMM's bonds ignore periodic images), beads listed in another order
+    than the System's particles and positions wrapped atom by atom, splitting molecules: the
+    labels are the System's forces on whole molecules, in bead order."""
     system, positions, box = _argon()
+    bond = openmm.HarmonicBondForce()
+    for i in range(0, len(positions), 2):
+        bond.addBond(i, i + 1, 0.38, 5000.0)
+    system.addForce(bond)
     order = np.random.default_rng(0).permutation(len(positions))
-    teacher = OpenMMTeacher(system, order, {"openmm_teacher": "argon"}, platform="Reference")
+    rank = np.argsort(order)  # bead of each particle
+    bonds = np.sort(rank[np.arange(len(positions)).reshape(-1, 2)], axis=1)
+    teacher = OpenMMTeacher(
+        system, order, {"openmm_teacher": "argon"}, bonds=bonds, platform="Reference"
+    )
     rng = np.random.default_rng(5)
-    frames = positions[None] + 0.02 * rng.normal(size=(2, *positions.shape))
+    whole = positions[None] + 0.02 * rng.normal(size=(2, *positions.shape)) - 0.05
     boxes = np.repeat(box[None], 2, axis=0)
-    targets = teacher.label(frames[:, order], boxes, progress=False)
+    edge = box[0, 0]
+    wrapped = whole - edge * np.floor(whole / edge)
+    split = np.linalg.norm(wrapped[:, 0::2] - wrapped[:, 1::2], axis=-1) > 1.0
+    assert split.any()  # some molecules cross the boundary
+    targets = teacher.label(wrapped[:, order], boxes, progress=False)
     context = openmm.Context(
         system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
     )
     for k in range(2):
-        context.setPositions(frames[k])
+        context.setPositions(whole[k])
         state = context.getState(getForces=True, getEnergy=True)
-        forces = state.getForces(asNumpy=True).value_in_unit(
-            unit.kilojoule_per_mole / unit.nanometer
-        )
+        forces = state.getForces(asNumpy=True).value_in_unit(FORCE_UNIT)
         assert np.allclose(targets.forces[k], np.asarray(forces)[order])
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         assert targets.energies[k] == pytest.approx(energy)

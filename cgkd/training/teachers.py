@@ -29,8 +29,11 @@ import openmm
 import openmm.unit as unit
 
 # isort: on
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
+from cgkd.mapping.molecules import make_whole, reference_atoms
 from cgkd.models.potential import CGPotential
 from cgkd.simulation.sampling import SampledFrames, SamplerSettings, sample_md
 from cgkd.training.dataset import Targets
@@ -153,7 +156,11 @@ class TorchScriptTeacher(_TorchScriptMD):
 
 class OpenMMTeacher(Teacher):
     """An OpenMM System whose particles are the beads (identity mapping), in the order
-    ``atom_of_bead`` (bead b is particle ``atom_of_bead[b]``)."""
+    ``atom_of_bead`` (bead b is particle ``atom_of_bead[b]``).
+
+    OpenMM's bonded forces do not apply periodic images, so molecules must be whole: frames
+    are made whole over ``bonds`` ([K, 2] bead pairs, the dataset's CG bonds) first.
+    """
 
     def __init__(
         self,
@@ -161,6 +168,7 @@ class OpenMMTeacher(Teacher):
         atom_of_bead: np.ndarray,
         key: dict[str, str],
         *,
+        bonds: np.ndarray | None = None,
         platform: str = "CPU",
         threads: int | None = None,
     ):
@@ -175,14 +183,19 @@ class OpenMMTeacher(Teacher):
             )
         self.system, self._key = system, key
         self.platform, self.threads = platform, threads
+        n_beads = len(self.atom_of_bead)
+        pairs = np.zeros((0, 2), dtype=int) if bonds is None else np.asarray(bonds, dtype=int)
+        graph = sparse.coo_matrix((np.ones(len(pairs)), pairs.T), shape=(n_beads, n_beads))
+        self._anchor = reference_atoms(connected_components(graph, directed=False)[1])
 
     @property
     def key(self) -> dict[str, str]:
         return self._key
 
-    def _to_atoms(self, beads: np.ndarray) -> np.ndarray:
+    def _to_atoms(self, beads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Bead positions [T, N, 3] as the System's particle positions, molecules whole."""
         atoms = np.empty_like(beads)
-        atoms[..., self.atom_of_bead, :] = beads
+        atoms[:, self.atom_of_bead] = make_whole(beads, boxes, self._anchor)
         return atoms
 
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
@@ -190,14 +203,14 @@ class OpenMMTeacher(Teacher):
         context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), platform, properties)
         forces, energies = [], []
         for x, box in tqdm(
-            zip(positions, boxes, strict=True),
+            zip(self._to_atoms(positions, boxes), boxes, strict=True),
             total=len(positions),
             desc="labelling frames (OpenMM teacher)",
             disable=not progress,
             unit="frame",
         ):
             context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-            context.setPositions(self._to_atoms(x))
+            context.setPositions(x)
             state = context.getState(getForces=True, getEnergy=True)
             force = state.getForces(asNumpy=True).value_in_unit(
                 unit.kilojoule_per_mole / unit.nanometer
@@ -218,7 +231,7 @@ class OpenMMTeacher(Teacher):
     ) -> SampledFrames:
         sampled = sample_md(
             self.system,
-            self._to_atoms(positions),
+            self._to_atoms(positions, boxes),
             boxes,
             settings,
             seed=seed,
