@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,10 +35,12 @@ import openmm  # noqa: E402
 import openmm.unit as unit  # noqa: E402
 # isort: on
 
+from omegaconf import OmegaConf  # noqa: E402
+
+from cgkd import pipeline  # noqa: E402
 from cgkd.io.h5md import read_h5md  # noqa: E402
 from cgkd.observables.compare import deviation  # noqa: E402
 from cgkd.observables.sources import load_curves  # noqa: E402
-from cgkd.systems import spec_from_config  # noqa: E402
 
 PAIRS = ("O-O", "H-O", "H-H")
 
@@ -99,24 +102,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # the student's TorchScript runs in this process
     run = run_pipeline(args.work.resolve(), args.threads, args.set)
     metrics = json.loads((run / "metrics.json").read_text())
-    config = json.loads(json.dumps(metrics["artifacts"]))
-    student = Path(config["student"])
-
-    from omegaconf import OmegaConf
-
     cfg = OmegaConf.load(run / "config.yaml")
+    cfg.cache_dir = str(args.work.resolve() / cfg.cache_dir)
+    teacher = pipeline.teacher_model(cfg)  # the AMOEBA System
     frames = read_h5md(Path(metrics["artifacts"]["cg"]))
-    system = OmegaConf.to_container(cfg.system, resolve=True)
-    amoeba = spec_from_config(system, seed=int(cfg.data_seed)).build().system
+    student = Path(metrics["artifacts"]["student"])
     systems = {
-        "AMOEBA (teacher)": amoeba,
+        "AMOEBA (teacher)": teacher.system,
         "student": build_system(str(student), frames.masses, frames.boxes[-1]),
     }
-    speed = ms_per_step(
-        systems, frames.positions[-1], frames.boxes[-1], args.threads, args.steps, args.rounds
-    )
+    start = teacher.to_particles(frames.positions[-1:], frames.boxes[-1:])[0]  # whole molecules
+    speed = ms_per_step(systems, start, frames.boxes[-1], args.threads, args.steps, args.rounds)
     speedup = speed["AMOEBA (teacher)"] / speed["student"]
 
     curves = load_curves(run / "observables.json")

@@ -73,14 +73,21 @@ def teacher_file(work: Path, overrides: list[str]) -> Path:
 
 
 def run_sweep(
-    system: str, work: Path, threads: int, seeds: list[int], fractions: list[float]
+    system: str,
+    work: Path,
+    threads: int,
+    seeds: list[int],
+    fractions: list[float],
+    screenings: list[str],
+    extra: list[str],
+    name: str,
 ) -> Path:
-    """The multirun of ``system`` in ``work/sweep-two-stage-<system>``."""
+    """The multirun of ``system`` (with ``extra`` overrides) in ``work/sweep-two-stage-<name>``."""
     overrides, teacher_run = SYSTEMS[system]
     if teacher_run is not None:
-        path = teacher_file(work, teacher_run)
+        path = teacher_file(work, teacher_run).resolve()
         overrides = [*overrides, "teacher.source=torchscript", f"teacher.path={path}"]
-    sweep = work / f"sweep-two-stage-{system}"
+    sweep = work / f"sweep-two-stage-{name}"
     command = [
         sys.executable,
         "-m",
@@ -89,8 +96,9 @@ def run_sweep(
         "--multirun",
         *overrides,
         *COMMON,
+        *extra,
         f"simulate.threads={threads}",
-        "screening=fps,random",
+        f"screening={','.join(screenings)}",
         f"screening.fraction={','.join(map(str, fractions))}",
         f"seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={sweep}",
@@ -186,18 +194,25 @@ def table(points: list[dict[str, Any]], command: str) -> str:
     lines = [
         f"Regenerate: `{command}`",
         "",
-        "| curve | hard frames | force RMSE vs mapped | RDF MAD | ADF JSD | stable |",
+        "| curve | hard frames | force RMSE vs mapped (kJ/mol/nm) | RDF MAD | ADF JSD | stable |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     soft = [p["soft_only_force_rmse_mapped"] for p in points]
     lines.append(f"| soft stage only | 0 | {np.mean(soft):.2f} | | | |")
     for name, model, screening, _ in CURVES:
         columns = {metric: curve(points, model, screening, metric) for metric, _ in METRICS}
-        for k, (n, force, _, stable) in enumerate(columns["force_rmse_mapped"]):
-            rdf = columns["rdf_mad"][k][1] if k < len(columns["rdf_mad"]) else float("nan")
-            adf = columns["adf_jsd"][k][1] if k < len(columns["adf_jsd"]) else float("nan")
-            lines.append(f"| {name} | {n} | {force:.2f} | {rdf:.4f} | {adf:.5f} | {stable:.2f} |")
+        for k, (n, force, spread, stable) in enumerate(columns["force_rmse_mapped"]):
+            cells = [_cell(force, spread, 2)]
+            for metric, digits in (("rdf_mad", 4), ("adf_jsd", 5)):
+                rows = columns[metric]
+                cells.append(_cell(rows[k][1], rows[k][2], digits) if k < len(rows) else "")
+            lines.append(f"| {name} | {n} | {' | '.join(cells)} | {stable:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(mean: float, std: float, digits: int) -> str:
+    """``mean`` (± ``std`` over seeds when there are several)."""
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std > 0 else "")
 
 
 def main() -> None:
@@ -208,21 +223,36 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "two_stage")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    parser.add_argument("--screenings", nargs="+", default=["fps", "random"])
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--tag", default="", help="suffix of the sweep and output directories")
     parser.add_argument("--plot-only", action="store_true", help="only redraw from the sweeps")
     args = parser.parse_args()
     for system in args.system:
-        sweep = args.work / f"sweep-two-stage-{system}"
+        name = f"{system}-{args.tag}" if args.tag else system
+        sweep = args.work / f"sweep-two-stage-{name}"
         if not args.plot_only:
-            sweep = run_sweep(system, args.work, args.threads, args.seeds, args.fractions)
+            sweep = run_sweep(
+                system,
+                args.work,
+                args.threads,
+                args.seeds,
+                args.fractions,
+                args.screenings,
+                args.set,
+                name,
+            )
         points = collect(sweep)
-        out = args.output / system
+        out = args.output / name
         out.mkdir(parents=True, exist_ok=True)
         (out / "curves.json").write_text(json.dumps(points, indent=1))
-        plot(points, f"two-stage distillation: {system}", out / "curves")
+        plot(points, f"two-stage distillation: {name}", out / "curves")
         seeds, fractions = " ".join(map(str, args.seeds)), " ".join(map(str, args.fractions))
         command = (
             f"python benchmarks/hard_targets.py --system {system} --seeds {seeds} "
-            f"--fractions {fractions}"
+            f"--fractions {fractions} --screenings {' '.join(args.screenings)}"
+            + (f" --set {' '.join(args.set)}" if args.set else "")
+            + (f" --tag {args.tag}" if args.tag else "")
         )
         (out / "table.md").write_text(table(points, command))
         print((out / "table.md").read_text(), flush=True)

@@ -235,9 +235,10 @@ def _config(tmp: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def two_stage(tmp_path_factory):
-    """The two-stage distill stage of a tiny water run, stage 2 at learning rate 0."""
+    """The two-stage distill stage of a tiny water run, stage 2 at learning rate 0 with one
+    soft frame mixed in per hard frame."""
     tmp = tmp_path_factory.mktemp("two_stage")
-    cfg = _config(tmp, "schedule.hard.learning_rate_factor=0.0")
+    cfg = _config(tmp, "schedule.hard.learning_rate_factor=0.0", "schedule.hard.soft_per_hard=1.0")
     return tmp, cfg, pipeline.distill(cfg)
 
 

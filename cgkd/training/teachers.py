@@ -192,7 +192,7 @@ class OpenMMTeacher(Teacher):
     def key(self) -> dict[str, str]:
         return self._key
 
-    def _to_atoms(self, beads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def to_particles(self, beads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Bead positions [T, N, 3] as the System's particle positions, molecules whole."""
         atoms = np.empty_like(beads)
         atoms[:, self.atom_of_bead] = make_whole(beads, boxes, self._anchor)
@@ -203,7 +203,7 @@ class OpenMMTeacher(Teacher):
         context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), platform, properties)
         forces, energies = [], []
         for x, box in tqdm(
-            zip(self._to_atoms(positions, boxes), boxes, strict=True),
+            zip(self.to_particles(positions, boxes), boxes, strict=True),
             total=len(positions),
             desc="labelling frames (OpenMM teacher)",
             disable=not progress,
@@ -231,7 +231,7 @@ class OpenMMTeacher(Teacher):
     ) -> SampledFrames:
         sampled = sample_md(
             self.system,
-            self._to_atoms(positions, boxes),
+            self.to_particles(positions, boxes),
             boxes,
             settings,
             seed=seed,
