@@ -609,7 +609,11 @@ def _label(cfg: DictConfig, teacher: Teacher, cg: dict[str, Any], frames: Frames
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         targets = teacher.label(frames.positions, frames.boxes, progress=cfg.progress)
         np.savez(out / "targets.npz", **targets.__dict__)
-        record = {"targets": str(out / "targets.npz"), **_label_facts(targets)}
+        record = {
+            "targets": str(out / "targets.npz"),
+            "n_teachers": teacher.n_teachers,
+            **_label_facts(targets),
+        }
         return key, record
 
     key: dict[str, Any] = dict(teacher.key)

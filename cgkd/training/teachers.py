@@ -46,6 +46,8 @@ class Teacher(abc.ABC):
 
     #: Whether labels hold the teacher's own per-bead energies.
     has_bead_energies: bool = False
+    #: How many models' mean the labels are (their spread is zero for one).
+    n_teachers: int = 1
 
     @property
     @abc.abstractmethod
@@ -105,6 +107,7 @@ class EnsembleTeacher(_TorchScriptMD):
         self, labeller: CGPotential, species: np.ndarray, md_model: Path | None, key: dict
     ):
         self.labeller, self.species, self.md_model, self._key = labeller, species, md_model, key
+        self.n_teachers = len(labeller.networks)
 
     @property
     def key(self) -> dict[str, str]:
