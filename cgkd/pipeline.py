@@ -454,41 +454,36 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     teacher = teacher_model(cfg)
     weights = student_loss(cfg, teacher)
     inputs = {**teacher.key, "loss": _plain(cfg.loss)}
+    baseline_splits, baseline_inputs = splits, {"cg": cg["key"]}
     if kind == "single":
         targets = _label(cfg, teacher, cg, frames)
         labels = Targets(**np.load(targets["targets"]))
         data = TrainingData.from_frames(frames, labels)
-        student = _train_student(cfg, "student", data, splits, prior, weights, inputs)
-        baseline = _train_student(
-            cfg,
-            "baseline",
-            TrainingData.from_frames(frames),
-            splits,
-            prior,
-            LossWeights(**_loss_options(cfg.student.train)),
-            {"cg": cg["key"]},
-        )
-        return {"targets": targets, "student": student, "baseline": baseline}
-    soft, selection = sample(cfg), screen(cfg)
-    stage_one = _train_soft_student(cfg, soft, frames, prior, weights, inputs)
-    student = _fine_tune(cfg, stage_one, soft, selection, frames, splits, prior)
-    hard = Splits(np.asarray(selection["indices"]), splits.val, splits.test)
-    baseline = _train_student(
+        models = {
+            "targets": targets,
+            "student": _train_student(cfg, "student", data, splits, prior, weights, inputs),
+        }
+    else:
+        soft, selection = sample(cfg), screen(cfg)
+        stage_one = _train_soft_student(cfg, soft, frames, prior, weights, inputs)
+        models = {
+            "targets": soft,
+            "selection": selection,
+            "soft_student": stage_one,
+            "student": _fine_tune(cfg, stage_one, soft, selection, frames, splits, prior),
+        }
+        baseline_splits = Splits(np.asarray(selection["indices"]), splits.val, splits.test)
+        baseline_inputs["hard"] = selection["key"]
+    models["baseline"] = _train_student(
         cfg,
         "baseline",
         TrainingData.from_frames(frames),
-        hard,
+        baseline_splits,
         prior,
         LossWeights(**_loss_options(cfg.student.train)),
-        {"cg": cg["key"], "hard": selection["key"]},
+        baseline_inputs,
     )
-    return {
-        "targets": soft,
-        "selection": selection,
-        "soft_student": stage_one,
-        "student": student,
-        "baseline": baseline,
-    }
+    return models
 
 
 #: Distillation schedules (``schedule.kind``).
