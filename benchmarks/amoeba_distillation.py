@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ import openmm  # noqa: E402
 import openmm.unit as unit  # noqa: E402
 # isort: on
 
+from cgkd_runs import run_cgkd  # noqa: E402  (benchmarks/, this script's directory)
 from omegaconf import OmegaConf  # noqa: E402
 
 from cgkd import pipeline  # noqa: E402
@@ -48,10 +47,7 @@ PAIRS = ("O-O", "H-O", "H-H")
 def run_pipeline(work: Path, threads: int, extra: list[str]) -> Path:
     """``cgkd run experiment=amoeba_water`` in ``work``; its output directory."""
     out = work / "amoeba-run"
-    command = [
-        sys.executable,
-        "-m",
-        "cgkd.cli",
+    args = [
         "run",
         "experiment=amoeba_water",
         f"system.threads={threads}",
@@ -60,8 +56,7 @@ def run_pipeline(work: Path, threads: int, extra: list[str]) -> Path:
         f"hydra.run.dir={out}",
         *extra,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    subprocess.run(command, cwd=work, env=env, check=True)
+    run_cgkd(args, work, threads, "the amoeba_water run")
     return out
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from cgkd_runs import run_cgkd  # noqa: E402  (benchmarks/, this script's directory)
 
 from cgkd.summary import summarize, write_summary  # noqa: E402
 
@@ -74,10 +74,7 @@ def run_sweep(
     """One multirun of ``cgkd run`` for ``system`` (with ``extra`` overrides); returns its
     sweep directory, ``work/sweep-<name>``."""
     sweep = work / f"sweep-{name}"
-    command = [
-        sys.executable,
-        "-m",
-        "cgkd.cli",
+    args = [
         "run",
         "--multirun",
         *SYSTEMS[system],
@@ -87,11 +84,7 @@ def run_sweep(
         f"seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    print(" ".join(command[2:]), flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, cwd=work, env=env, check=True)
-    print(f"{system}: sweep took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    run_cgkd(args, work, threads, f"{system}: sweep")
     return sweep
 
 

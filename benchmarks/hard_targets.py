@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from cgkd_runs import run_cgkd  # noqa: E402  (benchmarks/, this script's directory)
 
 from cgkd.comparison import hydra_overrides  # noqa: E402
 from cgkd.report import RESULT_FILE  # noqa: E402
@@ -56,13 +56,9 @@ SYSTEMS: dict[str, tuple[list[str], list[str] | None]] = {
 }
 
 
-def teacher_file(work: Path, overrides: list[str]) -> Path:
+def teacher_file(work: Path, overrides: list[str], threads: int) -> Path:
     """Train (or reuse) the ensemble of ``overrides`` in ``work/cache``; its TorchScript file."""
-    subprocess.run(
-        [sys.executable, "-m", "cgkd.cli", "teach", *overrides, "progress=false"],
-        cwd=work,
-        check=True,
-    )
+    run_cgkd(["teach", *overrides, "progress=false"], work, threads, "teacher ensemble")
     from hydra import compose, initialize_config_dir
 
     from cgkd import pipeline
@@ -85,13 +81,10 @@ def run_sweep(
     """The multirun of ``system`` (with ``extra`` overrides) in ``work/sweep-two-stage-<name>``."""
     overrides, teacher_run = SYSTEMS[system]
     if teacher_run is not None:
-        path = teacher_file(work, teacher_run).resolve()
+        path = teacher_file(work, teacher_run, threads).resolve()
         overrides = [*overrides, "teacher.source=torchscript", f"teacher.path={path}"]
     sweep = work / f"sweep-two-stage-{name}"
-    command = [
-        sys.executable,
-        "-m",
-        "cgkd.cli",
+    args = [
         "run",
         "--multirun",
         *overrides,
@@ -103,11 +96,7 @@ def run_sweep(
         f"seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={sweep}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    print(" ".join(command[2:]), flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, cwd=work, env=env, check=True)
-    print(f"{system}: sweep took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    run_cgkd(args, work, threads, f"{name}: sweep")
     return sweep
 
 

@@ -451,7 +451,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     cg = map_stage(cfg)
     frames = read_h5md(cg["dataset"])
     splits, prior = reference_splits(cfg, frames), _prior(prior_stage(cfg))
-    teacher = teacher_model(cfg)
+    teacher = teacher_model(cfg, frames)
     weights = student_loss(cfg, teacher)
     inputs = {**teacher.key, "loss": _plain(cfg.loss)}
     baseline_splits, baseline_inputs = splits, {"cg": cg["key"]}
@@ -464,7 +464,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             "student": _train_student(cfg, "student", data, splits, prior, weights, inputs),
         }
     else:
-        soft, selection = sample(cfg), screen(cfg)
+        soft, selection = sample(cfg, teacher), screen(cfg, teacher)
         stage_one = _train_soft_student(cfg, soft, frames, prior, weights, inputs)
         models = {
             "targets": soft,
@@ -539,9 +539,10 @@ def n_teachers(cfg: DictConfig) -> int:
 TEACHER_SOURCES = ("ensemble", "torchscript", "openmm")
 
 
-def teacher_model(cfg: DictConfig) -> Teacher:
+def teacher_model(cfg: DictConfig, frames: Frames | None = None) -> Teacher:
     """The teacher of ``teacher.source``: the first ``loss.n_teachers`` members trained here
-    (ensemble), a TorchScript file (torchscript) or an all-atom OpenMM System (openmm)."""
+    (ensemble), a TorchScript file (torchscript) or an all-atom OpenMM System (openmm).
+    ``frames``: the CG dataset, if already read (an ensemble needs its bead types)."""
     source, path = cfg.teacher.source, cfg.teacher.path
     if source not in TEACHER_SOURCES:
         raise ValueError(f"teacher.source={source!r} is unknown; use one of {TEACHER_SOURCES}")
@@ -558,7 +559,8 @@ def teacher_model(cfg: DictConfig) -> Teacher:
         key["n_teachers"] = k  # the whole ensemble keeps its earlier key
     labeller, _ = merge_members(_load_members(teachers["members"][:k]))
     md_model = {1: "teacher_0.ts", n_members: "ensemble.ts"}.get(k)
-    frames = read_h5md(map_stage(cfg)["dataset"])
+    if frames is None:
+        frames = read_h5md(map_stage(cfg)["dataset"])
     md_path = None if md_model is None else Path(teachers["dir"]) / md_model
     return EnsembleTeacher(labeller, frames.types, md_path, key)
 
@@ -621,11 +623,12 @@ def _label_facts(targets: Targets) -> dict[str, Any]:
     return {"mean_force_std": float(targets.force_std.mean())}
 
 
-def sample(cfg: DictConfig) -> dict[str, Any]:
+def sample(cfg: DictConfig, teacher: Teacher | None = None) -> dict[str, Any]:
     """Soft targets: teacher MD (``sampler``) from reference training frames, labelled by the
-    teacher. Writes ``soft.npz`` (positions, boxes, temperatures, runs and the labels)."""
+    teacher (``teacher``, or :func:`teacher_model`'s). Writes ``soft.npz`` (positions, boxes,
+    temperatures, runs and the labels)."""
     cg = map_stage(cfg)
-    teacher = teacher_model(cfg)
+    teacher = teacher or teacher_model(cfg)
     sampler = {k: v for k, v in _plain(cfg.sampler).items() if k not in ("platform", "threads")}
     settings = sampler_settings(cfg)
 
@@ -696,11 +699,12 @@ def _soft_frames(soft: dict[str, Any], frames: Frames) -> tuple[Frames, Targets]
     return dataset, targets
 
 
-def screen(cfg: DictConfig) -> dict[str, Any]:
+def screen(cfg: DictConfig, teacher: Teacher | None = None) -> dict[str, Any]:
     """Hard targets: the reference training frames ``screening`` picks (fps on structural
     descriptors, teacher disagreement, or random). Writes ``selection.json`` (indices into
     the dataset, in selection order, with their descriptor values) and ``descriptors.npz``
-    (every candidate's)."""
+    (every candidate's). Only disagreement uses the teacher (``teacher``, or
+    :func:`teacher_model`'s)."""
     cg = map_stage(cfg)
     screening = _plain(cfg.screening)
     method = screening["method"]
@@ -716,7 +720,9 @@ def screen(cfg: DictConfig) -> dict[str, Any]:
                 "screening=disagreement needs the spread of several teachers: use "
                 "teacher.source=ensemble with loss.n_teachers > 1 (or null)"
             )
-        labels = _label(cfg, teacher_model(cfg), cg, read_h5md(cg["dataset"]))
+        frames = read_h5md(cg["dataset"])
+        teacher = teacher or teacher_model(cfg, frames)
+        labels = _label(cfg, teacher, cg, frames)
         scores = np.load(labels["targets"])["force_std"].mean(axis=(1, 2))
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -724,10 +730,7 @@ def screen(cfg: DictConfig) -> dict[str, Any]:
         candidates = reference_splits(cfg, frames).train
         n_pick = max(1, round(fraction * len(candidates)))
         descriptors = frame_descriptors(
-            frames.positions[candidates],
-            frames.boxes[candidates],
-            frames.types,
-            frames.type_names,
+            frames.select(candidates),
             r_max=float(screening["r_max"]),
             n_bins=int(screening["n_bins"]),
         )
@@ -764,7 +767,8 @@ def screen(cfg: DictConfig) -> dict[str, Any]:
 
     key = {"cg": cg["key"], "screening": screening, "seed": int(cfg.seed)}
     if method == "disagreement":
-        key["teacher"] = teacher_model(cfg).key
+        assert teacher is not None  # made above
+        key["teacher"] = teacher.key
     return _stage(cfg, "screen", key).run(build)
 
 
@@ -807,14 +811,19 @@ def _fine_tune(
     ``schedule.hard.soft_per_hard`` soft frames per hard frame mixed in (their labels as the
     force targets), at ``schedule.hard.learning_rate_factor`` times the learning rate.
     Validation and test: the reference splits' mapped forces."""
-    hard_cfg = _plain(cfg.schedule.hard)
+    section = cfg.schedule.hard
+    hard_cfg = {  # typed, so that 0 and 0.0 on the command line make one cache key
+        "epochs": int(section.epochs),
+        "learning_rate_factor": float(section.learning_rate_factor),
+        "soft_per_hard": float(section.soft_per_hard),
+    }
     soft_frames, _ = _soft_frames(soft, frames)
     hard = np.asarray(selection["indices"])
-    n_mix = min(soft_frames.n_frames, round(float(hard_cfg["soft_per_hard"]) * len(hard)))
+    n_mix = min(soft_frames.n_frames, round(hard_cfg["soft_per_hard"] * len(hard)))
     mixed = np.linspace(0, soft_frames.n_frames - 1, n_mix).round().astype(int) if n_mix else []
     parts = [frames.select(hard), soft_frames.select(mixed), frames.select(splits.val)]
     parts.append(frames.select(splits.test))
-    combined = _concatenate(parts)
+    combined = Frames.concatenate(parts)
     sizes = np.cumsum([0] + [part.n_frames for part in parts])
     tune = Splits(
         train=np.arange(sizes[2]),
@@ -824,8 +833,8 @@ def _fine_tune(
     base = _settings(cfg.student.train, cfg.seed)
     settings = replace(
         base,
-        epochs=int(hard_cfg["epochs"]),
-        learning_rate=base.learning_rate * float(hard_cfg["learning_rate_factor"]),
+        epochs=hard_cfg["epochs"],
+        learning_rate=base.learning_rate * hard_cfg["learning_rate_factor"],
     )
     return _train_student(
         cfg,
@@ -838,20 +847,6 @@ def _fine_tune(
         settings=settings,
         start=Path(stage_one["checkpoint"]),
         extra={"n_hard": len(hard), "n_soft_mixed": int(n_mix)},
-    )
-
-
-def _concatenate(parts: list[Frames]) -> Frames:
-    """Frames of one system, one after another."""
-    first = parts[0]
-    return Frames(
-        positions=np.concatenate([p.positions for p in parts]),
-        forces=np.concatenate([p.forces for p in parts]),
-        boxes=np.concatenate([p.boxes for p in parts]),
-        times=np.concatenate([p.times for p in parts]),
-        masses=first.masses,
-        types=first.types,
-        type_names=first.type_names,
     )
 
 

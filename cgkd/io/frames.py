@@ -84,6 +84,20 @@ class Frames:
         """Number of particles ``N``."""
         return self.positions.shape[1]
 
+    @classmethod
+    def concatenate(cls, parts: list[Frames]) -> Frames:
+        """The frames of ``parts`` (of one system) one after another; particles from the first."""
+        first = parts[0]
+        return cls(
+            positions=np.concatenate([p.positions for p in parts]),
+            forces=np.concatenate([p.forces for p in parts]),
+            boxes=np.concatenate([p.boxes for p in parts]),
+            times=np.concatenate([p.times for p in parts]),
+            masses=first.masses,
+            types=first.types,
+            type_names=first.type_names,
+        )
+
     def select(self, indices: npt.ArrayLike | slice) -> Frames:
         """Return a copy holding only the frames picked by ``indices`` (ints, mask or slice)."""
         try:

@@ -277,7 +277,7 @@ def load_trajectory(
     _warn_dropped(n_dropped, sum(f.n_frames for f in kept) + n_dropped, opened.path, check)
     if not kept:
         raise _all_bad(n_dropped, opened.path, check)
-    return opened.universe, _concatenate(kept)
+    return opened.universe, Frames.concatenate(kept)
 
 
 def import_trajectory(
@@ -511,19 +511,6 @@ def _all_bad(n_dropped: int, traj: Path, screen: FrameScreen) -> TrajectoryError
     return TrajectoryError(
         f"all {n_dropped} selected frames of {traj} are bad (NaN/Inf or forces above "
         f"{screen.max_force:g} kJ/mol/nm); check the file and its units"
-    )
-
-
-def _concatenate(chunks: list[Frames]) -> Frames:
-    first = chunks[0]
-    return Frames(
-        positions=np.concatenate([c.positions for c in chunks]),
-        forces=np.concatenate([c.forces for c in chunks]),
-        boxes=np.concatenate([c.boxes for c in chunks]),
-        times=np.concatenate([c.times for c in chunks]),
-        masses=first.masses,
-        types=first.types,
-        type_names=first.type_names,
     )
 
 

@@ -187,6 +187,11 @@ class HistogramObservable(Observable):
         self._weights.append(weight)
         self._runs.append(self._run)
 
+    def frame_values(self, trajectory: Trajectory) -> np.ndarray:
+        """Each frame's own histogram, not averaged: [T, ...] (shape of ``y`` per frame)."""
+        self._prepare([trajectory])
+        return np.stack([self._histogram(trajectory.frame(t))[0] for t in range(len(trajectory))])
+
     @abstractmethod
     def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
         """Frame values (shape of ``y``) and sample weight; the estimate is sum / sum."""

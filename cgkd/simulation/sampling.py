@@ -3,10 +3,11 @@ model as a TorchForce, or an all-atom force field such as AMOEBA) at several tem
 started from reference frames, saving positions and boxes.
 
 The frames become the soft targets of two-stage distillation once the teacher labels them;
-the hotter runs reach the higher-energy configurations that the reference data lack. A run
-that goes bad (non-finite positions, a temperature above ``max_temperature_factor`` times
-its target, or two particles closer than ``min_distance``) stops; its frames up to the last
-good one are kept and the failure is recorded.
+the hotter runs reach the higher-energy configurations that the reference data lack. Every
+saved frame passes the check of CG MD's ``StabilityReporter`` (finite, no pair closer than
+``min_distance``, temperature below ``max_temperature_factor`` times the run's). A run that
+goes bad, or that OpenMM stops (NaN coordinates), ends there; its good frames are kept and
+the failure is recorded.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import numpy as np
 from cgkd.simulation.system import openmm_seed, select_platform  # before openmm
 import openmm
 import openmm.unit as unit
-
 # isort: on
+
 from tqdm.auto import tqdm
 
-from cgkd.units import kt
+from cgkd.simulation.reporters import StabilityReporter, UnstableSimulationError
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,11 @@ def sample_md(
     if len(positions) == 0:
         raise ValueError("sample_md needs at least one starting frame")
     platform, properties = select_platform(settings.platform, settings.threads)
-    masses = np.array(
-        [
-            system.getParticleMass(i).value_in_unit(unit.dalton)
-            for i in range(system.getNumParticles())
-        ]
-    )
-    n_dof = 3 * int((masses > 0).sum()) - system.getNumConstraints() - 3
     collected: dict[str, list[np.ndarray]] = {"positions": [], "boxes": [], "t": [], "runs": []}
     failures: list[str] = []
     plan = [(t, k) for t in settings.temperatures for k in range(settings.starts)]
-    total = len(plan) * (settings.equilibration + settings.steps)
-    bar = tqdm(total=total, desc="teacher MD", unit="step", disable=not progress)
+    run_steps = settings.equilibration + settings.frames_per_run * settings.save_interval
+    bar = tqdm(total=len(plan) * run_steps, desc="teacher MD", unit="step", disable=not progress)
     for run, (temperature, start) in enumerate(plan):
         integrator = openmm.LangevinMiddleIntegrator(
             temperature * unit.kelvin, settings.friction / unit.picosecond, settings.timestep
@@ -128,24 +122,37 @@ def sample_md(
         context.setPositions(np.asarray(positions[frame]))
         context.applyConstraints(1e-6)
         context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed + run))
-        integrator.step(settings.equilibration)
-        bar.update(settings.equilibration)
-        for _ in range(settings.frames_per_run):
-            integrator.step(settings.save_interval)
-            bar.update(settings.save_interval)
-            state = context.getState(getPositions=True, getEnergy=True)
-            x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-            problem = _problem(x, box, 2 * kinetic / (n_dof * kt(1.0)), temperature, settings)
-            if problem:
-                failures.append(f"run {run} at {temperature:.1f} K: {problem}")
-                bar.update(total - bar.n if run == len(plan) - 1 else 0)
-                break
-            collected["positions"].append(np.asarray(x))
-            collected["boxes"].append(np.asarray(box))
-            collected["t"].append(temperature)
-            collected["runs"].append(run)
+        monitor = StabilityReporter(
+            settings.save_interval,
+            settings.min_distance,
+            settings.max_temperature_factor * temperature,
+        )
+        done = 0
+        try:
+            integrator.step(settings.equilibration)
+            done += settings.equilibration
+            for _ in range(settings.frames_per_run):
+                integrator.step(settings.save_interval)
+                done += settings.save_interval
+                state = context.getState(getPositions=True, getEnergy=True)
+                x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+                problem = monitor.check(
+                    x,
+                    box,
+                    state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                    state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole),
+                )
+                if problem:
+                    raise UnstableSimulationError(done, problem)
+                collected["positions"].append(np.asarray(x))
+                collected["boxes"].append(np.asarray(box))
+                collected["t"].append(temperature)
+                collected["runs"].append(run)
+        except (UnstableSimulationError, openmm.OpenMMException) as error:
+            reason = str(error).splitlines()[0]
+            failures.append(f"run {run} at {temperature:.1f} K, step {done}: {reason}")
+        bar.update(run_steps)
         del context, integrator
     bar.close()
     if not collected["positions"]:
@@ -160,32 +167,3 @@ def sample_md(
         runs=np.asarray(collected["runs"], dtype=int),
         failures=failures,
     )
-
-
-def _problem(
-    positions: np.ndarray,
-    box: np.ndarray,
-    temperature: float,
-    target: float,
-    settings: SamplerSettings,
-) -> str:
-    """Why a frame is bad, or an empty string."""
-    if not np.isfinite(positions).all():
-        return "non-finite positions"
-    if temperature > settings.max_temperature_factor * target:
-        return f"temperature {temperature:.0f} K above {settings.max_temperature_factor} x target"
-    closest = _closest_distance(positions, box)
-    if closest < settings.min_distance:
-        return f"two particles {closest:.3f} nm apart (min_distance {settings.min_distance})"
-    return ""
-
-
-def _closest_distance(positions: np.ndarray, box: np.ndarray) -> float:
-    """The smallest minimum-image distance between two particles (orthorhombic boxes), nm."""
-    lengths = np.diag(box)
-    closest = np.inf
-    for i in range(len(positions) - 1):
-        delta = positions[i + 1 :] - positions[i]
-        delta -= lengths * np.round(delta / lengths)
-        closest = min(closest, float(np.sqrt((delta * delta).sum(1)).min()))
-    return closest

@@ -14,9 +14,16 @@ pair, a pair-distance histogram normalised like g(r), and the closest distance. 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
+
+from cgkd.io.frames import Frames
+from cgkd.observables.box import box_lengths, wrap
+from cgkd.observables.rdf import RDF, species_pairs
+from cgkd.observables.trajectory import Trajectory
 
 #: Selection methods.
 METHODS = ("fps", "random", "disagreement")
@@ -30,50 +37,35 @@ class Descriptors:
     names: list[str]
 
 
-def frame_descriptors(
-    positions: np.ndarray,
-    boxes: np.ndarray,
-    types: np.ndarray,
-    type_names: list[str],
-    *,
-    r_max: float,
-    n_bins: int,
-) -> Descriptors:
-    """Pair-distance histograms (g(r)-normalised, ``n_bins`` bins up to ``r_max`` nm) and
-    closest distances (nm) of every species pair, per frame (positions [T, N, 3], boxes
-    [T, 3, 3], nm). ``r_max`` must not exceed half the box's smallest width."""
-    edges = np.linspace(0.0, r_max, n_bins + 1)
-    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-    species = sorted(set(types.tolist()))
-    pairs = [(a, b) for i, a in enumerate(species) for b in species[i:]]
-    names = [
-        f"{kind} {type_names[a]}-{type_names[b]}{suffix}"
-        for a, b in pairs
-        for kind, suffix in [
-            *(("g", f" {edges[k]:.3f}-{edges[k + 1]:.3f} nm") for k in range(n_bins)),
-            ("closest", " nm"),
-        ]
-    ]
-    first, second = np.triu_indices(len(types), k=1)
-    pair_of = {pair: k for k, pair in enumerate(pairs)}
-    low, high = np.minimum(types[first], types[second]), np.maximum(types[first], types[second])
-    index = np.array([pair_of[(int(a), int(b))] for a, b in zip(low, high, strict=True)])
-    counts = np.bincount(types, minlength=max(species) + 1)
-    values = np.empty((len(positions), len(names)))
-    for frame, (x, box) in enumerate(zip(positions, boxes, strict=True)):
-        delta = x[second] - x[first]
-        fractional = delta @ np.linalg.inv(box)
-        delta = (fractional - np.round(fractional)) @ box
-        distance = np.sqrt((delta * delta).sum(1))
-        volume = abs(np.linalg.det(box))
-        row = []
-        for k, (a, b) in enumerate(pairs):
-            mine = distance[index == k]
-            n_pairs = counts[a] * (counts[a] - 1) / 2 if a == b else counts[a] * counts[b]
-            histogram = np.histogram(mine, edges)[0]
-            row += [*(histogram / (n_pairs / volume * shell)), mine.min() if len(mine) else r_max]
-        values[frame] = row
-    return Descriptors(values, names)
+def frame_descriptors(frames: Frames, *, r_max: float, n_bins: int) -> Descriptors:
+    """Per frame and species pair: the pair's g(r) on ``n_bins`` bins up to ``r_max`` nm (the
+    RDF observable's per-frame histogram; ``r_max`` at most half the box) and its closest
+    distance (nm). Orthorhombic boxes."""
+    trajectory = Trajectory.from_frames(frames)
+    names: list[str] = []
+    columns: list[np.ndarray] = []
+    for a, b in species_pairs(trajectory):
+        rdf = RDF(r_max, n_bins, pair=(a, b))
+        columns.append(rdf.frame_values(trajectory))
+        names += [f"g {a}-{b} {lo:.3f}-{hi:.3f} nm" for lo, hi in itertools.pairwise(rdf.edges)]
+        first, second = trajectory.species_mask(a), trajectory.species_mask(b)
+        frames_read = (trajectory.frame(t) for t in range(len(trajectory)))
+        closest = [_closest(f.positions, f.box, first, second) for f in frames_read]
+        columns.append(np.asarray(closest)[:, None])
+        names.append(f"closest {a}-{b} nm")
+    return Descriptors(np.concatenate(columns, axis=1), names)
+
+
+def _closest(
+    positions: np.ndarray, box: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> float:
+    """The smallest periodic distance (nm) between a bead of ``first`` and another bead of
+    ``second`` (boolean masks)."""
+    lengths = box_lengths(box)
+    tree = cKDTree(wrap(positions[second], lengths), boxsize=lengths)
+    same = np.array_equal(first, second)
+    distances, _ = tree.query(wrap(positions[first], lengths), k=2 if same else 1)
+    return float((distances[:, 1] if same else distances).min())
 
 
 def select_frames(

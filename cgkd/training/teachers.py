@@ -60,6 +60,17 @@ class Teacher(abc.ABC):
         [T, 3, 3]."""
 
     @abc.abstractmethod
+    def md_system(self, masses: np.ndarray, box: np.ndarray) -> openmm.System:
+        """The OpenMM System that runs the teacher's MD (bead masses in amu, box [3, 3] nm)."""
+
+    def to_particles(self, beads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Bead positions [T, N, 3] as the positions of :meth:`md_system`'s particles."""
+        return beads
+
+    def to_beads(self, particles: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_particles`."""
+        return particles
+
     def sample(
         self,
         positions: np.ndarray,
@@ -70,7 +81,18 @@ class Teacher(abc.ABC):
         seed: int = 0,
         progress: bool = True,
     ) -> SampledFrames:
-        """Teacher MD from the starting frames (bead masses in amu)."""
+        """Teacher MD (:func:`~cgkd.simulation.sampling.sample_md`) from the starting frames;
+        the frames come back in bead order."""
+        sampled = sample_md(
+            self.md_system(masses, boxes[0]),
+            self.to_particles(positions, boxes),
+            boxes,
+            settings,
+            seed=seed,
+            progress=progress,
+        )
+        sampled.positions = self.to_beads(sampled.positions)
+        return sampled
 
 
 class _TorchScriptMD(Teacher):
@@ -78,23 +100,13 @@ class _TorchScriptMD(Teacher):
 
     md_model: Path | None
 
-    def sample(
-        self,
-        positions: np.ndarray,
-        boxes: np.ndarray,
-        masses: np.ndarray,
-        settings: SamplerSettings,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-    ) -> SampledFrames:
+    def md_system(self, masses: np.ndarray, box: np.ndarray) -> openmm.System:
         if self.md_model is None:
             raise ValueError(
                 "teacher MD runs a single teacher or the whole ensemble; set loss.n_teachers "
                 "to 1 or null"
             )
-        system = build_system(str(self.md_model), masses, boxes[0])
-        return sample_md(system, positions, boxes, settings, seed=seed, progress=progress)
+        return build_system(str(self.md_model), masses, box)
 
 
 class EnsembleTeacher(_TorchScriptMD):
@@ -218,30 +230,15 @@ class OpenMMTeacher(Teacher):
             force = state.getForces(asNumpy=True).value_in_unit(
                 unit.kilojoule_per_mole / unit.nanometer
             )
-            forces.append(np.asarray(force)[self.atom_of_bead])
+            forces.append(np.asarray(force))
             energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-        return _targets(np.stack(forces), np.asarray(energies), None)
+        return _targets(self.to_beads(np.stack(forces)), np.asarray(energies), None)
 
-    def sample(
-        self,
-        positions: np.ndarray,
-        boxes: np.ndarray,
-        masses: np.ndarray,
-        settings: SamplerSettings,
-        *,
-        seed: int = 0,
-        progress: bool = True,
-    ) -> SampledFrames:
-        sampled = sample_md(
-            self.system,
-            self.to_particles(positions, boxes),
-            boxes,
-            settings,
-            seed=seed,
-            progress=progress,
-        )
-        sampled.positions = sampled.positions[:, self.atom_of_bead]
-        return sampled
+    def md_system(self, masses: np.ndarray, box: np.ndarray) -> openmm.System:
+        return self.system  # its own masses and box
+
+    def to_beads(self, particles: np.ndarray) -> np.ndarray:
+        return particles[:, self.atom_of_bead]
 
 
 def _targets(
