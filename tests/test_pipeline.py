@@ -240,7 +240,7 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     model = next((quick_run / "cache").glob("student-*/student.ts"))
     start = next((quick_run / "cache").glob("simulate-student-*/replica_0/topology.pdb"))
     result = subprocess.run(
-        [sys.executable, str(script), str(model), str(start), "2000"],
+        [sys.executable, str(script), str(model), str(start), "5000"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -248,10 +248,13 @@ def test_plain_openmm_example_runs_an_exported_student(quick_run):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
     assert len(lines) == 5
-    temperatures = [float(line.split(",")[2]) for line in lines]
+    temperatures = np.array([float(line.split(",")[2]) for line in lines])
     # Started at a minimum, half the kinetic energy flows into the potential at first; after
-    # 4 ps the Langevin thermostat has brought the beads back to 300 K.
-    assert 240 < temperatures[-1] < 360, temperatures
+    # 2 ps the Langevin thermostat (1/ps) has brought the beads back to 300 K. One reading of
+    # 120 beads fluctuates by 300 K * sqrt(2 / 360 dof) = 22 K, so the four readings 2 ps apart
+    # are averaged (11 K) and a blow-up is caught by any reading far above the thermostat.
+    assert np.all(temperatures < 450), temperatures
+    assert 250 < temperatures[1:].mean() < 350, temperatures
 
 
 @pytest.mark.filterwarnings("ignore:Found no information for attr:UserWarning")
