@@ -338,7 +338,7 @@ def teach_member(cfg: DictConfig, member: int | None = None) -> dict[str, Any]:
             splits,
             LossWeights(**_loss_options(cfg.teacher.train)),
             _settings(cfg.teacher.train, seed),
-            description=f"teacher {member + 1}/{n_members}",
+            description=f"teacher.member={member} of {n_members}",
             progress=cfg.progress,
             checkpoint=out / "checkpoint.pt",
         )
@@ -382,14 +382,14 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
             export_torchscript(potential, species, out / f"teacher_{k}.ts", meta)
         export_torchscript(ensemble, species, out / "ensemble.ts", meta)
         plot_loss_curves(
-            {f"teacher {k + 1}": m["history"] for k, m in enumerate(members)},
+            {f"teacher_{k}": m["history"] for k, m in enumerate(members)},
             out / "loss.png",
             title=f"{n_members} teachers",
         )
         splits = _splits(cfg, frames.n_frames, cfg.teacher.train)
         held_out = evaluate(ensemble, TrainingData.from_frames(frames), splits.test)
         for name, metrics in [
-            *((f"teacher {m['member'] + 1}", m) for m in members),
+            *((f"teacher_{m['member']}", m) for m in members),
             ("ensemble", held_out),
         ]:
             log.info(

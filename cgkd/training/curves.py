@@ -17,7 +17,7 @@ def plot_loss_curves(
     """Save a PNG of train (dashed) and validation (solid) loss per epoch on a log axis, with
     each run's best validation epoch marked, above its learning rate; return ``path``.
 
-    ``histories`` maps run names (e.g. "teacher 1", "student") to ``TrainResult.history``.
+    ``histories`` maps run names (e.g. "teacher_0", "student") to ``TrainResult.history``.
     Non-finite losses are left out of the curves (gaps) and of the best-epoch search.
 
     Raises:
