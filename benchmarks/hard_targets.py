@@ -113,6 +113,7 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
                 "seed": line["seed"],
                 "n_hard": line["n_hard"],
                 "soft_only_force_rmse_mapped": line["soft_only_force_rmse_mapped"],
+                "soft_only_force_rmse_soft": line.get("soft_only_force_rmse_soft"),
                 "student": line["models"]["student"],
                 "baseline": line["models"]["baseline"],
             }
@@ -120,13 +121,21 @@ def collect(sweep: Path) -> list[dict[str, Any]]:
     return points
 
 
-#: Curves: (label, model, screening, style).
-CURVES = (
-    ("two-stage, screened (fps)", "student", "fps", "-o"),
-    ("two-stage, random", "student", "random", "-s"),
-    ("single-stage, screened (fps) frames", "baseline", "fps", "--o"),
-    ("single-stage, random frames", "baseline", "random", "--s"),
-)
+#: Marker of each screening method's curves.
+MARKERS = {"fps": "o", "random": "s", "disagreement": "^"}
+
+
+def curves(points: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(label, model, screening, style) of every curve: two-stage (solid) and single-stage on
+    the same frames (dashed) for each screening method in ``points``."""
+    methods = sorted({p["screening"] for p in points}, key=list(MARKERS).index)
+    picked = {m: "random" if m == "random" else f"screened ({m})" for m in methods}
+    return [
+        *((f"two-stage, {picked[m]}", "student", m, f"-{MARKERS[m]}") for m in methods),
+        *((f"single-stage, {picked[m]} frames", "baseline", m, f"--{MARKERS[m]}") for m in methods),
+    ]
+
+
 METRICS = (
     ("force_rmse_mapped", "held-out force RMSE vs mapped (kJ/mol/nm)"),
     ("rdf_mad", "RDF MAD vs reference"),
@@ -159,7 +168,7 @@ def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
     axes = figure.subplots(1, len(METRICS))
     soft = [p["soft_only_force_rmse_mapped"] for p in points]
     for ax, (metric, label) in zip(axes, METRICS, strict=True):
-        for name, model, screening, style in CURVES:
+        for name, model, screening, style in curves(points):
             rows = curve(points, model, screening, metric)
             if not rows:
                 continue
@@ -178,24 +187,44 @@ def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
         figure.savefig(out.with_suffix(suffix), dpi=130)
 
 
+def soft_errors(points: list[dict[str, Any]], model: str, screening: str) -> dict[int, str]:
+    """{n_hard: cell} of the error against the teacher on held-out soft frames, mean over
+    seeds: "before -> after" fine-tuning for the student, the baseline's own value."""
+    by_n: dict[int, list[tuple[float, float]]] = {}
+    for point in points:
+        after = point[model].get("force_rmse_soft")
+        if point["screening"] == screening and after is not None:
+            by_n.setdefault(point["n_hard"], []).append((point["soft_only_force_rmse_soft"], after))
+    cells = {}
+    for n, pairs in sorted(by_n.items()):
+        before, after = np.mean(pairs, axis=0)
+        cells[n] = f"{before:.1f} -> {after:.1f}" if model == "student" else f"{after:.1f}"
+    return cells
+
+
 def table(points: list[dict[str, Any]], command: str) -> str:
-    """Markdown: every curve's points."""
+    """Markdown: every curve's points, with each model's error against the teacher on held-out
+    soft frames (the two-stage student's before -> after fine-tuning: what it forgot)."""
     lines = [
         f"Regenerate: `{command}`",
         "",
-        "| curve | hard frames | force RMSE vs mapped (kJ/mol/nm) | RDF MAD | ADF JSD | stable |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| curve | hard frames | force RMSE vs mapped (kJ/mol/nm) | RDF MAD | ADF JSD | stable "
+        "| vs teacher on soft frames (kJ/mol/nm) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     soft = [p["soft_only_force_rmse_mapped"] for p in points]
-    lines.append(f"| soft stage only | 0 | {np.mean(soft):.2f} | | | |")
-    for name, model, screening, _ in CURVES:
+    lines.append(f"| soft stage only | 0 | {np.mean(soft):.2f} | | | | |")
+    for name, model, screening, _ in curves(points):
         columns = {metric: curve(points, model, screening, metric) for metric, _ in METRICS}
+        vs_teacher = soft_errors(points, model, screening)
         for k, (n, force, spread, stable) in enumerate(columns["force_rmse_mapped"]):
             cells = [_cell(force, spread, 2)]
             for metric, digits in (("rdf_mad", 4), ("adf_jsd", 5)):
                 rows = columns[metric]
                 cells.append(_cell(rows[k][1], rows[k][2], digits) if k < len(rows) else "")
-            lines.append(f"| {name} | {n} | {' | '.join(cells)} | {stable:.2f} |")
+            cells.append(f"{stable:.2f}")
+            cells.append(vs_teacher.get(n, ""))
+            lines.append(f"| {name} | {n} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

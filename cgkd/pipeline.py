@@ -444,6 +444,9 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     (``targets``). two_stage: it learns the teacher's labels of teacher-sampled frames
     (:func:`sample`, ``targets``), then is fine-tuned on the mapped forces of the screened
     reference frames (:func:`screen`, ``selection``); the baseline trains on those frames alone.
+    Both then record ``force_rmse_soft``, their error against the teacher on the soft stage's
+    held-out frames (the fine-tuned student also ``start_force_rmse_soft``): how much of the
+    teacher fine-tuning left, next to a model that never saw it.
     """
     kind = cfg.schedule.kind
     if kind not in SCHEDULES:
@@ -455,6 +458,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     weights = student_loss(cfg, teacher)
     inputs = {**teacher.key, "loss": _plain(cfg.loss)}
     baseline_splits, baseline_inputs = splits, {"cg": cg["key"]}
+    soft_test = None
     if kind == "single":
         targets = _label(cfg, teacher, cg, frames)
         labels = Targets(**np.load(targets["targets"]))
@@ -466,11 +470,18 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     else:
         soft, selection = sample(cfg, teacher), screen(cfg, teacher)
         stage_one = _train_soft_student(cfg, soft, frames, prior, weights, inputs)
+        soft_frames, soft_targets = _soft_frames(soft, frames)
+        soft_test = (
+            TrainingData.from_frames(soft_frames, soft_targets),
+            _soft_splits(cfg, soft_frames.n_frames).test,
+        )
         models = {
             "targets": soft,
             "selection": selection,
             "soft_student": stage_one,
-            "student": _fine_tune(cfg, stage_one, soft, selection, frames, splits, prior),
+            "student": _fine_tune(
+                cfg, stage_one, soft_frames, soft_test, selection, frames, splits, prior
+            ),
         }
         baseline_splits = Splits(np.asarray(selection["indices"]), splits.val, splits.test)
         baseline_inputs["hard"] = selection["key"]
@@ -482,6 +493,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         prior,
         LossWeights(**_loss_options(cfg.student.train)),
         baseline_inputs,
+        soft_test=soft_test,
     )
     return models
 
@@ -783,25 +795,30 @@ def _train_soft_student(
     """Stage 1: the student on the soft targets (split into train/val/test by the student's
     fractions), ``schedule.soft.epochs`` epochs."""
     dataset, targets = _soft_frames(soft, frames)
-    train = cfg.student.train
-    splits = Splits.random(dataset.n_frames, train.val_fraction, train.test_fraction, cfg.seed)
     epochs = int(cfg.schedule.soft.epochs)
     return _train_student(
         cfg,
         "soft_student",
         TrainingData.from_frames(dataset, targets),
-        splits,
+        _soft_splits(cfg, dataset.n_frames),
         prior,
         weights,
         {**inputs, "soft": soft["key"], "epochs": epochs},
-        settings=replace(_settings(train, cfg.seed), epochs=epochs),
+        settings=replace(_settings(cfg.student.train, cfg.seed), epochs=epochs),
     )
+
+
+def _soft_splits(cfg: DictConfig, n_frames: int) -> Splits:
+    """The soft stage's train/val/test split (the student's fractions, the run's seed)."""
+    train = cfg.student.train
+    return Splits.random(n_frames, train.val_fraction, train.test_fraction, cfg.seed)
 
 
 def _fine_tune(
     cfg: DictConfig,
     stage_one: dict[str, Any],
-    soft: dict[str, Any],
+    soft_frames: Frames,
+    soft_test: tuple[TrainingData, np.ndarray],
     selection: dict[str, Any],
     frames: Frames,
     splits: Splits,
@@ -810,14 +827,14 @@ def _fine_tune(
     """Stage 2: the stage-1 student fine-tuned on the hard frames' mapped forces with
     ``schedule.hard.soft_per_hard`` soft frames per hard frame mixed in (their labels as the
     force targets), at ``schedule.hard.learning_rate_factor`` times the learning rate.
-    Validation and test: the reference splits' mapped forces."""
+    Validation and test: the reference splits' mapped forces. ``soft_test``: the soft stage's
+    held-out frames with their labels, whose error measures forgetting."""
     section = cfg.schedule.hard
     hard_cfg = {  # typed, so that 0 and 0.0 on the command line make one cache key
         "epochs": int(section.epochs),
         "learning_rate_factor": float(section.learning_rate_factor),
         "soft_per_hard": float(section.soft_per_hard),
     }
-    soft_frames, _ = _soft_frames(soft, frames)
     hard = np.asarray(selection["indices"])
     n_mix = min(soft_frames.n_frames, round(hard_cfg["soft_per_hard"] * len(hard)))
     mixed = np.linspace(0, soft_frames.n_frames - 1, n_mix).round().astype(int) if n_mix else []
@@ -847,6 +864,7 @@ def _fine_tune(
         settings=settings,
         start=Path(stage_one["checkpoint"]),
         extra={"n_hard": len(hard), "n_soft_mixed": int(n_mix)},
+        soft_test=soft_test,
     )
 
 
@@ -862,9 +880,12 @@ def _train_student(
     settings: TrainSettings | None = None,
     start: Path | None = None,
     extra: dict[str, Any] | None = None,
+    soft_test: tuple[TrainingData, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """A student-architecture model trained on ``data``: from scratch, or fine-tuned from the
-    saved model ``start``. Saved (``<name>.pt``), exported (``<name>.ts``) and cached."""
+    saved model ``start``. Saved (``<name>.pt``), exported (``<name>.ts``) and cached. With
+    ``soft_test`` (teacher-labelled frames and indices), the force RMSE against those labels
+    is recorded (``force_rmse_soft``; with ``start`` also ``start_force_rmse_soft``)."""
     student = _plain(cfg.student)
     settings = settings or _settings(cfg.student.train, cfg.seed)
     type_names = map_stage(cfg)["type_names"]
@@ -878,6 +899,8 @@ def _train_student(
             potential = load_potential(start)[0]
             before = evaluate(potential, data, splits.test)["force_rmse_mapped"]
             extra_facts["start_force_rmse_mapped"] = before
+            if soft_test is not None:
+                extra_facts["start_force_rmse_soft"] = _soft_error(potential, soft_test)
         result = train_potential(
             potential,
             data,
@@ -889,6 +912,8 @@ def _train_student(
             checkpoint=out / "checkpoint.pt",
             fine_tune=start is not None,
         )
+        if soft_test is not None:
+            extra_facts["force_rmse_soft"] = _soft_error(potential, soft_test)
         save_potential(out / f"{name}.pt", potential, [network], prior, {"history": result.history})
         export_torchscript(
             potential,
@@ -913,6 +938,12 @@ def _train_student(
     if settings != _settings(cfg.student.train, cfg.seed):
         key["settings"] = asdict(settings)
     return _stage(cfg, name, key).run(build, keep=("checkpoint.pt",))
+
+
+def _soft_error(potential: CGPotential, soft_test: tuple[TrainingData, np.ndarray]) -> float:
+    """Force RMSE (kJ/mol/nm) against the teacher's labels of the given soft frames."""
+    data, frames = soft_test
+    return evaluate(potential, data, frames)["force_rmse_teacher"]
 
 
 #: Models the simulate stage can run: the distilled ones and the teachers used directly.

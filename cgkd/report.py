@@ -138,7 +138,8 @@ RESULT_DEVIATIONS = (
 def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     """One run's result in one JSON object: its seeds and loss, and per simulated model
     (``keys``: model name -> cache key) the held-out force RMSE vs mapped forces (kJ/mol/nm)
-    and, for the student, vs its teacher labels, the deviations from AA, the stable fraction,
+    and, for the student, vs its teacher labels (two-stage: both models also vs the teacher on
+    held-out soft frames, ``force_rmse_soft``), the deviations from AA, the stable fraction,
     ms per force evaluation and the speedup over the teacher ensemble's force evaluation."""
     timings = metrics["timings"]["ms_per_force_evaluation"]
     rows = {}
@@ -153,8 +154,9 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
             if reference in timings:  # the cgkd ensemble, else an external TorchScript teacher
                 row[f"speedup_vs_{reference}"] = timings[reference] / timings[model]
                 break
-        if "force_rmse_teacher" in metrics["forces"][model]:  # a student: how well it learned
-            row["force_rmse_teacher"] = metrics["forces"][model]["force_rmse_teacher"]
+        for error in ("force_rmse_teacher", "force_rmse_soft"):  # vs teacher labels, soft frames
+            if error in metrics["forces"][model]:
+                row[error] = metrics["forces"][model][error]
         for name, observable, metric in RESULT_DEVIATIONS:
             value = metrics["observables"].get(observable, {}).get(model, {}).get(metric)
             if value is not None:
@@ -174,8 +176,8 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
 
 
 def _two_stage_facts(cfg: DictConfig, student: dict[str, Any]) -> dict[str, Any]:
-    """How many hard frames and how picked, and the soft-stage student's held-out error
-    (nothing for the single schedule)."""
+    """How many hard frames and how picked, the soft-stage student's held-out error, and how
+    much of the soft stage fine-tuning forgot (nothing for the single schedule)."""
     if cfg.schedule.kind == "single":
         return {}
     return {
@@ -183,6 +185,9 @@ def _two_stage_facts(cfg: DictConfig, student: dict[str, Any]) -> dict[str, Any]
         "n_hard": student["n_hard"],
         "n_soft_mixed": student["n_soft_mixed"],
         "soft_only_force_rmse_mapped": student["start_force_rmse_mapped"],
+        # Forgetting: the error against the teacher on held-out soft frames before fine-tuning
+        # (each model's row has it after; absent from models cached before it was recorded).
+        "soft_only_force_rmse_soft": student.get("start_force_rmse_soft"),
     }
 
 

@@ -281,10 +281,16 @@ def test_two_stage_records_soft_frames_and_an_auditable_selection(two_stage):
 @pytest.mark.slow
 def test_fine_tuning_starts_from_the_soft_stage_model(two_stage):
     """At learning rate 0 the fine-tuned student is the stage-1 student: same held-out error
-    (so fine-tuning neither re-initialises nor rescales it)."""
+    (so fine-tuning neither re-initialises nor rescales it), and nothing forgotten of the soft
+    stage's held-out frames, whose error is the stage-1 student's own test error."""
     _, _, models = two_stage
     student = models["student"]
     assert student["force_rmse_mapped"] == pytest.approx(student["start_force_rmse_mapped"])
+    soft_test_error = models["soft_student"]["force_rmse_teacher"]
+    assert student["start_force_rmse_soft"] == pytest.approx(soft_test_error)
+    assert student["force_rmse_soft"] == pytest.approx(soft_test_error)
+    # The baseline never saw the teacher: it is measured on the same frames, and is further off.
+    assert models["baseline"]["force_rmse_soft"] > 1.2 * soft_test_error
     assert student["force_rmse_mapped"] != pytest.approx(models["baseline"]["force_rmse_mapped"])
 
 
