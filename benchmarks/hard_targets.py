@@ -140,6 +140,7 @@ METRICS = (
     ("force_rmse_mapped", "held-out force RMSE vs mapped (kJ/mol/nm)"),
     ("rdf_mad", "RDF MAD vs reference"),
     ("adf_jsd", "ADF JSD (bits)"),
+    ("force_rmse_soft", "force RMSE vs teacher, soft frames (kJ/mol/nm)"),
 )
 
 
@@ -161,7 +162,7 @@ def curve(points: list[dict[str, Any]], model: str, screening: str, metric: str)
 
 
 def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
-    """Each metric against the number of hard frames (log axis); hollow: some run unstable."""
+    """Each metric against the number of hard frames (log axis); x: some run went unstable."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5.2 * len(METRICS), 4.2), layout="constrained")
@@ -178,6 +179,8 @@ def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
             ax.plot(n[unstable], mean[unstable], "x", color=line.get_color(), ms=10)
         if metric == "force_rmse_mapped":
             ax.axhline(np.mean(soft), color="grey", ls=":", label="soft stage only (0 hard)")
+        if metric == "force_rmse_soft" and (start := _recorded(points)):
+            ax.axhline(np.mean(start), color="grey", ls=":")
         ax.set_xscale("log")
         ax.set_xlabel("hard-target (reference) frames")
         ax.set_ylabel(label)
@@ -189,17 +192,15 @@ def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
 
 def soft_errors(points: list[dict[str, Any]], model: str, screening: str) -> dict[int, str]:
     """{n_hard: cell} of the error against the teacher on held-out soft frames, mean over
-    seeds: "before -> after" fine-tuning for the student, the baseline's own value."""
-    by_n: dict[int, list[tuple[float, float]]] = {}
-    for point in points:
-        after = point[model].get("force_rmse_soft")
-        if point["screening"] == screening and after is not None:
-            by_n.setdefault(point["n_hard"], []).append((point["soft_only_force_rmse_soft"], after))
-    cells = {}
-    for n, pairs in sorted(by_n.items()):
-        before, after = np.mean(pairs, axis=0)
-        cells[n] = f"{before:.1f} -> {after:.1f}" if model == "student" else f"{after:.1f}"
-    return cells
+    seeds: "soft stage -> fine-tuned" for the student, the baseline's own value."""
+    rows = curve(points, model, screening, "force_rmse_soft")
+    start = f"{np.mean(_recorded(points)):.1f} -> " if model == "student" and rows else ""
+    return {n: f"{start}{mean:.1f}" for n, mean, _, _ in rows}
+
+
+def _recorded(points: list[dict[str, Any]]) -> list[float]:
+    """The soft-stage student's error against the teacher, where the runs recorded it."""
+    return [p["soft_only_force_rmse_soft"] for p in points if p["soft_only_force_rmse_soft"]]
 
 
 def table(points: list[dict[str, Any]], command: str) -> str:
