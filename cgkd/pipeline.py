@@ -469,12 +469,16 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         }
     else:
         soft, selection = sample(cfg, teacher), screen(cfg, teacher)
-        stage_one = _train_soft_student(cfg, soft, frames, prior, weights, inputs)
         soft_frames, soft_targets = _soft_frames(soft, frames)
-        soft_test = (
-            TrainingData.from_frames(soft_frames, soft_targets),
-            _soft_splits(cfg, soft_frames.n_frames).test,
+        soft_data = TrainingData.from_frames(soft_frames, soft_targets)
+        train = cfg.student.train  # the soft frames split like the reference's, by the seed
+        soft_splits = Splits.random(
+            soft_frames.n_frames, train.val_fraction, train.test_fraction, cfg.seed
         )
+        stage_one = _train_soft_student(
+            cfg, soft_data, soft_splits, prior, weights, {**inputs, "soft": soft["key"]}
+        )
+        soft_test = (soft_data, soft_splits.test)
         models = {
             "targets": soft,
             "selection": selection,
@@ -786,32 +790,24 @@ def screen(cfg: DictConfig, teacher: Teacher | None = None) -> dict[str, Any]:
 
 def _train_soft_student(
     cfg: DictConfig,
-    soft: dict[str, Any],
-    frames: Frames,
+    data: TrainingData,
+    splits: Splits,
     prior: dict[str, Any] | None,
     weights: LossWeights,
     inputs: dict[str, Any],
 ) -> dict[str, Any]:
-    """Stage 1: the student on the soft targets (split into train/val/test by the student's
-    fractions), ``schedule.soft.epochs`` epochs."""
-    dataset, targets = _soft_frames(soft, frames)
+    """Stage 1: the student on the soft targets ``data``, ``schedule.soft.epochs`` epochs."""
     epochs = int(cfg.schedule.soft.epochs)
     return _train_student(
         cfg,
         "soft_student",
-        TrainingData.from_frames(dataset, targets),
-        _soft_splits(cfg, dataset.n_frames),
+        data,
+        splits,
         prior,
         weights,
-        {**inputs, "soft": soft["key"], "epochs": epochs},
+        {**inputs, "epochs": epochs},
         settings=replace(_settings(cfg.student.train, cfg.seed), epochs=epochs),
     )
-
-
-def _soft_splits(cfg: DictConfig, n_frames: int) -> Splits:
-    """The soft stage's train/val/test split (the student's fractions, the run's seed)."""
-    train = cfg.student.train
-    return Splits.random(n_frames, train.val_fraction, train.test_fraction, cfg.seed)
 
 
 def _fine_tune(
