@@ -475,8 +475,16 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         soft_splits = Splits.random(
             soft_frames.n_frames, train.val_fraction, train.test_fraction, cfg.seed
         )
-        stage_one = _train_soft_student(
-            cfg, soft_data, soft_splits, prior, weights, {**inputs, "soft": soft["key"]}
+        epochs = int(cfg.schedule.soft.epochs)  # stage 1: the student on the soft targets
+        stage_one = _train_student(
+            cfg,
+            "soft_student",
+            soft_data,
+            soft_splits,
+            prior,
+            weights,
+            {**inputs, "soft": soft["key"], "epochs": epochs},
+            settings=replace(_settings(train, cfg.seed), epochs=epochs),
         )
         soft_test = (soft_data, soft_splits.test)
         models = {
@@ -786,28 +794,6 @@ def screen(cfg: DictConfig, teacher: Teacher | None = None) -> dict[str, Any]:
         assert teacher is not None  # made above
         key["teacher"] = teacher.key
     return _stage(cfg, "screen", key).run(build)
-
-
-def _train_soft_student(
-    cfg: DictConfig,
-    data: TrainingData,
-    splits: Splits,
-    prior: dict[str, Any] | None,
-    weights: LossWeights,
-    inputs: dict[str, Any],
-) -> dict[str, Any]:
-    """Stage 1: the student on the soft targets ``data``, ``schedule.soft.epochs`` epochs."""
-    epochs = int(cfg.schedule.soft.epochs)
-    return _train_student(
-        cfg,
-        "soft_student",
-        data,
-        splits,
-        prior,
-        weights,
-        {**inputs, "epochs": epochs},
-        settings=replace(_settings(cfg.student.train, cfg.seed), epochs=epochs),
-    )
 
 
 def _fine_tune(
