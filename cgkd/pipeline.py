@@ -38,8 +38,8 @@ from cgkd.models.checkpoint import build_potential, load_potential, merge_member
 from cgkd.models.neighbors import perpendicular_widths
 from cgkd.models.potential import CGPotential
 from cgkd.models.priors import CGTopology, fit_priors
-from cgkd.simulation.export import export_torchscript
-from cgkd.simulation.md import MDSettings, run_replicas
+from cgkd.simulation.export import export_flavours, fused_path
+from cgkd.simulation.md import MDSettings, model_file, run_replicas
 from cgkd.simulation.sampling import SamplerSettings
 from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
@@ -379,8 +379,8 @@ def teach(cfg: DictConfig) -> dict[str, Any]:
         species = torch.as_tensor(frames.types)
         meta = {"type_names": frames.type_names, "config": _plain(cfg.teacher)}
         for k, (potential, _) in enumerate(loaded):
-            export_torchscript(potential, species, out / f"teacher_{k}.ts", meta)
-        export_torchscript(ensemble, species, out / "ensemble.ts", meta)
+            export_flavours(potential, species, out / f"teacher_{k}.ts", meta)
+        export_flavours(ensemble, species, out / "ensemble.ts", meta)
         plot_loss_curves(
             {f"teacher_{k}": m["history"] for k, m in enumerate(members)},
             out / "loss.png",
@@ -897,7 +897,7 @@ def _train_student(
         if soft_test is not None:
             extra_facts["force_rmse_soft"] = _soft_error(potential, soft_test)
         save_potential(out / f"{name}.pt", potential, [network], prior, {"history": result.history})
-        export_torchscript(
+        exported = export_flavours(
             potential,
             data.species,
             out / f"{name}.ts",
@@ -905,7 +905,7 @@ def _train_student(
         )
         plot_loss_curves({name: result.history}, out / "loss.png", title=name)
         record = {
-            "model": str(out / f"{name}.ts"),
+            "model": exported["plain"],
             "checkpoint": str(out / f"{name}.pt"),
             "best_epoch": result.best_epoch,
             "seconds": result.seconds,
@@ -933,9 +933,10 @@ SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble")
 
 
 def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """The exported model (``model``: a TorchScript file) and cache ``key`` of every model
-    named in ``simulate.models``: student, baseline, teacher (the first member alone, or a
-    teacher.source=torchscript file) and ensemble (the teachers' mean)."""
+    """The exported model (``model``: a plain TorchScript file; ``fused``: its fused flavour,
+    or None) and cache ``key`` of every model named in ``simulate.models``: student,
+    baseline, teacher (the first member alone, or a teacher.source=torchscript file) and
+    ensemble (the teachers' mean)."""
     names = list(cfg.simulate.models)
     unknown = [name for name in names if name not in SIMULATED_MODELS]
     if unknown or not names:
@@ -954,18 +955,25 @@ def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     models = {}
     for name in names:
         if name in ("student", "baseline"):
-            models[name] = {"model": distilled[name]["model"], "key": distilled[name]["key"]}
+            plain = distilled[name]["model"]
+            models[name] = {"model": plain, "key": distilled[name]["key"]}
         elif source == "torchscript":
             digest = TorchScriptTeacher(Path(cfg.teacher.path)).key["torchscript_teacher"]
-            models[name] = {"model": str(cfg.teacher.path), "key": f"{digest}-teacher"}
+            plain = str(cfg.teacher.path)
+            models[name] = {"model": plain, "key": f"{digest}-teacher", "fused": None}
         else:
             teachers = teach(cfg)
             exported = "teacher_0.ts" if name == "teacher" else "ensemble.ts"
-            models[name] = {
-                "model": str(Path(teachers["dir"]) / exported),
-                "key": f"{teachers['key']}-{name}",
-            }
+            plain = str(Path(teachers["dir"]) / exported)
+            models[name] = {"model": plain, "key": f"{teachers['key']}-{name}"}
+        models[name].setdefault("fused", str(fused_path(Path(plain))))
     return models
+
+
+def md_settings(cfg: DictConfig) -> MDSettings:
+    """The CG MD settings of the ``simulate`` section."""
+    simulate_cfg = {k: v for k, v in _plain(cfg.simulate).items() if k != "models"}
+    return MDSettings(**simulate_cfg, seed=cfg.seed)
 
 
 def simulate(cfg: DictConfig) -> dict[str, Any]:
@@ -978,7 +986,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     frames = read_h5md(cg["dataset"])
     bonds = read_h5md_bonds(cg["dataset"])
     simulate_cfg = {k: v for k, v in _plain(cfg.simulate).items() if k != "models"}
-    settings = MDSettings(**simulate_cfg, seed=cfg.seed)
+    settings = md_settings(cfg)
     n_frames = len(frames.positions)
     starts = [n_frames - 1 - (k * n_frames) // settings.replicas for k in range(settings.replicas)]
     names = [frames.type_names[t] for t in frames.types]
@@ -986,8 +994,11 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     for name, model in models.items():
 
         def build(out: Path, model: dict[str, Any] = model, name: str = name) -> tuple[dict, dict]:
+            fused = Path(model["fused"]) if model["fused"] else None
+            model_path = model_file(Path(model["model"]), fused, settings)
+            log.info("CG MD of the %s: %s", name, model_path)
             results = run_replicas(
-                Path(model["model"]),
+                model_path,
                 frames.positions[starts],
                 frames.boxes[starts],
                 frames.masses,
@@ -1002,6 +1013,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
                 if not result.stable:
                     log.warning("%s replica %d: %s", name, k, result.message)
             record = {
+                "model_file": str(model_path),
                 "replicas": [r.to_json() for r in results],
                 "start_frames": starts,
                 "n_stable": len(stable),

@@ -15,7 +15,8 @@ from cgkd.io.h5md import read_h5md
 from cgkd.observables.sources import compare_sources, plot_sources, save_curves, scalars
 from cgkd.observables.suite import evaluate
 from cgkd.observables.trajectory import Trajectory
-from cgkd.simulation.md import time_force_evaluation
+from cgkd.simulation.export import fused_path
+from cgkd.simulation.md import model_file, time_force_evaluation
 from cgkd.training.curves import plot_loss_curves
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,8 @@ def _test_metrics(record: dict[str, Any]) -> dict[str, Any]:
 def _timings(
     cfg: DictConfig, teachers: dict[str, Any] | None, models: dict[str, Any], frames: Any
 ) -> dict[str, float]:
-    """ms per force evaluation of the student, the baseline and the CG teachers."""
+    """ms per force evaluation of the student, the baseline and the CG teachers, each in the
+    flavour (fused or plain) that ``simulate.kernels`` runs."""
     files = {
         "student": Path(models["student"]["model"]),
         "baseline": Path(models["baseline"]["model"]),
@@ -208,9 +210,14 @@ def _timings(
         files["ensemble"] = Path(teachers["dir"]) / "ensemble.ts"
     elif cfg.teacher.source == "torchscript":
         files["teacher"] = Path(cfg.teacher.path)
+    settings = pipeline.md_settings(cfg)
     return {
         name: time_force_evaluation(
-            path, frames.positions[-1], frames.boxes[-1], frames.masses, cfg.analysis.timing_repeats
+            model_file(path, fused_path(path), settings),
+            frames.positions[-1],
+            frames.boxes[-1],
+            frames.masses,
+            cfg.analysis.timing_repeats,
         )
         for name, path in files.items()
     }

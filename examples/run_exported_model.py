@@ -1,18 +1,23 @@
 """Run an exported cgkd model in plain OpenMM: nothing from cgkd is imported.
 
-usage: python examples/run_exported_model.py MODEL.ts START.pdb [steps]
+usage: python examples/run_exported_model.py MODEL.ts START.pdb [steps] [--kernels LIBRARY.so]
 
-MODEL.ts is a file that `cgkd distill` exported (``cache/student-*/student.ts``);
-START.pdb holds the bead positions and box (``cache/simulate-student-*/replica_0/topology.pdb``).
-Beads get the mass of one water molecule here; use your dataset's masses for other systems.
+MODEL.ts is a file that `cgkd distill` exported: ``cache/student-*/student.ts`` (plain
+TorchScript: its forward returns the energy, OpenMM takes the forces by autograd) or, with
+``--kernels``, its fused flavour ``student_fused.ts``, several times faster on the CPU: its
+forward returns (energy, forces), and it needs cgkd's compiled kernel library loaded first
+(``python -m cgkd.ops`` prints that library's path). START.pdb holds the bead positions and box
+(``cache/simulate-student-*/replica_0/topology.pdb``). Beads get the mass of one water
+molecule here; use your dataset's masses for other systems.
 """
 
+import argparse
 import sys
 
 # isort: off
 # torch before openmm: OpenMM loads its plugins on import, and the openmmtorch plugin needs
 # the libraries that torch loads (libtorch, CUDA runtime); imported later, TorchForce has no kernel.
-import torch  # noqa: F401
+import torch
 import openmm
 import openmm.app as app
 import openmm.unit as unit
@@ -22,15 +27,22 @@ from openmmtorch import TorchForce
 
 
 def main() -> None:
-    model, start = sys.argv[1], sys.argv[2]
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
-    pdb = app.PDBFile(start)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("start")
+    parser.add_argument("steps", nargs="?", type=int, default=1000)
+    parser.add_argument("--kernels", help="cgkd's kernel library, for a fused model file")
+    args = parser.parse_args()
+    if args.kernels:
+        torch.ops.load_library(args.kernels)  # before OpenMM reads the fused model
+    pdb = app.PDBFile(args.start)
     system = openmm.System()
     for _ in range(pdb.topology.getNumAtoms()):
         system.addParticle(18.015 * unit.amu)
     system.setDefaultPeriodicBoxVectors(*pdb.topology.getPeriodicBoxVectors())
-    force = TorchForce(model)
+    force = TorchForce(args.model)
     force.setUsesPeriodicBoundaryConditions(True)
+    force.setOutputsForces(bool(args.kernels))  # the fused flavour returns (energy, forces)
     system.addForce(force)
     integrator = openmm.LangevinMiddleIntegrator(
         300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond
@@ -44,14 +56,14 @@ def main() -> None:
     simulation.reporters.append(
         app.StateDataReporter(
             sys.stdout,
-            max(steps // 5, 1),
+            max(args.steps // 5, 1),
             step=True,
             potentialEnergy=True,
             temperature=True,
             speed=True,
         )
     )
-    simulation.step(steps)
+    simulation.step(args.steps)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cgkd import ops
+
 CGKD = [sys.executable, "-m", "cgkd.cli"]
 
 
@@ -235,12 +237,15 @@ def test_notebook_runs_on_the_quick_run(quick_run, monkeypatch):
 
 
 @pytest.mark.slow
-def test_plain_openmm_example_runs_an_exported_student(quick_run):
+@pytest.mark.parametrize("flavour", ["plain", "fused"])
+def test_plain_openmm_example_runs_an_exported_student(quick_run, flavour):
     script = Path(__file__).resolve().parent.parent / "examples" / "run_exported_model.py"
-    model = next((quick_run / "cache").glob("student-*/student.ts"))
+    name = "student.ts" if flavour == "plain" else "student_fused.ts"
+    model = next((quick_run / "cache").glob(f"student-*/{name}"))
     start = next((quick_run / "cache").glob("simulate-student-*/replica_0/topology.pdb"))
+    kernels = ["--kernels", str(ops.library_path())] if flavour == "fused" else []
     result = subprocess.run(
-        [sys.executable, str(script), str(model), str(start), "5000"],
+        [sys.executable, str(script), str(model), str(start), "5000", *kernels],
         capture_output=True,
         text=True,
         timeout=300,

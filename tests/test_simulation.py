@@ -166,12 +166,12 @@ def test_verlet_list_gives_the_pairs_of_a_fresh_search(potential, liquid):
     x = positions[0].float()
     for _ in range(8):
         x = x + torch.as_tensor(rng.normal(0.0, 0.01, x.shape), dtype=torch.float32)
-        first, second, vectors = module._pairs(x, box[0].float())
+        first, second, vectors = module.pairs(x, box[0].float())
         fresh = neighbor_pairs(x.unsqueeze(0), box[0].float().unsqueeze(0), potential.cutoff)
         assert torch.equal(first, fresh[0]) and torch.equal(second, fresh[1])
         torch.testing.assert_close(vectors, fresh[2], rtol=0, atol=1e-6)
     # Beads drifted about 0.05 nm in all: the list was reused, and rebuilt when it had to be.
-    assert 1 < module.list_builds < 8
+    assert 1 < module.verlet.builds < 8
 
 
 def test_verlet_skin_shrinks_to_fit_a_small_box(ensemble_model, liquid):
@@ -179,7 +179,7 @@ def test_verlet_skin_shrinks_to_fit_a_small_box(ensemble_model, liquid):
     model = torch.jit.load(str(ensemble_model))
     small = box[0] * (1.25 / 1.5)  # half width 0.625 nm: room for only 0.025 nm of skin
     model(positions[0] * (1.25 / 1.5), small)
-    assert 0 < model.list_skin < 0.025
+    assert 0 < model.verlet.used_skin < 0.025
     with pytest.raises(torch.jit.Error, match="not below half the smallest box width"):
         model(positions[0] * 0.75, box[0] * 0.75)
 

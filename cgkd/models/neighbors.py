@@ -177,7 +177,11 @@ def _cell_list_frame(
 
 
 def pair_search(
-    positions: Tensor, boxes: Tensor, cutoff: float, method: str = "cells"
+    positions: Tensor,
+    boxes: Tensor,
+    cutoff: float,
+    method: str = "cells",
+    both_directions: bool = True,
 ) -> tuple[Tensor, Tensor, int]:
     """The pair search of :func:`neighbor_pairs`, without gradients or cutoff check.
 
@@ -186,10 +190,11 @@ def pair_search(
         cutoff: nm, below half the smallest perpendicular box width.
         method: ``"cells"`` (cell list, O(N)) or ``"all_pairs"`` (every pair, O(N^2));
             both give the same pairs.
+        both_directions: list every pair in both directions (else once, in either).
 
     Returns:
         ``(index, shifts, n_candidates)``: (frame, first, second) [P, 3] of every pair within
-        the cutoff, in both directions, grouped by frame; the lattice shifts [P, 3] of their
+        the cutoff, grouped by frame; the lattice shifts [P, 3] of their
         minimum images (integers in the positions' dtype: the pair vector is
         x_second - x_first - shifts @ box); the number of candidate pairs examined (each
         direction once for the cell list).
@@ -199,6 +204,9 @@ def pair_search(
     boxes = boxes.detach()
     if method == "all_pairs":
         index, shifts = _all_pairs(positions, boxes, torch.linalg.inv(boxes), cutoff)
+        if not both_directions:
+            keep = index[:, 1] < index[:, 2]
+            index, shifts = index[keep], shifts[keep]
         return index, shifts, n_frames * n_beads * n_beads
     if method != "cells":
         raise ValueError("unknown neighbour search method '" + method + "'; use cells or all_pairs")
@@ -210,9 +218,10 @@ def pair_search(
         first, second, shifts, examined = _cell_list_frame(positions[b], boxes[b], cells[b], cutoff)
         frame = torch.full_like(first, b)
         indices.append(torch.stack([frame, first, second], 1))
-        indices.append(torch.stack([frame, second, first], 1))
         all_shifts.append(shifts)
-        all_shifts.append(-shifts)
+        if both_directions:
+            indices.append(torch.stack([frame, second, first], 1))
+            all_shifts.append(-shifts)
         n_candidates += examined
     return torch.cat(indices), torch.cat(all_shifts), n_candidates
 

@@ -33,6 +33,7 @@ import openmm.app as app
 import openmm.unit as unit
 # isort: on
 
+from cgkd.simulation.export import load_exported
 from cgkd.simulation.reporters import (
     CheckpointReporter,
     ProgressReporter,
@@ -45,6 +46,7 @@ from cgkd.units import ns_per_day
 log = logging.getLogger(__name__)
 
 INTEGRATORS = ("langevin", "nose_hoover", "verlet")
+KERNELS = ("auto", "fused", "plain")
 FILES = ("trajectory.dcd", "topology.pdb", "state.csv", "checkpoint.chk", "last_good.pdb")
 
 
@@ -59,6 +61,8 @@ class MDSettings:
     ``temperature``. ``platform``: ``auto`` (CUDA when present, else CPU), ``CPU``,
     ``CUDA`` or ``Reference``; ``threads`` for the CPU platform (None: all cores).
     ``replicas`` independent runs differ in seed (``seed + k``) and starting frame.
+    ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
+    the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.
     """
 
     integrator: str = "langevin"
@@ -74,6 +78,7 @@ class MDSettings:
     min_distance: float = 0.12
     max_temperature_factor: float = 3.0
     replicas: int = 1
+    kernels: str = "auto"
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
@@ -83,6 +88,8 @@ class MDSettings:
         for name in ("timestep", "steps", "report_interval", "replicas"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"simulate.{name} must be positive, got {getattr(self, name)}")
+        if self.kernels not in KERNELS:
+            raise ValueError(f"simulate.kernels '{self.kernels}' is unknown; use one of {KERNELS}")
         if self.steps % self.report_interval:
             raise ValueError(
                 f"simulate.steps ({self.steps}) is not a multiple of simulate.report_interval "
@@ -107,6 +114,28 @@ class MDResult:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def model_file(plain: Path, fused: Path | None, settings: MDSettings) -> Path:
+    """The export of a model that ``settings.kernels`` runs: its fused flavour (``fused``,
+    None when it has none) or its plain TorchScript file."""
+    if settings.kernels == "plain":
+        return Path(plain)
+    if fused is None or not Path(fused).is_file():
+        if settings.kernels == "fused":
+            raise ValueError(
+                f"{plain} has no fused export (the kernels did not build, or a network has more "
+                "than one interaction block); set simulate.kernels=auto or plain"
+            )
+        return Path(plain)
+    if select_platform(settings.platform)[0].getName() != "CPU":
+        if settings.kernels == "fused":
+            raise ValueError(
+                f"the fused kernels run on the CPU platform only, not {settings.platform}; set "
+                "simulate.platform=CPU or simulate.kernels=auto"
+            )
+        return Path(plain)
+    return Path(fused)
 
 
 def make_integrator(settings: MDSettings, seed: int) -> openmm.Integrator:
@@ -265,7 +294,7 @@ def check_model_evaluates(model_path: Path, positions: np.ndarray, box: np.ndarr
     """Raise a one-line error if the exported model cannot evaluate ``positions`` [N, 3] in
     ``box`` [3, 3] (nm). Checked in Python first: an exception thrown inside OpenMM's CPU
     threads would abort the whole process instead."""
-    module = torch.jit.load(str(model_path))
+    module = load_exported(model_path)
     try:
         module(
             torch.as_tensor(positions, dtype=torch.float64),

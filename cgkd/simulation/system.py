@@ -8,6 +8,7 @@ first imported, and the openmmtorch plugin needs the libraries torch loads.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from openmmtorch import TorchForce  # noqa: E402
 
 logging.disable(logging.NOTSET)
 # isort: on
+
+from cgkd import ops  # noqa: E402
+from cgkd.simulation.export import is_fused  # noqa: E402
 
 #: Platforms tried in order by ``platform="auto"``.
 AUTO_PLATFORMS = ("CUDA", "CPU")
@@ -43,10 +47,21 @@ def build_system(model_path: str, masses: np.ndarray, box: np.ndarray) -> openmm
     for mass in masses:
         system.addParticle(float(mass))
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box)])
+    system.addForce(torch_force(model_path))
+    return system
+
+
+def torch_force(model_path: str | Path) -> TorchForce:
+    """The TorchForce (periodic) of a model file: an exported cgkd model, whose metadata says
+    whether it returns its forces (the fused flavour, whose kernels are loaded here first),
+    or any TorchScript file with the openmmtorch contract."""
+    outputs_forces = is_fused(Path(model_path))
+    if outputs_forces:
+        ops.library_path()
     force = TorchForce(str(model_path))
     force.setUsesPeriodicBoundaryConditions(True)
-    system.addForce(force)
-    return system
+    force.setOutputsForces(outputs_forces)
+    return force
 
 
 def openmm_seed(seed: int) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 # isort: off
+from cgkd.simulation.export import is_fused
 from cgkd.simulation.system import build_system, select_platform  # before openmm
 import openmm
 import openmm.unit as unit
@@ -138,6 +139,11 @@ class TorchScriptTeacher(_TorchScriptMD):
             raise FileNotFoundError(
                 f"teacher.path={path} does not exist; give a TorchScript file whose "
                 "forward(positions[N,3], box[3,3]) returns the energy (nm, kJ/mol)"
+            )
+        if is_fused(path):
+            raise ValueError(
+                f"teacher.path={path} is a fused export (it returns forces, not an energy); "
+                f"give its plain export {path.with_name(path.name.replace('_fused', ''))}"
             )
         self.md_model = path
         self.module = torch.jit.load(str(path))

@@ -1,0 +1,676 @@
+// Fused CPU kernels for exported HIP-NN-TS models (loaded by cgkd.ops as torch.ops.cgkd.*).
+//
+// The first interaction layer of HIP-NN-TS reads one-hot species, so all it needs from the
+// pairs is the environment tensor
+//     env[i, b, d, k] = sum_{j in N(i), species_j = b} D_d(u_ij) s_k(r_ij),
+// with u_ij = (x_j - x_i) / r_ij, D_d the angular factors of tensor order 0, 1 or 2
+// (1; u; the traceless u u^T in an orthonormal basis) and s_k the inverse-distance
+// sensitivities with the cos^2 cutoff (cgkd/models/hipnn.py). These kernels compute env from
+// a half Verlet list (every pair once, in either direction) and, given dE/d env, the gradient
+// dE/dx; everything per bead (the dense layers) stays in TorchScript. A third kernel is the
+// pair repulsion prior with its gradient.
+//
+// Work is split into one block of consecutive first beads per thread, each with its own
+// accumulation buffer, summed in block order: the result is deterministic for a given thread
+// count, and pairs beyond the cutoff (the Verlet skin) change nothing, so a reused list gives
+// bit for bit what a fresh one gives. Units: nm, kJ/mol.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+constexpr double kRoot2 = 1.41421356237309504880;
+constexpr double kRoot6 = 2.44948974278317809820;
+
+int n_directions(int64_t order) { return order == 0 ? 1 : (order == 1 ? 4 : 9); }
+
+// Parity of D_d under u -> -u: the environment of the second bead of a pair sees -u.
+template <typename T>
+constexpr T kParity[9] = {1, -1, -1, -1, 1, 1, 1, 1, 1};
+
+// Pair ranges of n_blocks blocks of consecutive first beads. The list holds every pair once
+// with first < second, so bead i heads about N - i pairs: block b starts at bead
+// N (1 - sqrt(1 - b / n_blocks)), which gives each block the same share. The bounds depend
+// only on N and n_blocks, never on the list, so a longer list (a larger skin) splits the
+// pairs within the cutoff the same way.
+std::vector<int64_t> block_bounds(const int64_t* first, int64_t n_pairs, int64_t n_beads,
+                                  int64_t n_blocks) {
+  std::vector<int64_t> bounds(n_blocks + 1, n_pairs);
+  bounds[0] = 0;
+  for (int64_t b = 1; b < n_blocks; ++b) {
+    const double fraction = static_cast<double>(b) / static_cast<double>(n_blocks);
+    const auto bead = static_cast<int64_t>(n_beads * (1.0 - std::sqrt(1.0 - fraction)));
+    bounds[b] = std::lower_bound(first, first + n_pairs, bead) - first;
+  }
+  return bounds;
+}
+
+void check_list(const at::Tensor& positions, const at::Tensor& box, const at::Tensor& first,
+                const at::Tensor& second, const at::Tensor& shifts) {
+  TORCH_CHECK(positions.dim() == 2 && positions.size(1) == 3, "positions must be [N, 3]");
+  TORCH_CHECK(box.sizes() == at::IntArrayRef({3, 3}), "box must be [3, 3]");
+  TORCH_CHECK(first.scalar_type() == at::kLong && second.scalar_type() == at::kLong,
+              "pair indices must be int64");
+  TORCH_CHECK(first.numel() == second.numel() && shifts.size(0) == first.numel(),
+              "first, second and shifts must list the same pairs");
+}
+
+// The Verlet list and positions as raw pointers (contiguous, dtype T).
+template <typename T>
+struct PairList {
+  const T* x;
+  const T* box;
+  const T* shifts;
+  const int64_t* first;
+  const int64_t* second;
+  const int64_t* species;
+};
+
+constexpr int kChunk = 32;
+
+// Up to kChunk pairs within the cutoff, as a structure of arrays: bead indices, distance r and
+// unit vector u = (x_j - x_i) / r.
+template <typename T>
+struct PairChunk {
+  int n = 0;
+  int64_t i[kChunk];
+  int64_t j[kChunk];
+  T r[kChunk];
+  T u[3][kChunk];
+};
+
+// Fill ``chunk`` with the next pairs within the cutoff from list entries [p, end); returns
+// the entry after the last one examined.
+template <typename T>
+inline int64_t collect(const PairList<T>& list, int64_t p, int64_t end, T cutoff2,
+                       PairChunk<T>& chunk) {
+  chunk.n = 0;
+  for (; p < end && chunk.n < kChunk; ++p) {
+    const int64_t i = list.first[p], j = list.second[p];
+    const T* shift = list.shifts + 3 * p;
+    T v[3];
+    for (int a = 0; a < 3; ++a) {
+      v[a] = list.x[3 * j + a] - list.x[3 * i + a] -
+             (shift[0] * list.box[a] + shift[1] * list.box[3 + a] + shift[2] * list.box[6 + a]);
+    }
+    const T r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+    if (!(r2 < cutoff2)) continue;
+    const T r = std::sqrt(r2);
+    const int q = chunk.n++;
+    chunk.i[q] = i;
+    chunk.j[q] = j;
+    chunk.r[q] = r;
+    for (int a = 0; a < 3; ++a) chunk.u[a][q] = v[a] / r;
+  }
+  return p;
+}
+
+// Sensitivities s[q * nu + k] of the chunk's pairs and, with ds, ds/dr.
+template <typename T>
+inline void chunk_sensitivities(const PairChunk<T>& chunk, const T* inverse_mu, const T* sigma,
+                                int64_t nu, T cutoff, T* s, T* ds) {
+  for (int q = 0; q < chunk.n; ++q) {
+    const T r = chunk.r[q];
+    const T angle = T(0.5 * kPi) * r / cutoff;
+    const T c = std::cos(angle);
+    const T phi = c * c;
+    const T inv = T(1) / r;
+    T* sq = s + q * nu;
+    if (ds == nullptr) {
+#pragma omp simd
+      for (int64_t k = 0; k < nu; ++k) {
+        const T z = sigma[k] * (inv - inverse_mu[k]);
+        sq[k] = std::exp(T(-0.5) * z * z) * phi;
+      }
+    } else {
+      const T dphi = -T(kPi) / cutoff * c * std::sin(angle);
+      T* dsq = ds + q * nu;
+#pragma omp simd
+      for (int64_t k = 0; k < nu; ++k) {
+        const T z = sigma[k] * (inv - inverse_mu[k]);
+        const T e = std::exp(T(-0.5) * z * z);
+        sq[k] = e * phi;
+        dsq[k] = e * (dphi + phi * z * sigma[k] * inv * inv);
+      }
+    }
+  }
+}
+
+// Angular factors dirs[q * ND + d] of the chunk's pairs (ND = 1, 4 or 9 for order 0, 1, 2).
+template <typename T, int ND>
+inline void chunk_directions(const PairChunk<T>& chunk, T* dirs) {
+  const T r2 = T(kRoot2), r6 = T(kRoot6);
+  for (int q = 0; q < chunk.n; ++q) {
+    const T ux = chunk.u[0][q], uy = chunk.u[1][q], uz = chunk.u[2][q];
+    T* out = dirs + q * ND;
+    out[0] = 1;
+    if (ND >= 4) {
+      out[1] = ux;
+      out[2] = uy;
+      out[3] = uz;
+    }
+    if (ND == 9) {
+      out[4] = r2 * ux * uy;
+      out[5] = r2 * ux * uz;
+      out[6] = r2 * uy * uz;
+      out[7] = (ux * ux - uy * uy) / r2;
+      out[8] = (2 * uz * uz - ux * ux - uy * uy) / r6;
+    }
+  }
+}
+
+// Pair sums of the list entries [begin, end) into acc [N, S, ND, nu].
+template <typename T, int ND>
+__attribute__((target_clones("avx2", "default"))) void environment_block(
+    const PairList<T> list, int64_t begin, int64_t end, const T* inverse_mu, const T* sigma,
+    int64_t nu, int64_t n_species, T cutoff, T* acc) {
+  const int64_t row = ND * nu;
+  PairChunk<T> chunk;
+  std::vector<T> s(kChunk * nu);
+  T dirs[kChunk * ND];
+  for (int64_t p = begin; p < end;) {
+    p = collect(list, p, end, cutoff * cutoff, chunk);
+    chunk_sensitivities<T>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), nullptr);
+    chunk_directions<T, ND>(chunk, dirs);
+    for (int q = 0; q < chunk.n; ++q) {
+      const int64_t i = chunk.i[q], j = chunk.j[q];
+      T* to_i = acc + (i * n_species + list.species[j]) * row;
+      T* to_j = acc + (j * n_species + list.species[i]) * row;
+      const T* sq = s.data() + q * nu;
+      for (int d = 0; d < ND; ++d) {
+        const T di = dirs[q * ND + d];
+        const T dj = kParity<T>[d] * di;
+        T* row_i = to_i + d * nu;
+        T* row_j = to_j + d * nu;
+#pragma omp simd
+        for (int64_t k = 0; k < nu; ++k) {
+          row_i[k] += di * sq[k];
+          row_j[k] += dj * sq[k];
+        }
+      }
+    }
+  }
+}
+
+// dE/dx of the list entries [begin, end) into acc [N, 3], given g = dE/d(pair sums).
+template <typename T, int ND>
+__attribute__((target_clones("avx2", "default"))) void environment_backward_block(
+    const PairList<T> list, int64_t begin, int64_t end, const T* g, const T* inverse_mu,
+    const T* sigma, int64_t nu, int64_t n_species, T cutoff, T* acc) {
+  const int64_t row = ND * nu;
+  const T r2c = T(kRoot2), r6c = T(kRoot6);
+  PairChunk<T> chunk;
+  std::vector<T> s(kChunk * nu), ds(kChunk * nu);
+  T dirs[kChunk * ND];
+  for (int64_t p = begin; p < end;) {
+    p = collect(list, p, end, cutoff * cutoff, chunk);
+    chunk_sensitivities<T>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), ds.data());
+    chunk_directions<T, ND>(chunk, dirs);
+    for (int q = 0; q < chunk.n; ++q) {
+      const int64_t i = chunk.i[q], j = chunk.j[q];
+      const T* gi = g + (i * n_species + list.species[j]) * row;
+      const T* gj = g + (j * n_species + list.species[i]) * row;
+      const T* sq = s.data() + q * nu;
+      const T* dsq = ds.data() + q * nu;
+      T grad_r = 0;
+      T grad_dirs[ND];
+      for (int d = 0; d < ND; ++d) {
+        const T parity = kParity<T>[d];
+        const T* row_i = gi + d * nu;
+        const T* row_j = gj + d * nu;
+        T grad_d = 0, grad_rd = 0;
+#pragma omp simd reduction(+ : grad_d, grad_rd)
+        for (int64_t k = 0; k < nu; ++k) {
+          const T weight = row_i[k] + parity * row_j[k];
+          grad_d += weight * sq[k];
+          grad_rd += weight * dsq[k];
+        }
+        grad_dirs[d] = grad_d;
+        grad_r += dirs[q * ND + d] * grad_rd;
+      }
+      const T ux = chunk.u[0][q], uy = chunk.u[1][q], uz = chunk.u[2][q];
+      // dE/du from dE/dD through the angular factors.
+      T gu[3] = {0, 0, 0};
+      if (ND >= 4) {
+        gu[0] += grad_dirs[1];
+        gu[1] += grad_dirs[2];
+        gu[2] += grad_dirs[3];
+      }
+      if (ND == 9) {
+        gu[0] += r2c * (grad_dirs[4] * uy + grad_dirs[5] * uz + grad_dirs[7] * ux) -
+                 2 * grad_dirs[8] * ux / r6c;
+        gu[1] += r2c * (grad_dirs[4] * ux + grad_dirs[6] * uz - grad_dirs[7] * uy) -
+                 2 * grad_dirs[8] * uy / r6c;
+        gu[2] += r2c * (grad_dirs[5] * ux + grad_dirs[6] * uy) + 4 * grad_dirs[8] * uz / r6c;
+      }
+      const T inv = T(1) / chunk.r[q];
+      const T radial = gu[0] * ux + gu[1] * uy + gu[2] * uz;
+      const T gv[3] = {grad_r * ux + (gu[0] - radial * ux) * inv,
+                       grad_r * uy + (gu[1] - radial * uy) * inv,
+                       grad_r * uz + (gu[2] - radial * uz) * inv};
+      for (int a = 0; a < 3; ++a) {
+        acc[3 * j + a] += gv[a];
+        acc[3 * i + a] -= gv[a];
+      }
+    }
+  }
+}
+
+// Run ``work(block, begin, end, buffer)`` for n_blocks = threads balanced blocks of the list,
+// each with a zeroed buffer of ``width`` values per bead, then sum the buffers into ``out``
+// in block order.
+template <typename T, typename Work>
+void over_blocks(const int64_t* first, int64_t n_pairs, int64_t n_beads, int64_t width,
+                 T* out, const Work& work) {
+  const int64_t n_blocks = std::max<int64_t>(1, at::get_num_threads());
+  const auto bounds = block_bounds(first, n_pairs, n_beads, n_blocks);
+  const int64_t size = n_beads * width;
+  std::vector<T> buffers(n_blocks * size, T(0));
+  at::parallel_for(0, n_blocks, 1, [&](int64_t block_begin, int64_t block_end) {
+    for (int64_t block = block_begin; block < block_end; ++block) {
+      work(bounds[block], bounds[block + 1], buffers.data() + block * size);
+    }
+  });
+  for (int64_t block = 0; block < n_blocks; ++block) {
+    const T* buffer = buffers.data() + block * size;
+    for (int64_t e = 0; e < size; ++e) out[e] += buffer[e];
+  }
+}
+
+template <typename T>
+PairList<T> pair_list(const at::Tensor& x, const at::Tensor& box, const at::Tensor& first,
+                      const at::Tensor& second, const at::Tensor& shifts,
+                      const at::Tensor& species) {
+  return {x.data_ptr<T>(),          box.data_ptr<T>(),         shifts.data_ptr<T>(),
+          first.data_ptr<int64_t>(), second.data_ptr<int64_t>(), species.data_ptr<int64_t>()};
+}
+
+template <typename T, int ND>
+void environment_kernel(const PairList<T>& list, int64_t n_beads, int64_t n_pairs,
+                        const T* inverse_mu, const T* sigma, int64_t nu, int64_t n_species,
+                        T cutoff, T* env) {
+  over_blocks<T>(list.first, n_pairs, n_beads, n_species * ND * nu, env,
+                 [&](int64_t begin, int64_t end, T* buffer) {
+                   environment_block<T, ND>(list, begin, end, inverse_mu, sigma, nu,
+                                            n_species, cutoff, buffer);
+                 });
+}
+
+template <typename T, int ND>
+void environment_backward_kernel(const PairList<T>& list, int64_t n_beads, int64_t n_pairs,
+                                 const T* g, const T* inverse_mu, const T* sigma, int64_t nu,
+                                 int64_t n_species, T cutoff, T* gradient) {
+  over_blocks<T>(list.first, n_pairs, n_beads, 3, gradient,
+                 [&](int64_t begin, int64_t end, T* buffer) {
+                   environment_backward_block<T, ND>(list, begin, end, g, inverse_mu, sigma, nu,
+                                                     n_species, cutoff, buffer);
+                 });
+}
+
+template <typename T>
+void repulsion_kernel(const PairList<T>& list, int64_t n_beads, int64_t n_pairs,
+                      const bool* excluded, const T* sigma_matrix, int64_t n_species,
+                      T epsilon, T switch_factor, T* out) {
+  over_blocks<T>(list.first, n_pairs, n_beads, 4, out, [&](int64_t begin, int64_t end, T* acc) {
+    for (int64_t p = begin; p < end; ++p) {
+      if (excluded[p]) continue;
+      const int64_t i = list.first[p], j = list.second[p];
+      const T sigma = sigma_matrix[list.species[i] * n_species + list.species[j]];
+      const T r_off = sigma * switch_factor;
+      const T* shift = list.shifts + 3 * p;
+      T v[3];
+      for (int a = 0; a < 3; ++a) {
+        v[a] = list.x[3 * j + a] - list.x[3 * i + a] -
+               (shift[0] * list.box[a] + shift[1] * list.box[3 + a] + shift[2] * list.box[6 + a]);
+      }
+      const T r2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+      if (!(r2 < r_off * r_off)) continue;
+      const T r = std::sqrt(r2);
+      const T q = sigma / r;
+      const T q6 = q * q * q * q * q * q;
+      const T power = epsilon * q6 * q6;
+      T sw = 1, dsw = 0;
+      if (r > sigma) {
+        const T width = r_off - sigma;
+        const T angle = T(0.5 * kPi) * (r - sigma) / width;
+        const T c = std::cos(angle);
+        sw = c * c;
+        dsw = -T(kPi) / width * c * std::sin(angle);
+      }
+      const T energy = power * sw;
+      const T grad_r = -12 * power / r * sw + power * dsw;
+      acc[4 * i] += T(0.5) * energy;
+      acc[4 * j] += T(0.5) * energy;
+      for (int a = 0; a < 3; ++a) {
+        const T gv = grad_r * v[a] / r;
+        acc[4 * j + 1 + a] += gv;
+        acc[4 * i + 1 + a] -= gv;
+      }
+    }
+  });
+}
+
+// Every pair within ``cutoff`` once, as first < second sorted by (first, second), with the
+// lattice shifts that give the minimum-image vector x_second - x_first - shifts @ box. The
+// cell list of cgkd.models.neighbors.pair_search (there in tensor operations): fractional
+// coordinates, floor(width / cutoff) cells along each box vector (at least 1), and a half
+// stencil of 14 unwrapped neighbour cells, so each (bead, bead, image) triple is examined at
+// most once and, with the cutoff below half the smallest width, no pair is found twice.
+template <typename T>
+void half_pair_search(const T* x, const T* box, int64_t n_beads, T cutoff,
+                      std::vector<int64_t>& first, std::vector<int64_t>& second,
+                      std::vector<T>& shifts) {
+  // Inverse of the box (rows are box vectors), in double.
+  double m[9], inv[9];
+  for (int e = 0; e < 9; ++e) m[e] = box[e];
+  const double det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
+                     m[2] * (m[3] * m[7] - m[4] * m[6]);
+  inv[0] = (m[4] * m[8] - m[5] * m[7]) / det;
+  inv[1] = (m[2] * m[7] - m[1] * m[8]) / det;
+  inv[2] = (m[1] * m[5] - m[2] * m[4]) / det;
+  inv[3] = (m[5] * m[6] - m[3] * m[8]) / det;
+  inv[4] = (m[0] * m[8] - m[2] * m[6]) / det;
+  inv[5] = (m[2] * m[3] - m[0] * m[5]) / det;
+  inv[6] = (m[3] * m[7] - m[4] * m[6]) / det;
+  inv[7] = (m[1] * m[6] - m[0] * m[7]) / det;
+  inv[8] = (m[0] * m[4] - m[1] * m[3]) / det;
+  // Perpendicular widths: volume over the area of the face spanned by the other two vectors.
+  int64_t cells[3];
+  for (int d = 0; d < 3; ++d) {
+    const double* a = m + 3 * ((d + 1) % 3);
+    const double* b = m + 3 * ((d + 2) % 3);
+    const double cross[3] = {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+                             a[0] * b[1] - a[1] * b[0]};
+    const double area = std::sqrt(cross[0] * cross[0] + cross[1] * cross[1] + cross[2] * cross[2]);
+    const double width = std::fabs(det) / area;
+    cells[d] = std::max<int64_t>(1, static_cast<int64_t>(std::floor(width / (cutoff * (1.0 + 1e-5)))));
+  }
+  const int64_t n_cells = cells[0] * cells[1] * cells[2];
+  // Per bead: the periodic image it is wrapped from (integers) and its cell.
+  std::vector<int> image(3 * n_beads);
+  std::vector<int64_t> cell3(3 * n_beads), cell(n_beads);
+  for (int64_t n = 0; n < n_beads; ++n) {
+    for (int d = 0; d < 3; ++d) {
+      double f = 0;
+      for (int e = 0; e < 3; ++e) f += x[3 * n + e] * inv[3 * e + d];
+      const double im = std::floor(f);
+      image[3 * n + d] = static_cast<int>(im);
+      f -= im;
+      cell3[3 * n + d] = std::min<int64_t>(
+          std::max<int64_t>(0, static_cast<int64_t>(std::floor(f * cells[d]))), cells[d] - 1);
+    }
+    cell[n] = (cell3[3 * n] * cells[1] + cell3[3 * n + 1]) * cells[2] + cell3[3 * n + 2];
+  }
+  // Beads sorted by cell (counting sort, stable), each cell's start, and the wrapped positions
+  // in that order as a structure of arrays.
+  std::vector<int64_t> start(n_cells + 1, 0), order(n_beads), rank(n_beads);
+  for (int64_t n = 0; n < n_beads; ++n) ++start[cell[n] + 1];
+  for (int64_t c = 0; c < n_cells; ++c) start[c + 1] += start[c];
+  {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t n = 0; n < n_beads; ++n) {
+      rank[n] = fill[cell[n]]++;
+      order[rank[n]] = n;
+    }
+  }
+  std::vector<T> sorted(3 * n_beads);
+  for (int64_t k = 0; k < n_beads; ++k) {
+    const int64_t n = order[k];
+    for (int e = 0; e < 3; ++e) {
+      sorted[e * n_beads + k] =
+          x[3 * n + e] - (image[3 * n] * box[e] + image[3 * n + 1] * box[3 + e] +
+                          image[3 * n + 2] * box[6 + e]);
+    }
+  }
+  const T* sx = sorted.data();
+  const T* sy = sx + n_beads;
+  const T* sz = sy + n_beads;
+  const T cutoff2 = cutoff * cutoff;
+  struct Found {
+    int32_t first, second;
+    int32_t lattice[3];
+  };
+  // Scratch kept between calls (a rebuild every few MD steps): fresh large buffers would cost
+  // page faults every time.
+  static thread_local std::vector<Found> found;
+  static thread_local std::vector<Found> grouped;
+  static thread_local std::vector<int64_t> hits;
+  found.clear();
+  // Cell by cell: the beads of cell c against those of its own cell (later ranks only) and of
+  // the 13 neighbour cells at lexicographically positive offsets, unwrapped with their image.
+  for (int64_t c0 = 0; c0 < cells[0]; ++c0) {
+    for (int64_t c1 = 0; c1 < cells[1]; ++c1) {
+      for (int64_t c2 = 0; c2 < cells[2]; ++c2) {
+        const int64_t c = (c0 * cells[1] + c1) * cells[2] + c2;
+        if (start[c] == start[c + 1]) continue;
+        for (int o0 = -1; o0 <= 1; ++o0) {
+          for (int o1 = -1; o1 <= 1; ++o1) {
+            for (int o2 = -1; o2 <= 1; ++o2) {
+              const bool own = o0 == 0 && o1 == 0 && o2 == 0;
+              const bool positive = o0 > 0 || (o0 == 0 && (o1 > 0 || (o1 == 0 && o2 > 0)));
+              if (!own && !positive) continue;
+              const int64_t unwrapped[3] = {c0 + o0, c1 + o1, c2 + o2};
+              int64_t neighbour3[3];
+              int shift[3];
+              for (int d = 0; d < 3; ++d) {
+                neighbour3[d] = ((unwrapped[d] % cells[d]) + cells[d]) % cells[d];
+                shift[d] = static_cast<int>((unwrapped[d] - neighbour3[d]) / cells[d]);
+              }
+              const int64_t nc =
+                  (neighbour3[0] * cells[1] + neighbour3[1]) * cells[2] + neighbour3[2];
+              T translation[3];
+              for (int e = 0; e < 3; ++e) {
+                translation[e] = shift[0] * box[e] + shift[1] * box[3 + e] + shift[2] * box[6 + e];
+              }
+              const int64_t end = start[nc + 1];
+              if (end - start[nc] > static_cast<int64_t>(hits.size())) hits.resize(end - start[nc]);
+              int64_t* hit = hits.data();
+              for (int64_t ra = start[c]; ra < start[c + 1]; ++ra) {
+                // Candidates are x_b - (x_a - shift @ box), x_a wrapped: its anchor.
+                const T ax = sx[ra] - translation[0], ay = sy[ra] - translation[1],
+                        az = sz[ra] - translation[2];
+                const int64_t begin = own ? ra + 1 : start[nc];
+                int64_t n_hits = 0;
+                for (int64_t k = begin; k < end; ++k) {  // branch-free: keep k within the cutoff
+                  const T dx = sx[k] - ax, dy = sy[k] - ay, dz = sz[k] - az;
+                  hit[n_hits] = k;
+                  n_hits += (dx * dx + dy * dy + dz * dz < cutoff2) ? 1 : 0;
+                }
+                const int64_t a = order[ra];
+                for (int64_t h = 0; h < n_hits; ++h) {
+                  const int64_t b = order[hit[h]];
+                  // x_b - x_a - lattice @ box is the pair vector.
+                  int lattice[3];
+                  for (int d = 0; d < 3; ++d) {
+                    lattice[d] = image[3 * b + d] - image[3 * a + d] - shift[d];
+                  }
+                  const auto i = static_cast<int32_t>(a), j = static_cast<int32_t>(b);
+                  if (a < b) {
+                    found.push_back({i, j, {lattice[0], lattice[1], lattice[2]}});
+                  } else {
+                    found.push_back({j, i, {-lattice[0], -lattice[1], -lattice[2]}});
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  // Sorted by (first, second): a counting sort by first, then each bead's few pairs by second.
+  const auto total = static_cast<int64_t>(found.size());
+  std::vector<int64_t> head(n_beads + 1, 0);
+  for (const Found& f : found) ++head[f.first + 1];
+  for (int64_t n = 0; n < n_beads; ++n) head[n + 1] += head[n];
+  grouped.resize(total);
+  {
+    std::vector<int64_t> fill(head.begin(), head.end() - 1);
+    for (const Found& f : found) grouped[fill[f.first]++] = f;
+  }
+  for (int64_t n = 0; n < n_beads; ++n) {  // insertion sort: a few dozen pairs per bead
+    for (int64_t p = head[n] + 1; p < head[n + 1]; ++p) {
+      const Found item = grouped[p];
+      int64_t q = p;
+      for (; q > head[n] && grouped[q - 1].second > item.second; --q) grouped[q] = grouped[q - 1];
+      grouped[q] = item;
+    }
+  }
+  first.resize(total);
+  second.resize(total);
+  shifts.resize(3 * total);
+  for (int64_t p = 0; p < total; ++p) {
+    first[p] = grouped[p].first;
+    second[p] = grouped[p].second;
+    for (int d = 0; d < 3; ++d) shifts[3 * p + d] = static_cast<T>(grouped[p].lattice[d]);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> half_pairs(const at::Tensor& positions,
+                                                          const at::Tensor& box, double cutoff) {
+  TORCH_CHECK(positions.dim() == 2 && positions.size(1) == 3, "positions must be [N, 3]");
+  TORCH_CHECK(box.sizes() == at::IntArrayRef({3, 3}), "box must be [3, 3]");
+  TORCH_CHECK(positions.size(0) < (int64_t(1) << 31), "more than 2^31 beads");
+  const auto x = positions.contiguous();
+  at::Tensor first, second, shifts;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_half_pairs", [&] {
+    std::vector<int64_t> f, s;
+    std::vector<scalar_t> sh;
+    const auto b = box.to(x.dtype()).contiguous();
+    half_pair_search<scalar_t>(x.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), x.size(0),
+                               scalar_t(cutoff), f, s, sh);
+    const auto n = static_cast<int64_t>(f.size());
+    first = at::empty({n}, x.options().dtype(at::kLong));
+    second = at::empty({n}, x.options().dtype(at::kLong));
+    shifts = at::empty({n, 3}, x.options());
+    std::copy(f.begin(), f.end(), first.data_ptr<int64_t>());
+    std::copy(s.begin(), s.end(), second.data_ptr<int64_t>());
+    std::copy(sh.begin(), sh.end(), shifts.data_ptr<scalar_t>());
+  });
+  return {first, second, shifts};
+}
+
+// Calls f.template operator()<ND>() with the number of angular factors of ``order``.
+template <typename F>
+void with_directions(int64_t order, const F& f) {
+  TORCH_CHECK(order >= 0 && order <= 2, "tensor order must be 0, 1 or 2, got ", order);
+  if (order == 0) {
+    f.template operator()<1>();
+  } else if (order == 1) {
+    f.template operator()<4>();
+  } else {
+    f.template operator()<9>();
+  }
+}
+
+at::Tensor environment(const at::Tensor& positions, const at::Tensor& box,
+                       const at::Tensor& first, const at::Tensor& second,
+                       const at::Tensor& shifts, const at::Tensor& species,
+                       const at::Tensor& inverse_mu, const at::Tensor& sigma, double cutoff,
+                       int64_t order, int64_t n_species) {
+  check_list(positions, box, first, second, shifts);
+  const auto x = positions.contiguous();
+  auto env = at::zeros({x.size(0), n_species, n_directions(order), inverse_mu.numel()},
+                       x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_environment", [&] {
+    const auto b = box.to(x.dtype()).contiguous();
+    const auto sh = shifts.to(x.dtype()).contiguous();
+    const auto fi = first.contiguous(), se = second.contiguous(), sp = species.contiguous();
+    const auto mu = inverse_mu.to(x.dtype()).contiguous();
+    const auto sig = sigma.to(x.dtype()).contiguous();
+    const auto list = pair_list<scalar_t>(x, b, fi, se, sh, sp);
+    with_directions(order, [&]<int ND>() {
+      environment_kernel<scalar_t, ND>(list, x.size(0), fi.numel(), mu.data_ptr<scalar_t>(),
+                                       sig.data_ptr<scalar_t>(), mu.numel(), n_species,
+                                       scalar_t(cutoff), env.data_ptr<scalar_t>());
+    });
+  });
+  return env;
+}
+
+at::Tensor environment_backward(const at::Tensor& grad_env, const at::Tensor& positions,
+                                const at::Tensor& box, const at::Tensor& first,
+                                const at::Tensor& second, const at::Tensor& shifts,
+                                const at::Tensor& species, const at::Tensor& inverse_mu,
+                                const at::Tensor& sigma, double cutoff, int64_t order) {
+  check_list(positions, box, first, second, shifts);
+  const auto x = positions.contiguous();
+  TORCH_CHECK(grad_env.dim() == 4 && grad_env.size(0) == x.size(0) &&
+                  grad_env.size(2) == n_directions(order) &&
+                  grad_env.size(3) == inverse_mu.numel(),
+              "grad_env must be [N, species, directions, sensitivities]");
+  auto gradient = at::zeros_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_environment_backward", [&] {
+    const auto g = grad_env.to(x.dtype()).contiguous();
+    const auto b = box.to(x.dtype()).contiguous();
+    const auto sh = shifts.to(x.dtype()).contiguous();
+    const auto fi = first.contiguous(), se = second.contiguous(), sp = species.contiguous();
+    const auto mu = inverse_mu.to(x.dtype()).contiguous();
+    const auto sig = sigma.to(x.dtype()).contiguous();
+    const auto list = pair_list<scalar_t>(x, b, fi, se, sh, sp);
+    with_directions(order, [&]<int ND>() {
+      environment_backward_kernel<scalar_t, ND>(
+          list, x.size(0), fi.numel(), g.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(),
+          sig.data_ptr<scalar_t>(), mu.numel(), g.size(1), scalar_t(cutoff),
+          gradient.data_ptr<scalar_t>());
+    });
+  });
+  return gradient;
+}
+
+std::tuple<at::Tensor, at::Tensor> repulsion(const at::Tensor& positions, const at::Tensor& box,
+                                             const at::Tensor& first, const at::Tensor& second,
+                                             const at::Tensor& shifts, const at::Tensor& species,
+                                             const at::Tensor& excluded,
+                                             const at::Tensor& sigma_matrix, double epsilon,
+                                             double switch_factor) {
+  check_list(positions, box, first, second, shifts);
+  TORCH_CHECK(excluded.scalar_type() == at::kBool && excluded.numel() == first.numel(),
+              "excluded must be one bool per pair");
+  const auto x = positions.contiguous();
+  auto packed = at::zeros({x.size(0), 4}, x.options());  // energy, then the gradient
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_repulsion", [&] {
+    const auto b = box.to(x.dtype()).contiguous();
+    const auto sh = shifts.to(x.dtype()).contiguous();
+    const auto fi = first.contiguous(), se = second.contiguous(), sp = species.contiguous();
+    const auto ex = excluded.contiguous();
+    const auto sm = sigma_matrix.to(x.dtype()).contiguous();
+    repulsion_kernel<scalar_t>(pair_list<scalar_t>(x, b, fi, se, sh, sp), x.size(0), fi.numel(),
+                               ex.data_ptr<bool>(), sm.data_ptr<scalar_t>(), sm.size(0),
+                               scalar_t(epsilon), scalar_t(switch_factor),
+                               packed.data_ptr<scalar_t>());
+  });
+  return {packed.select(1, 0).contiguous(), packed.narrow(1, 1, 3).contiguous()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(cgkd, m) {
+  m.def(
+      "environment(Tensor positions, Tensor box, Tensor first, Tensor second, Tensor shifts, "
+      "Tensor species, Tensor inverse_mu, Tensor sigma, float cutoff, int order, "
+      "int n_species) -> Tensor");
+  m.def(
+      "environment_backward(Tensor grad_env, Tensor positions, Tensor box, Tensor first, "
+      "Tensor second, Tensor shifts, Tensor species, Tensor inverse_mu, Tensor sigma, "
+      "float cutoff, int order) -> Tensor");
+  m.def("half_pairs(Tensor positions, Tensor box, float cutoff) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "repulsion(Tensor positions, Tensor box, Tensor first, Tensor second, Tensor shifts, "
+      "Tensor species, Tensor excluded, Tensor sigma_matrix, float epsilon, "
+      "float switch_factor) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(cgkd, CPU, m) {
+  m.impl("environment", &environment);
+  m.impl("environment_backward", &environment_backward);
+  m.impl("repulsion", &repulsion);
+  m.impl("half_pairs", &half_pairs);
+}
