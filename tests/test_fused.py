@@ -13,7 +13,6 @@ from conftest import NETWORK, PRIOR, random_liquid
 
 from cgkd import ops
 from cgkd.models.checkpoint import build_potential
-from cgkd.models.hipnn import HipnnTS
 from cgkd.models.potential import CGPotential
 from cgkd.simulation.export import (
     FusedOpenMMPotential,
@@ -99,23 +98,6 @@ def test_fused_energies_and_forces_equal_the_reference(
     torch.testing.assert_close(forces, expected_forces, rtol=0, atol=1e-10 * scale)
     bead_energies = fused.member_bead_energies(x, b)
     torch.testing.assert_close(bead_energies.mean(0).sum(), expected_energy, rtol=1e-11, atol=1e-9)
-
-
-def test_pair_sum_gradient_is_the_autograd_gradient(liquid):
-    """The hand-derived gradient through the dense layers equals autograd's."""
-    _, _, species = liquid
-    torch.manual_seed(0)
-    network = HipnnTS(**{**ONE_BLOCK, "n_atom_layers": 2}).double()
-    with torch.no_grad():
-        network.blocks[0].interaction.tensor_weights.normal_()
-    sums = torch.randn(40, 2, 9, NETWORK["n_sensitivities"], dtype=torch.float64)
-    energy, gradient = network.energies_from_pair_sums(species, sums, True)
-    leaf = sums.clone().requires_grad_(True)
-    plain_energy = network.energies_from_pair_sums(species, leaf, False)[0]
-    (expected,) = torch.autograd.grad(plain_energy.sum(), leaf)
-    assert torch.equal(energy, plain_energy.detach())
-    torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-12)
-    assert float(expected.abs().max()) > 1e-3
 
 
 @pytest.mark.parametrize("cell", ["cubic", "triclinic", "small"])

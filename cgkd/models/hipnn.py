@@ -298,62 +298,6 @@ class HipnnTS(nn.Module):
         by ``first``."""
         return self.hierarchical_energies(species, first, second, vectors).sum(0)
 
-    @torch.jit.export
-    def energies_from_pair_sums(
-        self, species: Tensor, pair_sums: Tensor, with_gradient: bool
-    ) -> tuple[Tensor, Tensor]:
-        """Bead energies [M] (kJ/mol) of a one-block network from the first layer's pair sums
-        [M, S, 1 | 4 | 9, nu]: sums over each bead's neighbours j of species b of every angular
-        factor times every sensitivity (as ``torch.ops.cgkd.environment`` computes them) and, with
-        ``with_gradient``, the gradient of their sum w.r.t. the pair sums (same shape; else an
-        empty tensor). The gradient is derived by hand through the dense layers (softplus' =
-        sigmoid, d|v|/dv = v/|v|): a few per-bead products instead of autograd's bookkeeping.
-        """
-        features = nn.functional.one_hot(species, self.n_species).to(pair_sums.dtype)
-        block = self.blocks[0]
-        layer = block.interaction
-        n_beads, n_directions = pair_sums.shape[0], pair_sums.shape[2]
-        # V [nu, S, F] as [S * nu, F], to match the pair sums [M, D, S, nu] per direction.
-        weights = layer.pair_weights.permute(1, 0, 2).reshape(-1, layer.n_out)
-        flat = pair_sums.transpose(1, 2).reshape(n_beads * n_directions, -1)
-        sums = (flat @ weights).view(n_beads, n_directions, layer.n_out)
-        pre_activation = layer.self_interaction(features) + sums[:, 0]
-        norm1, norm2 = sums.new_zeros(0), sums.new_zeros(0)
-        if self.tensor_order >= 1:
-            norm1 = _norm(sums[:, 1:4])
-            pre_activation = pre_activation + layer.tensor_weights[0] * norm1
-        if self.tensor_order == 2:
-            norm2 = _norm(sums[:, 4:9])
-            pre_activation = pre_activation + layer.tensor_weights[1] * norm2
-        out = nn.functional.softplus(pre_activation)
-        atom_inputs: list[Tensor] = []
-        atom_weights: list[Tensor] = []
-        for atom_layer in block.atom_layers:
-            atom_input = atom_layer(out)
-            atom_inputs.append(atom_input)
-            atom_weights.append(atom_layer.weight)
-            out = out + nn.functional.softplus(atom_input)
-        readout = self.readouts[0]
-        energy = self.species_energy(features).squeeze(-1) + readout(out).squeeze(-1)
-        energy = energy * self.energy_scale
-        if not with_gradient:
-            return energy, sums.new_zeros(0)
-        grad_out = (readout.weight * self.energy_scale).expand(n_beads, layer.n_out)
-        for index in range(len(atom_inputs) - 1, -1, -1):
-            grad_input = grad_out * torch.sigmoid(atom_inputs[index])
-            grad_out = grad_out + grad_input @ atom_weights[index]
-        grad_pre = grad_out * torch.sigmoid(pre_activation)
-        parts = [grad_pre.unsqueeze(1)]
-        if self.tensor_order >= 1:
-            scale1 = grad_pre * layer.tensor_weights[0] / norm1
-            parts.append(scale1.unsqueeze(1) * sums[:, 1:4])
-        if self.tensor_order == 2:
-            scale2 = grad_pre * layer.tensor_weights[1] / norm2
-            parts.append(scale2.unsqueeze(1) * sums[:, 4:9])
-        grad_sums = torch.cat(parts, 1).reshape(n_beads * n_directions, layer.n_out)
-        grad_flat = (grad_sums @ weights.t()).view(n_beads, n_directions, self.n_species, -1)
-        return energy, grad_flat.transpose(1, 2).contiguous()
-
     @property
     def fusable(self) -> bool:
         """Whether the fused kernels can evaluate this network (one interaction block)."""

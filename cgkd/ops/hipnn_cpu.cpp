@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cmath>
 #include <vector>
 
@@ -113,9 +114,10 @@ inline int64_t collect(const PairList<T>& list, int64_t p, int64_t end, T cutoff
 }
 
 // Sensitivities s[q * nu + k] of the chunk's pairs and, with ds, ds/dr.
-template <typename T>
+template <typename T, int NU>
 inline void chunk_sensitivities(const PairChunk<T>& chunk, const T* inverse_mu, const T* sigma,
-                                int64_t nu, T cutoff, T* s, T* ds) {
+                                int64_t n_sensitivities, T cutoff, T* s, T* ds) {
+  const int64_t nu = NU > 0 ? NU : n_sensitivities;
   for (int q = 0; q < chunk.n; ++q) {
     const T r = chunk.r[q];
     const T angle = T(0.5 * kPi) * r / cutoff;
@@ -166,18 +168,20 @@ inline void chunk_directions(const PairChunk<T>& chunk, T* dirs) {
   }
 }
 
-// Pair sums of the list entries [begin, end) into acc [N, S, ND, nu].
-template <typename T, int ND>
+// Pair sums of the list entries [begin, end) into acc [N, S, ND, nu]. NU > 0: nu known at
+// compile time (the inner loops then unroll into whole vectors).
+template <typename T, int ND, int NU>
 __attribute__((target_clones("avx2", "default"))) void environment_block(
     const PairList<T> list, int64_t begin, int64_t end, const T* inverse_mu, const T* sigma,
-    int64_t nu, int64_t n_species, T cutoff, T* acc) {
+    int64_t n_sensitivities, int64_t n_species, T cutoff, T* acc) {
+  const int64_t nu = NU > 0 ? NU : n_sensitivities;
   const int64_t row = ND * nu;
   PairChunk<T> chunk;
   std::vector<T> s(kChunk * nu);
   T dirs[kChunk * ND];
   for (int64_t p = begin; p < end;) {
     p = collect(list, p, end, cutoff * cutoff, chunk);
-    chunk_sensitivities<T>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), nullptr);
+    chunk_sensitivities<T, NU>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), nullptr);
     chunk_directions<T, ND>(chunk, dirs);
     for (int q = 0; q < chunk.n; ++q) {
       const int64_t i = chunk.i[q], j = chunk.j[q];
@@ -200,18 +204,22 @@ __attribute__((target_clones("avx2", "default"))) void environment_block(
 }
 
 // dE/dx of the list entries [begin, end) into acc [N, 3], given g = dE/d(pair sums).
-template <typename T, int ND>
+template <typename T, int ND, int NU>
 __attribute__((target_clones("avx2", "default"))) void environment_backward_block(
     const PairList<T> list, int64_t begin, int64_t end, const T* g, const T* inverse_mu,
-    const T* sigma, int64_t nu, int64_t n_species, T cutoff, T* acc) {
+    const T* sigma, int64_t n_sensitivities, int64_t n_species, T cutoff, T* acc) {
+  const int64_t nu = NU > 0 ? NU : n_sensitivities;
   const int64_t row = ND * nu;
   const T r2c = T(kRoot2), r6c = T(kRoot6);
   PairChunk<T> chunk;
   std::vector<T> s(kChunk * nu), ds(kChunk * nu);
+  T weighted[NU > 0 ? NU : 64];
+  std::vector<T> weighted_buffer(NU > 0 || nu <= 64 ? 0 : nu);
+  T* w = NU > 0 || nu <= 64 ? weighted : weighted_buffer.data();
   T dirs[kChunk * ND];
   for (int64_t p = begin; p < end;) {
     p = collect(list, p, end, cutoff * cutoff, chunk);
-    chunk_sensitivities<T>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), ds.data());
+    chunk_sensitivities<T, NU>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), ds.data());
     chunk_directions<T, ND>(chunk, dirs);
     for (int q = 0; q < chunk.n; ++q) {
       const int64_t i = chunk.i[q], j = chunk.j[q];
@@ -219,22 +227,28 @@ __attribute__((target_clones("avx2", "default"))) void environment_backward_bloc
       const T* gj = g + (j * n_species + list.species[i]) * row;
       const T* sq = s.data() + q * nu;
       const T* dsq = ds.data() + q * nu;
-      T grad_r = 0;
+      const T* dq = dirs + q * ND;
+      // With A[d][k] = g_i[d][k] + parity_d g_j[d][k]: dE/dD_d = sum_k A[d][k] s_k and
+      // dE/dr = sum_k (sum_d D_d A[d][k]) ds_k/dr.
       T grad_dirs[ND];
+      for (int64_t k = 0; k < nu; ++k) w[k] = 0;
       for (int d = 0; d < ND; ++d) {
         const T parity = kParity<T>[d];
+        const T dd = dq[d];
         const T* row_i = gi + d * nu;
         const T* row_j = gj + d * nu;
-        T grad_d = 0, grad_rd = 0;
-#pragma omp simd reduction(+ : grad_d, grad_rd)
+        T grad_d = 0;
+#pragma omp simd reduction(+ : grad_d)
         for (int64_t k = 0; k < nu; ++k) {
           const T weight = row_i[k] + parity * row_j[k];
           grad_d += weight * sq[k];
-          grad_rd += weight * dsq[k];
+          w[k] += dd * weight;
         }
         grad_dirs[d] = grad_d;
-        grad_r += dirs[q * ND + d] * grad_rd;
       }
+      T grad_r = 0;
+#pragma omp simd reduction(+ : grad_r)
+      for (int64_t k = 0; k < nu; ++k) grad_r += w[k] * dsq[k];
       const T ux = chunk.u[0][q], uy = chunk.u[1][q], uz = chunk.u[2][q];
       // dE/du from dE/dD through the angular factors.
       T gu[3] = {0, 0, 0};
@@ -292,26 +306,49 @@ PairList<T> pair_list(const at::Tensor& x, const at::Tensor& box, const at::Tens
           first.data_ptr<int64_t>(), second.data_ptr<int64_t>(), species.data_ptr<int64_t>()};
 }
 
+// Calls f.template operator()<NU>() with NU = nu for the common sensitivity counts (loops of
+// known length) and NU = 0 (any nu) otherwise.
+template <typename F>
+void with_sensitivities(int64_t nu, const F& f) {
+  switch (nu) {
+    case 4:
+      f.template operator()<4>();
+      break;
+    case 8:
+      f.template operator()<8>();
+      break;
+    case 16:
+      f.template operator()<16>();
+      break;
+    default:
+      f.template operator()<0>();
+  }
+}
+
 template <typename T, int ND>
 void environment_kernel(const PairList<T>& list, int64_t n_beads, int64_t n_pairs,
                         const T* inverse_mu, const T* sigma, int64_t nu, int64_t n_species,
                         T cutoff, T* env) {
-  over_blocks<T>(list.first, n_pairs, n_beads, n_species * ND * nu, env,
-                 [&](int64_t begin, int64_t end, T* buffer) {
-                   environment_block<T, ND>(list, begin, end, inverse_mu, sigma, nu,
-                                            n_species, cutoff, buffer);
-                 });
+  with_sensitivities(nu, [&]<int NU>() {
+    over_blocks<T>(list.first, n_pairs, n_beads, n_species * ND * nu, env,
+                   [&](int64_t begin, int64_t end, T* buffer) {
+                     environment_block<T, ND, NU>(list, begin, end, inverse_mu, sigma, nu,
+                                                  n_species, cutoff, buffer);
+                   });
+  });
 }
 
 template <typename T, int ND>
 void environment_backward_kernel(const PairList<T>& list, int64_t n_beads, int64_t n_pairs,
                                  const T* g, const T* inverse_mu, const T* sigma, int64_t nu,
                                  int64_t n_species, T cutoff, T* gradient) {
-  over_blocks<T>(list.first, n_pairs, n_beads, 3, gradient,
-                 [&](int64_t begin, int64_t end, T* buffer) {
-                   environment_backward_block<T, ND>(list, begin, end, g, inverse_mu, sigma, nu,
-                                                     n_species, cutoff, buffer);
-                 });
+  with_sensitivities(nu, [&]<int NU>() {
+    over_blocks<T>(list.first, n_pairs, n_beads, 3, gradient,
+                   [&](int64_t begin, int64_t end, T* buffer) {
+                     environment_backward_block<T, ND, NU>(list, begin, end, g, inverse_mu, sigma,
+                                                           nu, n_species, cutoff, buffer);
+                   });
+  });
 }
 
 template <typename T>
@@ -557,6 +594,128 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> half_pairs(const at::Tensor& posi
   return {first, second, shifts};
 }
 
+// softplus with torch's default threshold (x above 20 passes through) and its derivative, the
+// sigmoid, from one exp: e = exp(-|x|), softplus = max(x, 0) + log(1 + e).
+template <typename T>
+inline T softplus(T x, T* derivative) {
+  const T e = std::exp(-std::fabs(x));
+  const T inverse = T(1) / (T(1) + e);
+  *derivative = x >= 0 ? inverse : e * inverse;
+  return x > T(20) ? x : std::max(x, T(0)) + std::log(T(1) + e);
+}
+
+// The dense layers of a one-block HIP-NN-TS for beads [begin, end), from h [N, D, F], the pair
+// sums contracted with the pair weights: bead energies and, with grad_h, the gradient of their
+// sum w.r.t. h (cgkd/models/hipnn.py: InteractionLayer.layout_forward after the environment
+// sums, Block, the readouts).
+template <typename T>
+void dense_beads(int64_t begin, int64_t end, const T* h, const int64_t* species, int64_t D,
+                 int64_t F, int64_t L, const T* constants, const T* tensor_weights,
+                 const T* atom_weights, const T* atom_biases, const T* readout, T readout_bias,
+                 const T* species_energy, T scale, T* energies, T* grad_h) {
+  std::vector<T> slope((L + 1) * F), layer_out((L + 1) * F), g(F), gl(F), n1(F, T(1)),
+      n2(F, T(1));
+  for (int64_t i = begin; i < end; ++i) {
+    const T* hi = h + i * D * F;
+    const int64_t sp = species[i];
+    for (int64_t f = 0; f < F; ++f) {
+      T p = constants[sp * F + f] + hi[f];
+      if (D >= 4) {
+        T sq = T(1e-8);
+        for (int64_t d = 1; d < 4; ++d) sq += hi[d * F + f] * hi[d * F + f];
+        n1[f] = std::sqrt(sq);
+        p += tensor_weights[f] * n1[f];
+      }
+      if (D == 9) {
+        T sq = T(1e-8);
+        for (int64_t d = 4; d < 9; ++d) sq += hi[d * F + f] * hi[d * F + f];
+        n2[f] = std::sqrt(sq);
+        p += tensor_weights[F + f] * n2[f];
+      }
+      layer_out[f] = softplus(p, &slope[f]);
+    }
+    for (int64_t l = 0; l < L; ++l) {
+      const T* w = atom_weights + l * F * F;
+      const T* a = layer_out.data() + l * F;
+      T* next = layer_out.data() + (l + 1) * F;
+      for (int64_t f = 0; f < F; ++f) {
+        T sum = atom_biases[l * F + f];
+#pragma omp simd reduction(+ : sum)
+        for (int64_t e = 0; e < F; ++e) sum += w[f * F + e] * a[e];
+        next[f] = a[f] + softplus(sum, &slope[(l + 1) * F + f]);
+      }
+    }
+    const T* last = layer_out.data() + L * F;
+    T energy = species_energy[sp] + readout_bias;
+    for (int64_t f = 0; f < F; ++f) energy += readout[f] * last[f];
+    energies[i] = energy * scale;
+    if (grad_h == nullptr) continue;
+    for (int64_t f = 0; f < F; ++f) g[f] = readout[f] * scale;
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const T* w = atom_weights + l * F * F;
+      for (int64_t f = 0; f < F; ++f) gl[f] = g[f] * slope[(l + 1) * F + f];
+      for (int64_t f = 0; f < F; ++f) {
+        const T lf = gl[f];
+#pragma omp simd
+        for (int64_t e = 0; e < F; ++e) g[e] += lf * w[f * F + e];
+      }
+    }
+    T* gi = grad_h + i * D * F;
+    for (int64_t f = 0; f < F; ++f) {
+      const T gp = g[f] * slope[f];
+      gi[f] = gp;
+      if (D >= 4) {
+        const T c1 = gp * tensor_weights[f] / n1[f];
+        for (int64_t d = 1; d < 4; ++d) gi[d * F + f] = c1 * hi[d * F + f];
+      }
+      if (D == 9) {
+        const T c2 = gp * tensor_weights[F + f] / n2[f];
+        for (int64_t d = 4; d < 9; ++d) gi[d * F + f] = c2 * hi[d * F + f];
+      }
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> dense(const at::Tensor& pair_sums, const at::Tensor& species,
+                                         const at::Tensor& pair_weights,
+                                         const at::Tensor& constants,
+                                         const at::Tensor& tensor_weights,
+                                         const at::Tensor& atom_weights,
+                                         const at::Tensor& atom_biases, const at::Tensor& readout,
+                                         double readout_bias, const at::Tensor& species_energy,
+                                         double scale, bool with_gradient) {
+  TORCH_CHECK(pair_sums.dim() == 4, "pair sums must be [N, S, D, nu]");
+  const int64_t n_beads = pair_sums.size(0), S = pair_sums.size(1), D = pair_sums.size(2);
+  const int64_t nu = pair_sums.size(3), F = pair_weights.size(2), L = atom_weights.size(0);
+  TORCH_CHECK(pair_weights.size(0) == nu && pair_weights.size(1) == S,
+              "pair weights must be [nu, S, F]");
+  const auto dtype = pair_sums.scalar_type();
+  // h = sum over species b and sensitivities k of the pair sums times V[k, b]: one product.
+  const auto weights = pair_weights.to(dtype).permute({1, 0, 2}).reshape({S * nu, F});
+  const auto flat = pair_sums.transpose(1, 2).reshape({n_beads * D, S * nu});
+  const auto h = at::mm(flat, weights).contiguous();
+  auto energies = at::empty({n_beads}, pair_sums.options());
+  auto grad_h = with_gradient ? at::empty_like(h) : at::empty({0}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "cgkd_dense", [&] {
+    const auto cast = [&](const at::Tensor& t) { return t.to(dtype).contiguous(); };
+    const auto c = cast(constants), t = cast(tensor_weights), aw = cast(atom_weights);
+    const auto ab = cast(atom_biases), r = cast(readout), se = cast(species_energy);
+    const auto sp = species.contiguous();
+    at::parallel_for(0, n_beads, 64, [&](int64_t begin, int64_t end) {
+      dense_beads<scalar_t>(begin, end, h.data_ptr<scalar_t>(), sp.data_ptr<int64_t>(), D, F, L,
+                            c.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(),
+                            aw.data_ptr<scalar_t>(), ab.data_ptr<scalar_t>(),
+                            r.data_ptr<scalar_t>(), scalar_t(readout_bias),
+                            se.data_ptr<scalar_t>(), scalar_t(scale),
+                            energies.data_ptr<scalar_t>(),
+                            with_gradient ? grad_h.data_ptr<scalar_t>() : nullptr);
+    });
+  });
+  if (!with_gradient) return {energies, grad_h};
+  const auto grad = at::mm(grad_h, weights.t()).view({n_beads, D, S, nu}).transpose(1, 2);
+  return {energies, grad.contiguous()};
+}
+
 // Calls f.template operator()<ND>() with the number of angular factors of ``order``.
 template <typename F>
 void with_directions(int64_t order, const F& f) {
@@ -661,6 +820,11 @@ TORCH_LIBRARY(cgkd, m) {
       "environment_backward(Tensor grad_env, Tensor positions, Tensor box, Tensor first, "
       "Tensor second, Tensor shifts, Tensor species, Tensor inverse_mu, Tensor sigma, "
       "float cutoff, int order) -> Tensor");
+  m.def(
+      "dense(Tensor pair_sums, Tensor species, Tensor pair_weights, Tensor constants, "
+      "Tensor tensor_weights, Tensor atom_weights, Tensor atom_biases, Tensor readout, "
+      "float readout_bias, Tensor species_energy, float scale, bool with_gradient) -> "
+      "(Tensor, Tensor)");
   m.def("half_pairs(Tensor positions, Tensor box, float cutoff) -> (Tensor, Tensor, Tensor)");
   m.def(
       "repulsion(Tensor positions, Tensor box, Tensor first, Tensor second, Tensor shifts, "
@@ -673,4 +837,5 @@ TORCH_LIBRARY_IMPL(cgkd, CPU, m) {
   m.impl("environment_backward", &environment_backward);
   m.impl("repulsion", &repulsion);
   m.impl("half_pairs", &half_pairs);
+  m.impl("dense", &dense);
 }

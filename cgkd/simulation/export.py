@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cgkd.models.hipnn import HipnnTS
 from cgkd.models.neighbors import canonical_order, pair_search, perpendicular_widths
 from cgkd.models.potential import CGPotential
 
@@ -186,16 +187,109 @@ class OpenMMPotential(nn.Module):
         )
 
 
+class FusedNetwork(nn.Module):
+    """One one-block HIP-NN-TS network's parameters as the fused kernels take them (frozen)."""
+
+    def __init__(self, network: HipnnTS, dtype: torch.dtype):
+        super().__init__()
+        if not network.fusable:
+            raise ValueError(
+                "a network has more than one interaction block; the fused kernels evaluate "
+                "one-block networks only (export with fused=False)"
+            )
+        block = network.blocks[0]
+        layer = block.interaction
+        with torch.no_grad():
+            eye = torch.eye(network.n_species, dtype=layer.pair_weights.dtype)
+            tensors = {
+                "inverse_mu": layer.sensitivity.inverse_mu,
+                "sigma": layer.sensitivity.sigma,
+                "pair_weights": layer.pair_weights,  # [nu, S, F]
+                "constants": layer.self_interaction(eye),  # [S, F]: W one_hot + B
+                "tensor_weights": layer.tensor_weights,
+                "atom_weights": torch.stack(
+                    [atom.weight for atom in block.atom_layers]
+                    or [layer.pair_weights.new_zeros(0, layer.n_out, layer.n_out)]
+                ).reshape(-1, layer.n_out, layer.n_out),
+                "atom_biases": torch.stack(
+                    [atom.bias for atom in block.atom_layers]
+                    or [layer.pair_weights.new_zeros(0, layer.n_out)]
+                ).reshape(-1, layer.n_out),
+                "readout": network.readouts[0].weight[0],
+                "species_energy": network.species_energy.weight[0],
+            }
+            for name, tensor in tensors.items():
+                self.register_buffer(name, tensor.detach().to(dtype).clone())
+            self.readout_bias = float(network.readouts[0].bias[0])
+            self.energy_scale = float(network.energy_scale)
+        self.order = int(network.tensor_order)
+        self.n_species = int(network.n_species)
+
+    def pair_sums(
+        self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
+    ) -> Tensor:
+        """The first layer's pair sums [N, S, 1 | 4 | 9, nu] over the listed pairs within
+        ``cutoff``."""
+        return torch.ops.cgkd.environment(
+            x,
+            box,
+            verlet.first,
+            verlet.second,
+            verlet.shifts,
+            species,
+            self.inverse_mu,
+            self.sigma,
+            verlet.cutoff,
+            self.order,
+            self.n_species,
+        )
+
+    def energies(self, sums: Tensor, species: Tensor, with_gradient: bool) -> tuple[Tensor, Tensor]:
+        """Bead energies [N] (kJ/mol) from the pair sums and, ``with_gradient``, the gradient
+        of their sum w.r.t. the pair sums."""
+        return torch.ops.cgkd.dense(
+            sums,
+            species,
+            self.pair_weights,
+            self.constants,
+            self.tensor_weights,
+            self.atom_weights,
+            self.atom_biases,
+            self.readout,
+            self.readout_bias,
+            self.species_energy,
+            self.energy_scale,
+            with_gradient,
+        )
+
+    def gradient(
+        self, grad_sums: Tensor, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
+    ) -> Tensor:
+        """dE/dx [N, 3] from dE/d(pair sums)."""
+        return torch.ops.cgkd.environment_backward(
+            grad_sums,
+            x,
+            box,
+            verlet.first,
+            verlet.second,
+            verlet.shifts,
+            species,
+            self.inverse_mu,
+            self.sigma,
+            verlet.cutoff,
+            self.order,
+        )
+
+
 class FusedOpenMMPotential(nn.Module):
     """The same potential as :class:`OpenMMPotential`, evaluated by the fused CPU kernels
     (:mod:`cgkd.ops`, which must be loaded); ``forward`` returns ``(energy, forces)``.
 
-    Per call and member: the kernel sums the first layer's pair terms of every bead from the
-    half Verlet list; the dense layers run in TorchScript and give dE/d(pair sums), derived
-    by hand (:meth:`HipnnTS.energies_from_pair_sums`); a second kernel turns that into the
-    forces. The
-    repulsion prior is a third kernel, bonds and angles stay in TorchScript. Arithmetic in
-    ``dtype`` (float32 like the plain export, or float64).
+    Per call and member, three kernels: the pair sums of the first layer over the half
+    Verlet list, the dense layers with their gradient w.r.t. those sums (derived by hand),
+    and the forces from that gradient. The repulsion prior is a fourth kernel; bonds and
+    angles stay in TorchScript. Arithmetic in ``dtype`` (float32 like the plain export, or
+    float64).
     """
 
     def __init__(
@@ -206,27 +300,20 @@ class FusedOpenMMPotential(nn.Module):
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        unfusable = [k for k, net in enumerate(potential.networks) if not net.fusable]
-        if unfusable:
-            raise ValueError(
-                f"networks {unfusable} have more than one interaction block; the fused kernels "
-                "evaluate one-block networks only (export with fused=False)"
-            )
-        self.potential = copy.deepcopy(potential).to(dtype)
+        self.networks = nn.ModuleList([FusedNetwork(net, dtype) for net in potential.networks])
+        self.priors = copy.deepcopy(potential.priors).to(dtype)
         self.register_buffer("species", species.to(torch.long))
         self.length_unit = "nm"
         self.energy_unit = "kJ/mol"
         self.n_members = len(potential.networks)
-        self.n_species = int(potential.networks[0].n_species)
         self.cutoff = float(potential.cutoff)
         self.dtype = dtype
-        priors = potential.priors
-        self.use_repulsion = bool(potential.use_priors and priors.use_repulsion)
+        self.use_repulsion = bool(potential.use_priors and self.priors.use_repulsion)
         self.use_bonded = bool(
             potential.use_priors
-            and (priors.bonds.pairs.shape[0] > 0 or priors.angles.triples.shape[0] > 0)
+            and (self.priors.bonds.pairs.shape[0] > 0 or self.priors.angles.triples.shape[0] > 0)
         )
-        self.verlet = KernelVerletList(self.cutoff, skin, priors.excluded_keys)
+        self.verlet = KernelVerletList(self.cutoff, skin, self.priors.excluded_keys)
 
     def forward(self, positions: Tensor, box: Tensor) -> tuple[Tensor, Tensor]:
         """Total energy (kJ/mol, float64 []) and forces (kJ/mol/nm, float64 [N, 3]) of bead
@@ -234,7 +321,15 @@ class FusedOpenMMPotential(nn.Module):
         with torch.no_grad():
             x = positions.to(self.dtype)
             b = box.to(self.dtype)
-        energies, gradient = self._evaluate(x, b)
+        self.verlet.update(x, b)
+        energies, gradient = self._priors(x, b, True)
+        with torch.no_grad():
+            for net in self.networks:
+                sums = net.pair_sums(x, b, self.verlet, self.species)
+                member, grad_sums = net.energies(sums, self.species, True)
+                member_gradient = net.gradient(grad_sums, x, b, self.verlet, self.species)
+                energies += member / float(self.n_members)
+                gradient += member_gradient / float(self.n_members)
         return energies.sum().to(torch.float64), (-gradient).to(torch.float64)
 
     @torch.jit.export
@@ -251,59 +346,10 @@ class FusedOpenMMPotential(nn.Module):
             self.verlet.update(x, b)
             prior, _ = self._priors(x, b, False)
             members: list[Tensor] = []
-            for net in self.potential.networks:
-                sensitivity = net.blocks[0].interaction.sensitivity
-                sums = self._pair_sums(
-                    x, b, sensitivity.inverse_mu, sensitivity.sigma, net.tensor_order
-                )
-                members.append(net.energies_from_pair_sums(self.species, sums, False)[0])
+            for net in self.networks:
+                sums = net.pair_sums(x, b, self.verlet, self.species)
+                members.append(net.energies(sums, self.species, False)[0])
             return (torch.stack(members) + prior).to(torch.float64)
-
-    def _evaluate(self, x: Tensor, box: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean bead energies [N] and the gradient of their sum w.r.t. ``x`` [N, 3]."""
-        self.verlet.update(x, box)
-        energies, gradient = self._priors(x, box, True)
-        for net in self.potential.networks:
-            sensitivity = net.blocks[0].interaction.sensitivity
-            with torch.no_grad():
-                sums = self._pair_sums(
-                    x, box, sensitivity.inverse_mu, sensitivity.sigma, net.tensor_order
-                )
-                member, grad_sums = net.energies_from_pair_sums(self.species, sums, True)
-                member_gradient = torch.ops.cgkd.environment_backward(
-                    grad_sums,
-                    x,
-                    box,
-                    self.verlet.first,
-                    self.verlet.second,
-                    self.verlet.shifts,
-                    self.species,
-                    sensitivity.inverse_mu,
-                    sensitivity.sigma,
-                    self.cutoff,
-                    net.tensor_order,
-                )
-                gradient += member_gradient / float(self.n_members)
-                energies += member / float(self.n_members)
-        return energies, gradient
-
-    def _pair_sums(
-        self, x: Tensor, box: Tensor, inverse_mu: Tensor, sigma: Tensor, order: int
-    ) -> Tensor:
-        """Pair sums [N, S, 1 | 4 | 9, nu] of a first layer with these sensitivities."""
-        return torch.ops.cgkd.environment(
-            x,
-            box,
-            self.verlet.first,
-            self.verlet.second,
-            self.verlet.shifts,
-            self.species,
-            inverse_mu,
-            sigma,
-            self.cutoff,
-            order,
-            self.n_species,
-        )
 
     def _priors(self, x: Tensor, box: Tensor, with_gradient: bool) -> tuple[Tensor, Tensor]:
         """Prior bead energies [N] (repulsion, bonds, angles) and, ``with_gradient``, the
@@ -311,7 +357,7 @@ class FusedOpenMMPotential(nn.Module):
         energies = torch.zeros(x.shape[0], dtype=x.dtype)
         gradient = torch.zeros_like(x)
         if self.use_repulsion:
-            repulsion = self.potential.priors.repulsion
+            repulsion = self.priors.repulsion
             with torch.no_grad():
                 energies, gradient = torch.ops.cgkd.repulsion(
                     x,
@@ -329,10 +375,9 @@ class FusedOpenMMPotential(nn.Module):
             # Bonds and angles by autograd, which needs gradients enabled (OpenMM enables them).
             if with_gradient and not torch.is_grad_enabled():
                 raise RuntimeError("call forward with gradients enabled (bonded priors)")
-            priors = self.potential.priors
             bonded_x = x.detach().clone().requires_grad_(with_gradient)
             frame, frame_box = bonded_x.unsqueeze(0), box.unsqueeze(0)
-            bonded = (priors.bonds(frame, frame_box) + priors.angles(frame, frame_box))[0]
+            bonded = (self.priors.bonds(frame, frame_box) + self.priors.angles(frame, frame_box))[0]
             if with_gradient:
                 bonded_gradient = torch.autograd.grad([bonded.sum()], [bonded_x])[0]
                 assert bonded_gradient is not None
@@ -399,8 +444,7 @@ def export_flavours(
 
     plain = export_torchscript(potential, species, path, metadata, skin)
     fused = fused_path(plain)
-    fusable = all(net.fusable for net in potential.networks)
-    if fusable and ops.available():
+    if all(net.fusable for net in potential.networks) and ops.available():
         export_torchscript(potential, species, fused, metadata, skin, fused=True)
         return {"plain": str(plain), "fused": str(fused)}
     fused.unlink(missing_ok=True)
