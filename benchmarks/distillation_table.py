@@ -2,8 +2,8 @@
 
 For each system (water, reline) one Hydra multirun of ``cgkd run`` over the student's loss
 (single-teacher forces, ensemble forces, + per-bead energies, + total energy) and the seed;
-every run also simulates the baseline, the single teacher and the ensemble, which the
-stage cache trains and runs once per seed. ``cgkd summarize`` then groups the runs' one-line
+every run also simulates the baseline, the classical force-matched pair potential, the single
+teacher and the ensemble, which the stage cache trains and runs once per seed. ``cgkd summarize`` then groups the runs' one-line
 results into the table (``docs/distillation/<system>/summary.md``, ``.json``, ``.png``).
 
     python benchmarks/distillation_table.py --system water reline --seeds 0 1 2
@@ -37,6 +37,7 @@ STUDENTS = {
 #: Rows of the models that do not depend on the loss.
 FIXED = {
     "baseline": "baseline (student network on mapped forces)",
+    "classical": "classical pair potential (MS-CG splines on mapped forces)",
     "teacher": "single teacher, used directly",
     "ensemble": "teacher ensemble, used directly",
 }
@@ -51,7 +52,7 @@ TABLE = [
     "student.train.epochs=12",
     "simulate.steps=3000",
     "simulate.report_interval=50",
-    "simulate.models=[student,baseline,teacher,ensemble]",
+    "simulate.models=[student,baseline,classical,teacher,ensemble]",
     "progress=false",
 ]
 

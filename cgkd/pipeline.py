@@ -12,6 +12,7 @@ records the configuration that made it.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -35,11 +36,13 @@ from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
 from cgkd.mapping.apply import map_trajectory
 from cgkd.mapping.definition import MappingSpec
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
+from cgkd.models.force_matching import TableSettings, fit_pair_table
 from cgkd.models.neighbors import perpendicular_widths
 from cgkd.models.potential import CGPotential
-from cgkd.models.priors import CGTopology, fit_priors
-from cgkd.simulation.export import export_flavours, fused_path
+from cgkd.models.priors import CGTopology, build_priors, fit_priors
+from cgkd.simulation.export import export_flavours, export_torchscript, fused_path
 from cgkd.simulation.md import MDSettings, model_file, run_replicas
+from cgkd.simulation.native import export_native
 from cgkd.simulation.sampling import SamplerSettings
 from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
@@ -928,15 +931,88 @@ def _soft_error(potential: CGPotential, soft_test: tuple[TrainingData, np.ndarra
     return evaluate(potential, data, frames)["force_rmse_teacher"]
 
 
-#: Models the simulate stage can run: the distilled ones and the teachers used directly.
-SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble")
+def classical(cfg: DictConfig) -> dict[str, Any]:
+    """The classical baseline: one pair table per bead-type pair force-matched (MS-CG) on the
+    reference training frames' mapped forces (``classical.targets=mapped``) or the teacher's
+    labels of them (``teacher``), with the priors. Writes ``classical.pt``, the native OpenMM
+    System ``classical.xml`` (what CG MD runs) and the plain TorchScript ``classical.ts``."""
+    section = _plain(cfg.classical)
+    targets = section.pop("targets")
+    if targets not in ("mapped", "teacher"):
+        raise ValueError(f"classical.targets={targets!r} is unknown; use mapped or teacher")
+    settings = TableSettings(**section)
+    cg, priors = map_stage(cfg), prior_stage(cfg)
+    frames = read_h5md(cg["dataset"])
+    splits = reference_splits(cfg, frames)
+    labels, key = (
+        None,
+        {"cg": cg["key"], "prior": priors["key"], "classical": _plain(cfg.classical)},
+    )
+    key["splits"] = {"seed": int(cfg.seed), **_split_fractions(cfg.teacher.train)}
+    if targets == "teacher":
+        teacher = teacher_model(cfg, frames)
+        labels = Targets(**np.load(_label(cfg, teacher, cg, frames)["targets"]))
+        key["teacher"] = teacher.key
+
+    def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        prior = _prior(priors)
+        forces = frames.forces if labels is None else labels.forces
+        table, facts = fit_pair_table(
+            frames.positions[splits.train],
+            frames.boxes[splits.train],
+            forces[splits.train],
+            frames.types,
+            len(frames.type_names),
+            np.asarray(prior["exclusions"] if prior else np.zeros((0, 2)), dtype=np.int64),
+            None if prior is None else build_priors(prior),
+            settings,
+            progress=cfg.progress,
+        )
+        potential = build_potential([], prior, pair_table=table.spec())
+        save_potential(out / "classical.pt", potential, [], prior, {"fit": facts})
+        species = torch.as_tensor(frames.types)
+        meta = {"type_names": frames.type_names, "config": _plain(cfg.classical)}
+        export_torchscript(copy.deepcopy(potential).float(), species, out / "classical.ts", meta)
+        native = export_native(
+            potential, species, frames.masses, frames.boxes[-1], out / "classical.xml"
+        )
+        held_out = evaluate(
+            potential.float(), TrainingData.from_frames(frames, labels), splits.test
+        )
+        log.info(
+            "classical (%s forces): %d knots per table from %.3f nm; held-out force RMSE "
+            "%.2f kJ/mol/nm",
+            targets,
+            facts["n_knots"],
+            facts["r_min"],
+            held_out["force_rmse_mapped"],
+        )
+        record = {
+            "model": str(native),
+            "torchscript": str(out / "classical.ts"),
+            "checkpoint": str(out / "classical.pt"),
+            **facts,
+            **held_out,
+        }
+        return key, record
+
+    return _stage(cfg, "classical", key).run(build)
+
+
+def _split_fractions(train_cfg: DictConfig) -> dict[str, float]:
+    return {"val": float(train_cfg.val_fraction), "test": float(train_cfg.test_fraction)}
+
+
+#: Models the simulate stage can run: the distilled ones, the teachers used directly and the
+#: classical force-matched pair potential.
+SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble", "classical")
 
 
 def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """The exported model (``model``: a plain TorchScript file; ``fused``: its fused flavour,
     or None) and cache ``key`` of every model named in ``simulate.models``: student,
-    baseline, teacher (the first member alone, or a teacher.source=torchscript file) and
-    ensemble (the teachers' mean)."""
+    baseline, teacher (the first member alone, or a teacher.source=torchscript file),
+    ensemble (the teachers' mean) and classical (its native OpenMM System)."""
     names = list(cfg.simulate.models)
     unknown = [name for name in names if name not in SIMULATED_MODELS]
     if unknown or not names:
@@ -951,10 +1027,13 @@ def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             f"simulate.models has {refused} but teacher.source={source} has no such CG model; "
             "leave them out (an all-atom teacher's own MD is the reference)"
         )
-    distilled = distill(cfg)
+    distilled = distill(cfg) if {"student", "baseline"} & set(names) else {}
     models = {}
     for name in names:
-        if name in ("student", "baseline"):
+        if name == "classical":
+            record = classical(cfg)
+            models[name] = {"model": record["model"], "key": record["key"], "fused": None}
+        elif name in ("student", "baseline"):
             plain = distilled[name]["model"]
             models[name] = {"model": plain, "key": distilled[name]["key"]}
         elif source == "torchscript":

@@ -49,6 +49,8 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     aa, cg = pipeline.generate(cfg), pipeline.map_stage(cfg)
     teachers = pipeline.teach(cfg) if cfg.teacher.source == "ensemble" else None
     models, runs = pipeline.distill(cfg), pipeline.simulate(cfg)
+    if "classical" in runs:
+        models["classical"] = pipeline.classical(cfg)
     frames = read_h5md(cg["dataset"])
     settings = OmegaConf.to_container(cfg.analysis, resolve=True)
     reference = Trajectory.from_frames(frames, name=str(cg["dataset"]))
@@ -86,8 +88,11 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 if teachers
                 else {}
             ),
-            "student": _test_metrics(models["student"]),
-            "baseline": _test_metrics(models["baseline"]),
+            **{
+                name: _test_metrics(models[name])
+                for name in ("student", "baseline", "classical")
+                if name in models
+            },
             "ensemble_mean_force_std": models["targets"]["mean_force_std"],
         },
         "timings": {
@@ -109,8 +114,11 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "artifacts": {
             "aa": aa,
             "cg": cg["dataset"],
-            "student": models["student"]["model"],
-            "baseline": models["baseline"]["model"],
+            **{
+                name: models[name]["model"]
+                for name in ("student", "baseline", "classical")
+                if name in models
+            },
         },
     }
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -193,7 +201,11 @@ def _two_stage_facts(cfg: DictConfig, student: dict[str, Any]) -> dict[str, Any]
 
 
 def _test_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in ("history", "key", "model")}
+    return {
+        k: v
+        for k, v in record.items()
+        if k not in ("history", "key", "model", "torchscript", "checkpoint")
+    }
 
 
 def _timings(
@@ -202,8 +214,9 @@ def _timings(
     """ms per force evaluation of the student, the baseline and the CG teachers, each in the
     flavour (fused or plain) that ``simulate.kernels`` runs."""
     files = {
-        "student": Path(models["student"]["model"]),
-        "baseline": Path(models["baseline"]["model"]),
+        name: Path(models[name]["model"])
+        for name in ("student", "baseline", "classical")
+        if name in models
     }
     if teachers:
         files["teacher"] = Path(teachers["dir"]) / "teacher_0.ts"
@@ -278,7 +291,9 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
         lines.append(f"| teacher {k + 1} | {_fmt(teacher['force_rmse_mapped'])} | |")
     if "ensemble" in forces:
         lines.append(f"| ensemble | {_fmt(forces['ensemble']['force_rmse_mapped'])} | |")
-    for model in ("student", "baseline"):
+    for model in ("student", "baseline", "classical"):
+        if model not in forces:
+            continue
         row = forces[model]
         lines.append(
             f"| {model} | {_fmt(row['force_rmse_mapped'])} "

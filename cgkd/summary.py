@@ -3,8 +3,8 @@
 Every ``cgkd run`` writes a one-line ``result.json`` (see :func:`cgkd.report.result_line`).
 This command collects those lines at or below the given directories and groups them into
 rows: a student row per setting of the sweep (its Hydra overrides without ``seed``), and one
-row each for the baseline, the single teacher and the ensemble, which do not depend on the
-loss. A model trained once and reused by several runs (same cache key) counts once.
+row each for the baseline, the classical model, the single teacher and the ensemble, which do
+not depend on the loss. A model trained once and reused by several runs (same cache key) counts once.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ COLUMNS = (
     ("speedup_vs_teacher", "speedup vs teacher (TorchScript)", "{:.2f}"),
 )
 #: Models that do not depend on the student's loss, in row order.
-LOSS_FREE = ("baseline", "teacher", "ensemble")
+LOSS_FREE = ("baseline", "classical", "teacher", "ensemble")
 
 
 @dataclass

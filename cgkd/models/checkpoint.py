@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from cgkd.models.hipnn import HipnnTS
+from cgkd.models.pair_table import PairTable
 from cgkd.models.potential import CGPotential
 from cgkd.models.priors import build_priors
 
@@ -17,15 +18,18 @@ def build_potential(
     network_kwargs: list[dict[str, Any]],
     prior: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
+    pair_table: dict[str, Any] | None = None,
 ) -> CGPotential:
     """A potential with one HipnnTS per entry of ``network_kwargs``, each initialised with its
-    seed, and the priors described by ``prior`` (a dict from :func:`cgkd.models.priors.fit_priors`).
+    seed, the priors described by ``prior`` (a dict from :func:`cgkd.models.priors.fit_priors`)
+    and the pair table described by ``pair_table`` (:meth:`PairTable.spec`), if any.
     """
     networks = []
     for index, kwargs in enumerate(network_kwargs):
         torch.manual_seed(seeds[index] if seeds else index)
         networks.append(HipnnTS(**kwargs))
-    return CGPotential(networks, None if prior is None else build_priors(prior))
+    table = None if pair_table is None else PairTable.from_spec(pair_table)
+    return CGPotential(networks, None if prior is None else build_priors(prior), table)
 
 
 def save_potential(
@@ -40,6 +44,7 @@ def save_potential(
     payload = {
         "network_kwargs": network_kwargs,
         "prior": prior,
+        "pair_table": potential.pair_table.spec() if potential.use_pair_table else None,
         "state_dict": potential.state_dict(),
         "metadata": metadata or {},
     }
@@ -64,7 +69,7 @@ def load_potential(path: Path, n_beads: int | None = None) -> tuple[CGPotential,
                 f"{n_beads} beads"
             )
         prior = {**prior, "n_beads": n_beads}
-    potential = build_potential(payload["network_kwargs"], prior)
+    potential = build_potential(payload["network_kwargs"], prior, None, payload.get("pair_table"))
     potential.load_state_dict(payload["state_dict"])
     return potential, payload["metadata"]
 

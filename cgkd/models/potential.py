@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from cgkd.models.hipnn import HipnnTS
 from cgkd.models.neighbors import neighbor_pairs
+from cgkd.models.pair_table import PairTable
 from cgkd.models.priors import HarmonicAngles, HarmonicBonds, Priors
 
 
@@ -20,18 +21,27 @@ class CGPotential(nn.Module):
     Args:
         networks: ensemble members (one for a single model); all must share the cutoff.
         priors: repulsion, bonds and angles added to every member, or None.
+        pair_table: tabulated pair energies added to every member, or None; a potential with a
+            table and no networks is a classical force-matched model.
     """
 
-    def __init__(self, networks: list[HipnnTS], priors: Priors | None = None):
+    def __init__(
+        self,
+        networks: list[HipnnTS],
+        priors: Priors | None = None,
+        pair_table: PairTable | None = None,
+    ):
         super().__init__()
-        if not networks:
-            raise ValueError("a CGPotential needs at least one network")
+        if not networks and pair_table is None:
+            raise ValueError("a CGPotential needs at least one network or a pair table")
         cutoffs = {net.cutoff for net in networks}
-        if len(cutoffs) != 1:
+        if len(cutoffs) > 1:
             raise ValueError(
                 f"ensemble members have different cutoffs {sorted(cutoffs)} nm; use one"
             )
-        self.cutoff = cutoffs.pop()
+        if pair_table is not None:
+            cutoffs.add(pair_table.cutoff)
+        self.cutoff = max(cutoffs)
         if priors is not None and priors.reach > self.cutoff:
             raise ValueError(
                 f"the repulsion prior reaches {priors.reach:.3f} nm, beyond the model cutoff "
@@ -40,6 +50,8 @@ class CGPotential(nn.Module):
         self.networks = nn.ModuleList(networks)
         self.use_priors = priors is not None
         self.priors = priors if priors is not None else _no_priors()
+        self.use_pair_table = pair_table is not None
+        self.pair_table = pair_table if pair_table is not None else _no_table()
 
     def _pairs_and_priors(
         self,
@@ -49,7 +61,8 @@ class CGPotential(nn.Module):
         pairs: tuple[Tensor, Tensor, Tensor] | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Flat species [B * N], neighbour pairs (first, second, vectors; searched unless
-        ``pairs`` gives them) and prior bead energies [B * N] (zeros without priors)."""
+        ``pairs`` gives them) and the bead energies [B * N] every member shares: priors and
+        pair table (zeros without either)."""
         n_frames = positions.shape[0]
         if pairs is None:
             first, second, vectors = neighbor_pairs(positions, boxes, self.cutoff)
@@ -62,6 +75,19 @@ class CGPotential(nn.Module):
             prior = torch.zeros(
                 flat_species.shape[0], dtype=positions.dtype, device=positions.device
             )
+        if self.use_pair_table:
+            pair_energies = self.pair_table(
+                flat_species[first], flat_species[second], torch.linalg.norm(vectors, dim=-1)
+            )
+            if self.priors.excluded_keys.shape[0] > 0:
+                n_beads = positions.shape[1]
+                keys = (first % n_beads) * n_beads + second % n_beads
+                excluded = torch.isin(keys, self.priors.excluded_keys)
+                pair_energies = torch.where(
+                    excluded, torch.zeros_like(pair_energies), pair_energies
+                )
+            # Each pair is listed in both directions: half its energy goes to each bead.
+            prior = prior.index_add(0, first, 0.5 * pair_energies)
         return flat_species, first, second, vectors, prior
 
     def member_bead_energies(
@@ -84,6 +110,8 @@ class CGPotential(nn.Module):
             positions, boxes, species, pairs
         )
         energies = [net(flat_species, first, second, vectors) + prior for net in self.networks]
+        if not energies:  # a classical model: the pair table and the priors alone
+            energies = [prior]
         return torch.stack(energies).view(len(energies), n_frames, n_beads)
 
     def forward(
@@ -129,3 +157,8 @@ def _no_priors() -> Priors:
         HarmonicAngles(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0)),
         torch.zeros(0, 2, dtype=torch.long),
     )
+
+
+def _no_table() -> PairTable:
+    """A placeholder for TorchScript (never called)."""
+    return PairTable(1, 0.1, 0.2, torch.zeros(1, 3))

@@ -300,6 +300,11 @@ class FusedOpenMMPotential(nn.Module):
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
+        if potential.use_pair_table or not potential.networks:
+            raise ValueError(
+                "the fused kernels evaluate networks and priors, not pair tables; export a "
+                "classical model with cgkd.simulation.native"
+            )
         self.networks = nn.ModuleList([FusedNetwork(net, dtype) for net in potential.networks])
         self.priors = copy.deepcopy(potential.priors).to(dtype)
         self.register_buffer("species", species.to(torch.long))
@@ -437,14 +442,16 @@ def export_flavours(
     metadata: dict[str, Any] | None = None,
     skin: float = DEFAULT_SKIN,
 ) -> dict[str, str | None]:
-    """The plain export at ``path`` and, where the fused kernels build here and every network
-    has one interaction block, the fused one at :func:`fused_path` (else None, and any stale
-    fused file is removed): ``{"plain": ..., "fused": ...}``."""
+    """The plain export at ``path`` and, where the fused kernels build here and the potential
+    is networks (each with one interaction block) and priors, the fused one at
+    :func:`fused_path` (else None, and any stale fused file is removed):
+    ``{"plain": ..., "fused": ...}``."""
     from cgkd import ops
 
     plain = export_torchscript(potential, species, path, metadata, skin)
     fused = fused_path(plain)
-    if all(net.fusable for net in potential.networks) and ops.available():
+    fusable = potential.networks and not potential.use_pair_table
+    if fusable and all(net.fusable for net in potential.networks) and ops.available():
         export_torchscript(potential, species, fused, metadata, skin, fused=True)
         return {"plain": str(plain), "fused": str(fused)}
     fused.unlink(missing_ok=True)

@@ -118,8 +118,9 @@ class MDResult:
 
 def model_file(plain: Path, fused: Path | None, settings: MDSettings) -> Path:
     """The export of a model that ``settings.kernels`` runs: its fused flavour (``fused``,
-    None when it has none) or its plain TorchScript file."""
-    if settings.kernels == "plain":
+    None when it has none) or its plain TorchScript file; a native OpenMM System (``.xml``,
+    a classical model) runs as it is."""
+    if settings.kernels == "plain" or Path(plain).suffix == ".xml":
         return Path(plain)
     if fused is None or not Path(fused).is_file():
         if settings.kernels == "fused":
@@ -293,7 +294,10 @@ def run_cg_md(
 def check_model_evaluates(model_path: Path, positions: np.ndarray, box: np.ndarray) -> None:
     """Raise a one-line error if the exported model cannot evaluate ``positions`` [N, 3] in
     ``box`` [3, 3] (nm). Checked in Python first: an exception thrown inside OpenMM's CPU
-    threads would abort the whole process instead."""
+    threads would abort the whole process instead. (A native System, ``.xml``, has nothing
+    to check.)"""
+    if Path(model_path).suffix == ".xml":
+        return
     module = load_exported(model_path)
     try:
         module(

@@ -34,13 +34,17 @@ AUTO_PLATFORMS = ("CUDA", "CPU")
 
 def build_system(model_path: str, masses: np.ndarray, box: np.ndarray) -> openmm.System:
     """An OpenMM System of beads (masses in amu) in the periodic ``box`` [3, 3] (nm, rows are
-    box vectors) whose only force is the exported model as a TorchForce.
+    box vectors) whose only force is the exported model as a TorchForce, or, for a ``.xml``
+    model (a classical model's native System, :mod:`cgkd.simulation.native`), that System
+    with these masses and box.
 
     Switches this process's TorchScript to the executor that optimises a model once, at its
     first call (the default re-optimises it after profiling calls, so the first calls round
     differently from later ones and a run restarted from a checkpoint would not repeat the
     original bit for bit; measured here, it is also about 15% faster for a 1000-bead student).
     """
+    if Path(model_path).suffix == ".xml":
+        return _native_system(Path(model_path), masses, box)
     _check_torch_plugin()
     torch._C._jit_set_profiling_executor(False)
     system = openmm.System()
@@ -48,6 +52,20 @@ def build_system(model_path: str, masses: np.ndarray, box: np.ndarray) -> openmm
         system.addParticle(float(mass))
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box)])
     system.addForce(torch_force(model_path))
+    return system
+
+
+def _native_system(path: Path, masses: np.ndarray, box: np.ndarray) -> openmm.System:
+    """The serialized System at ``path`` with ``masses`` (amu) and ``box`` (nm)."""
+    system = openmm.XmlSerializer.deserialize(path.read_text())
+    if system.getNumParticles() != len(masses):
+        raise ValueError(
+            f"{path} is a System of {system.getNumParticles()} particles, not the "
+            f"{len(masses)} beads of this system; export the model for this system"
+        )
+    for index, mass in enumerate(masses):
+        system.setParticleMass(index, float(mass))
+    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in np.asarray(box)])
     return system
 
 
