@@ -3,8 +3,9 @@
 For each system (water, reline) one Hydra multirun of ``cgkd run`` over the student's loss
 (single-teacher forces, ensemble forces, + per-bead energies, + total energy) and the seed;
 every run also simulates the baseline, the classical force-matched pair potential, the single
-teacher and the ensemble, which the stage cache trains and runs once per seed. ``cgkd summarize`` then groups the runs' one-line
-results into the table (``docs/distillation/<system>/summary.md``, ``.json``, ``.png``).
+teacher and the ensemble, which the stage cache trains and runs once per seed. ``cgkd
+summarize`` then groups the runs' one-line results into the table
+(``docs/distillation/<system>/summary.md``, ``.json``, ``.png``).
 
     python benchmarks/distillation_table.py --system water reline --seeds 0 1 2
 

@@ -4,7 +4,8 @@ Every ``cgkd run`` writes a one-line ``result.json`` (see :func:`cgkd.report.res
 This command collects those lines at or below the given directories and groups them into
 rows: a student row per setting of the sweep (its Hydra overrides without ``seed``), and one
 row each for the baseline, the classical model, the single teacher and the ensemble, which do
-not depend on the loss. A model trained once and reused by several runs (same cache key) counts once.
+not depend on the loss. A model trained once and reused by several runs (same cache key)
+counts once.
 """
 
 from __future__ import annotations
