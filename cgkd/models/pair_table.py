@@ -84,9 +84,13 @@ class PairTable(nn.Module):
         values: [S (S + 1) / 2, K] knot energies (kJ/mol) at K uniformly spaced distances from
             ``r_min`` to ``cutoff``; the last knot of every table must be 0, so that U is
             continuous at the cutoff.
+        persistent: whether the values belong to the owner's state dict (a placeholder's do
+            not).
     """
 
-    def __init__(self, n_species: int, r_min: float, cutoff: float, values: Tensor):
+    def __init__(
+        self, n_species: int, r_min: float, cutoff: float, values: Tensor, persistent: bool = True
+    ):
         super().__init__()
         if not 0.0 < r_min < cutoff:
             raise ValueError(f"need 0 < r_min ({r_min}) < cutoff ({cutoff}) nm for a pair table")
@@ -107,9 +111,9 @@ class PairTable(nn.Module):
         self.spacing = (self.cutoff - self.r_min) / (self.n_knots - 1)
         second = natural_spline_matrix(self.n_knots, self.spacing)
         values64 = values.to(torch.float64)
-        self.register_buffer("values", values64.clone())
-        self.register_buffer("second", values64 @ torch.as_tensor(second).t())
-        self.register_buffer("table_of", torch.as_tensor(pair_index(n_species)))
+        self.register_buffer("values", values64.clone(), persistent)
+        self.register_buffer("second", values64 @ torch.as_tensor(second).t(), persistent)
+        self.register_buffer("table_of", torch.as_tensor(pair_index(n_species)), persistent)
 
     def spec(self) -> dict[str, Any]:
         """The JSON-friendly description :meth:`from_spec` rebuilds the table from."""

@@ -160,5 +160,6 @@ def _no_priors() -> Priors:
 
 
 def _no_table() -> PairTable:
-    """A placeholder for TorchScript (never called)."""
-    return PairTable(1, 0.1, 0.2, torch.zeros(1, 3))
+    """A placeholder for TorchScript (never called; not in the state dict, so that models
+    saved without a table load)."""
+    return PairTable(1, 0.1, 0.2, torch.zeros(1, 3), persistent=False)
