@@ -84,13 +84,13 @@ def model_files(args: argparse.Namespace, n_beads: int, box: np.ndarray) -> dict
         )
     }
     ensemble = load_potential(args.teach / "ensemble.pt", n_beads)[0]
-    potentials = {
-        "student": load_potential(args.student / "student.pt", n_beads)[0],
-        "teacher (single)": CGPotential([ensemble.networks[0]], ensemble.priors),
-        f"teacher ensemble ({len(ensemble.networks)})": ensemble,
+    potentials = {  # name: (file stem, model)
+        "student": ("student", load_potential(args.student / "student.pt", n_beads)[0]),
+        "teacher (single)": ("teacher", CGPotential([ensemble.networks[0]], ensemble.priors)),
+        f"teacher ensemble ({len(ensemble.networks)})": ("ensemble", ensemble),
     }
-    for name, potential in potentials.items():
-        exported = export_flavours(potential, species, out / f"{name.split()[0]}.ts")
+    for name, (stem, potential) in potentials.items():
+        exported = export_flavours(potential, species, out / f"{stem}.ts")
         if exported["fused"] is not None:
             files[f"{name}, fused"] = Path(exported["fused"])
         files[f"{name}, plain"] = Path(exported["plain"])
