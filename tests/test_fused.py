@@ -22,6 +22,7 @@ from cgkd.simulation.export import (
     is_fused,
     load_exported,
 )
+from cgkd.simulation.md import KERNELS, MDSettings, model_file
 from cgkd.simulation.system import build_system
 
 ONE_BLOCK = {**NETWORK, "n_interactions": 1}
@@ -170,3 +171,24 @@ def test_two_block_networks_have_no_fused_export(liquid, tmp_path):
     assert exported["fused"] is None
     with pytest.raises(ValueError, match="more than one interaction block"):
         FusedOpenMMPotential(potential, species)
+
+
+def test_simulate_kernels_setting_picks_the_export_to_run(tmp_path):
+    plain, fused = tmp_path / "m.ts", tmp_path / "m_fused.ts"
+    plain.touch()
+    settings = {kernels: MDSettings(kernels=kernels, platform="CPU") for kernels in KERNELS}
+    assert model_file(plain, fused, settings["auto"]) == plain  # no fused file yet
+    with pytest.raises(ValueError, match="no fused export"):
+        model_file(plain, fused, settings["fused"])
+    fused.touch()
+    assert model_file(plain, fused, settings["auto"]) == fused
+    assert model_file(plain, fused, settings["fused"]) == fused
+    assert model_file(plain, fused, settings["plain"]) == plain
+    reference = MDSettings(kernels="auto", platform="Reference")  # not the CPU platform
+    assert model_file(plain, fused, reference) == plain
+    with pytest.raises(ValueError, match="CPU platform only"):
+        model_file(plain, fused, MDSettings(kernels="fused", platform="Reference"))
+    native = tmp_path / "classical.xml"
+    assert model_file(native, None, settings["fused"]) == native
+    with pytest.raises(ValueError, match=r"simulate\.kernels .fast. is unknown"):
+        MDSettings(kernels="fast")

@@ -87,8 +87,37 @@ def test_quick_run_produces_every_artifact(quick_run):
         assert (stage / "done.json").is_file() and (stage / "config.yaml").is_file()
     for model in ("teacher_0.ts", "teacher_1.ts", "ensemble.ts", "loss.png"):
         assert next((quick_run / "cache").glob(f"teach-*/{model}")).is_file()
+    for model in ("teacher_0_fused.ts", "ensemble_fused.ts"):
+        assert next((quick_run / "cache").glob(f"teach-*/{model}")).is_file()
+    # simulate.kernels=auto on the CPU platform ran the fused exports.
+    for name in ("student", "baseline"):
+        record = json.loads(
+            next((quick_run / "cache").glob(f"simulate-{name}-*/done.json")).read_text()
+        )
+        assert record["model_file"].endswith(f"{name}_fused.ts")
     report = (out / "report.md").read_text()
     assert "### student vs AA" in report and "| rdf | MAD " in report
+
+
+@pytest.mark.slow
+def test_classical_model_runs_as_a_native_openmm_system(quick_run):
+    result = cgkd(
+        "simulate",
+        "experiment=quick",
+        "progress=false",
+        "simulate.models=[classical]",
+        cwd=quick_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    fitted = json.loads(next((quick_run / "cache").glob("classical-*/done.json")).read_text())
+    assert fitted["model"].endswith("classical.xml") and fitted["n_knots"] > 10
+    # Force matching on mapped forces lands near, not below, the labels' noise floor.
+    assert (
+        0.5 * fitted["mapped_force_rms"] < fitted["force_rmse_mapped"] < fitted["mapped_force_rms"]
+    )
+    run = json.loads(next((quick_run / "cache").glob("simulate-classical-*/done.json")).read_text())
+    assert run["model_file"] == fitted["model"] and run["stable_fraction"] == 1.0
+    assert run["replicas"][0]["n_frames"] == 60
 
 
 @pytest.mark.slow
