@@ -5,6 +5,10 @@ export in OpenMM agreeing with the plain one."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import openmm
 import pytest
@@ -192,3 +196,21 @@ def test_simulate_kernels_setting_picks_the_export_to_run(tmp_path):
     assert model_file(native, None, settings["fused"]) == native
     with pytest.raises(ValueError, match=r"simulate\.kernels .fast. is unknown"):
         MDSettings(kernels="fast")
+
+
+def test_without_a_compiler_exports_fall_back_to_plain_torchscript(tmp_path):
+    """No C++ compiler (CXX=false): a warning says why, and the plain export still comes."""
+    script = (
+        "import warnings, torch\n"
+        "from cgkd import ops\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    print(ops.available())\n"
+        "print(any('could not be built' in str(w.message) for w in caught))\n"
+    )
+    env = {**os.environ, "CXX": "false", "CGKD_OPS_DIR": str(tmp_path / "ops")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "True"]

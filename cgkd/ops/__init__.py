@@ -1,17 +1,20 @@
 """Fused CPU kernels for exported models (``torch.ops.cgkd.*``), compiled on first use.
 
-The kernels (``hipnn_cpu.cpp``) compute the first HIP-NN-TS layer's pair environment, its
-gradient with respect to the positions and the pair repulsion prior in one pass over a
-Verlet list each, instead of the ~60 small tensor operations of the TorchScript model.
-They are compiled with the system C++ compiler against the installed torch the first time
-they are needed (about 15 s) into a cache directory (``CGKD_OPS_DIR``, default
-``~/.cache/cgkd/ops``), keyed by the source, the torch version and the flags, so a
-changed source or a new torch never loads a stale build.
+``hipnn_cpu.cpp`` holds, for a one-block HIP-NN-TS network: the first layer's pair sums over a
+half Verlet list (``environment``), the dense layers with their gradient w.r.t. those sums
+(``dense``), the forces from that gradient (``environment_backward``), the pair repulsion prior
+(``repulsion``) and the cell-list search of the Verlet list (``half_pairs``): a few passes over
+the pairs instead of the ~60 small tensor operations of the TorchScript model
+(:class:`cgkd.simulation.export.FusedOpenMMPotential` calls them). They are compiled with the
+system C++ compiler (``CXX``, default ``c++``; C++20) against the installed torch the first
+time they are needed (about 20 s) into a cache directory (``CGKD_OPS_DIR``, default
+``~/.cache/cgkd/ops``), keyed by the source, the torch version and the flags, so a changed
+source or a new torch never loads a stale build.
 
-A model exported with the kernels (:func:`cgkd.simulation.export.export_torchscript` with
-``fused=True``) needs them loaded before OpenMM reads it: ``torch.ops.load_library(path)``
-with the path :func:`library_path` returns (``python -m cgkd.ops`` prints it). The plain
-TorchScript export needs nothing.
+A model exported with the kernels (:func:`cgkd.simulation.export.export_flavours`) needs them
+loaded before OpenMM reads it: ``torch.ops.load_library(path)`` with the path
+:func:`library_path` returns (``python -m cgkd.ops`` prints it). The plain TorchScript export
+needs nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -41,21 +45,19 @@ def build_directory() -> Path:
 
 
 def library_path() -> Path:
-    """The compiled kernel library, built (and loaded into this process) if needed.
+    """The compiled kernel library, built if needed and loaded into this process.
 
-    Raises RuntimeError with the compiler's message when it cannot be built.
+    Building takes a lock in the build directory (processes that start at once build it
+    once) and is skipped when the library is up to date. Raises RuntimeError with the
+    compiler's message when it cannot be built.
     """
     global _loaded
-    if _loaded is not None:
-        return _loaded
-    directory = build_directory()
-    directory.mkdir(parents=True, exist_ok=True)
-    library = directory / f"{NAME}.so"
-    if not library.is_file():
-        _compile(directory)
-    torch.ops.load_library(str(library))
-    _loaded = library
-    return library
+    if _loaded is None:
+        directory = build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        _build_and_load(directory)
+        _loaded = directory / f"{NAME}.so"
+    return _loaded
 
 
 def available() -> bool:
@@ -72,7 +74,7 @@ def available() -> bool:
     return True
 
 
-def _compile(directory: Path) -> None:
+def _build_and_load(directory: Path) -> None:
     # torch.utils.cpp_extension logs a CUDA warning on import that does not concern a CPU
     # build; keep it out of users' logs.
     logging.disable(logging.WARNING)
@@ -90,5 +92,5 @@ def _compile(directory: Path) -> None:
             with_cuda=False,
             verbose=False,
         )
-    except (RuntimeError, OSError, ImportError) as error:
+    except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as error:
         raise RuntimeError(f"building {SOURCE.name} in {directory} failed: {error}") from error
