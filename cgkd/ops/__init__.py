@@ -3,7 +3,7 @@
 ``hipnn_cpu.cpp`` holds, for a one-block HIP-NN-TS network: the first layer's pair sums over a
 half Verlet list (``environment``), the dense layers with their gradient w.r.t. those sums
 (``dense``), the forces from that gradient (``environment_backward``), the pair repulsion prior
-(``repulsion``) and the cell-list search of the Verlet list (``half_pairs``): a few passes over
+(``repulsion``); ``cell_list.cpp`` the Verlet list's pair search (``half_pairs``): a few passes over
 the pairs instead of the ~60 small tensor operations of the TorchScript model
 (:class:`cgkd.simulation.export.FusedOpenMMPotential` calls them). They are compiled with the
 system C++ compiler (``CXX``, default ``c++``; C++20) against the installed torch the first
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("hipnn_cpu.cpp")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("hipnn_cpu.cpp", "cell_list.cpp"))
 NAME = "cgkd_ops"
 FLAGS = ("-O3", "-fopenmp", "-std=c++20")
 
@@ -38,7 +38,7 @@ _loaded: Path | None = None
 def build_directory() -> Path:
     """Where the library for this source, torch version and flags is built."""
     root = Path(os.environ.get("CGKD_OPS_DIR", Path.home() / ".cache" / "cgkd" / "ops"))
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES))
     digest.update(torch.__version__.encode())
     digest.update(" ".join(FLAGS).encode())
     return root / digest.hexdigest()[:16]
@@ -85,7 +85,7 @@ def _build_and_load(directory: Path) -> None:
     try:
         cpp_extension.load(
             name=NAME,
-            sources=[str(SOURCE)],
+            sources=[str(source) for source in SOURCES],
             extra_cflags=list(FLAGS),
             build_directory=str(directory),
             is_python_module=False,
@@ -93,4 +93,4 @@ def _build_and_load(directory: Path) -> None:
             verbose=False,
         )
     except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as error:
-        raise RuntimeError(f"building {SOURCE.name} in {directory} failed: {error}") from error
+        raise RuntimeError(f"building the kernels in {directory} failed: {error}") from error

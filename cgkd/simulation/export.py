@@ -120,7 +120,7 @@ class VerletList(nn.Module):
 
 class KernelVerletList(VerletList):
     """A half :class:`VerletList` built by the cell list of the fused kernels (the same pairs,
-    in the same order, about thirty times faster)."""
+    in the same order, several times faster)."""
 
     def __init__(self, cutoff: float, skin: float, excluded_keys: Tensor):
         super().__init__(cutoff, skin, True, excluded_keys)
