@@ -1035,17 +1035,23 @@ def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             models[name] = {"model": record["model"], "key": record["key"], "fused": None}
         elif name in ("student", "baseline"):
             plain = distilled[name]["model"]
-            models[name] = {"model": plain, "key": distilled[name]["key"]}
+            models[name] = {
+                "model": plain,
+                "key": distilled[name]["key"],
+                "fused": str(fused_path(Path(plain))),
+            }
         elif source == "torchscript":
             digest = TorchScriptTeacher(Path(cfg.teacher.path)).key["torchscript_teacher"]
-            plain = str(cfg.teacher.path)
-            models[name] = {"model": plain, "key": f"{digest}-teacher", "fused": None}
+            models[name] = {"model": str(cfg.teacher.path), "key": f"{digest}-teacher", "fused": None}
         else:
             teachers = teach(cfg)
             exported = "teacher_0.ts" if name == "teacher" else "ensemble.ts"
             plain = str(Path(teachers["dir"]) / exported)
-            models[name] = {"model": plain, "key": f"{teachers['key']}-{name}"}
-        models[name].setdefault("fused", str(fused_path(Path(plain))))
+            models[name] = {
+                "model": plain,
+                "key": f"{teachers['key']}-{name}",
+                "fused": str(fused_path(Path(plain))),
+            }
     return models
 
 
