@@ -1,7 +1,7 @@
 """The student's architecture chosen by measurement: CG MD cost against fidelity.
 
 usage: python benchmarks/student_pareto.py [--seeds 0 1 2] [--variants default l1 ...]
-           [--system water] [--work DIR] [--summarize-only]
+           [--system water] [--work DIR] [--sweeps-only | --summarize-only]
 
 For each variant of the student network (tensor order, sensitivities, features, atom layers,
 cutoff; the rest as conf/model/hipnn_student.yaml) one Hydra multirun of ``cgkd run`` over
@@ -119,7 +119,9 @@ def plot(rows: dict[str, SummaryRow], costs: dict[str, list[float]], path: Path)
         ax.plot([cost[i] for i in front], [mean[i] for i in front], "-", color="tab:orange")
         ax.set_xlabel("CG MD ms/step, 1000 beads (fused export)")
         ax.set_ylabel(label)
-    figure.suptitle("Student variants: cost against fidelity (mean ± std over seeds; line: Pareto front)")
+    figure.suptitle(
+        "Student variants: cost against fidelity (mean ± std over seeds; line: Pareto front)"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     figure.savefig(path.with_suffix(".svg"))
@@ -136,11 +138,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--summarize-only", action="store_true")
+    stage = parser.add_mutually_exclusive_group()
+    stage.add_argument(
+        "--sweeps-only", action="store_true", help="train and simulate; time later, when quiet"
+    )
+    stage.add_argument("--summarize-only", action="store_true", help="time and summarize")
     args = parser.parse_args()
     if not args.summarize_only:
         for variant in args.variants:
             run_variant(args.system, variant, args.seeds, args.work, args.threads)
+    if args.sweeps_only:
+        return
     rows: dict[str, SummaryRow] = {}
     costs: dict[str, list[float]] = {}
     for variant in args.variants:
@@ -161,7 +169,10 @@ def main() -> None:
     command = f"python benchmarks/student_pareto.py --system {args.system} --seeds " + " ".join(
         map(str, args.seeds)
     )
-    lines = ["| variant | overrides | CG MD ms/step, 1000 beads (median, range) |", "|---|---|---:|"]
+    lines = [
+        "| variant | overrides | CG MD ms/step, 1000 beads (median, range) |",
+        "|---|---|---:|",
+    ]
     for name in rows:
         values = costs[name]
         lines.append(

@@ -1042,7 +1042,11 @@ def cg_models(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             }
         elif source == "torchscript":
             digest = TorchScriptTeacher(Path(cfg.teacher.path)).key["torchscript_teacher"]
-            models[name] = {"model": str(cfg.teacher.path), "key": f"{digest}-teacher", "fused": None}
+            models[name] = {
+                "model": str(cfg.teacher.path),
+                "key": f"{digest}-teacher",
+                "fused": None,
+            }
         else:
             teachers = teach(cfg)
             exported = "teacher_0.ts" if name == "teacher" else "ensemble.ts"
