@@ -24,7 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,13 +83,13 @@ def run_variant(system: str, variant: str, seeds: list[int], work: Path, threads
 
 def variant_cost(sweep: Path, repeats: int, steps: int) -> list[float]:
     """ms/step of CG MD of a variant's fused student (its first run) on 1000 waters."""
-    result = json.loads(next(sorted(sweep.glob("*/result.json"))).read_text())
+    result = json.loads(sorted(sweep.glob("*/result.json"))[0].read_text())
     key = result["models"]["student"]["key"]
     student = next((sweep.parent / "cache").glob(f"student-{key}/student.pt"))
     timestep = float(yaml.safe_load((REPO / "conf/simulate/langevin.yaml").read_text())["timestep"])
     _, x, box = aa_box(1000, 1)
     potential = load_potential(student, len(x))[0]
-    exported = export_flavours(potential, np.zeros(len(x), dtype=np.int64), OUT / "pareto.ts")
+    exported = export_flavours(potential, torch.zeros(len(x), dtype=torch.long), OUT / "pareto.ts")
     settings = MDSettings(timestep=timestep, steps=steps, report_interval=steps, platform="CPU")
     return [cg_run(Path(exported["fused"]), x, box, settings) for _ in range(repeats)]
 
@@ -186,7 +186,7 @@ def main() -> None:
         notes=[
             f"Regenerate: `{command}`. Settings of every run: "
             f"`{' '.join(SYSTEMS[args.system] + TABLE)}` with `simulate.models=[student]`.",
-            *lines,
+            "\n".join(lines),
             f"![pareto]({figure.name})",
         ],
     )
