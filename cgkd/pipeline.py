@@ -77,16 +77,27 @@ class StageDir:
     def begin(self, keep: tuple[str, ...] = ()) -> Path:
         """Start (or restart) the stage: an empty directory, except for the files named in
         ``keep`` (e.g. a training checkpoint to resume from)."""
-        if self.path.exists():
-            for entry in self.path.iterdir():
-                if entry.name in keep:
-                    continue
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+        self._clear(keep)
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path
+
+    def abandon(self, keep: tuple[str, ...] = ()) -> None:
+        """After a failed build: remove everything but ``keep`` (what a rerun resumes from),
+        and the directory itself when nothing is left."""
+        self._clear(keep)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+    def _clear(self, keep: tuple[str, ...]) -> None:
+        if not self.path.exists():
+            return
+        for entry in self.path.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     def finish(self, config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         """Write config.yaml and, last, done.json (atomic) with ``record``."""
@@ -104,14 +115,19 @@ class StageDir:
         keep: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """The stage's record: reused when done, else ``build(directory)`` returns
-        ``(config, record)`` for :meth:`finish`. Holds the stage's lock throughout."""
+        ``(config, record)`` for :meth:`finish`. Holds the stage's lock throughout. A build
+        that fails (or is interrupted) leaves only ``keep`` behind: nothing half-written."""
         locks = self.path.parent / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
         with open(locks / f"{self.path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.done:
                 return self.record()
-            config, record = build(self.begin(keep))
+            try:
+                config, record = build(self.begin(keep))
+            except BaseException:
+                self.abandon(keep)
+                raise
             return self.finish(config, {"key": self.key, **record})
 
 
