@@ -134,7 +134,11 @@ def _plain(node: Any) -> Any:
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """AA reference trajectory with forces (H5MD): a built-in system or the user's files."""
     if cfg.input.trajectory is not None:
-        return _import(cfg)
+        imported = _import(cfg)
+        # The data's temperature replaces the unused built-in system's, so that the prior,
+        # simulate.temperature and sampler.temperature (which follow it unless set) use it.
+        cfg.system.temperature = imported["temperature"]
+        return imported
     system = _plain(cfg.system)
 
     seed = int(cfg.data_seed)
@@ -174,6 +178,9 @@ def _import(cfg: DictConfig) -> dict[str, Any]:
             format=source["format"],
             timestep=source["timestep"],
             screen=FrameScreen(max_force=source["max_force"], on_bad_frame=source["on_bad_frame"]),
+            masses=source["masses"],
+            temperature=source["temperature"],
+            require_temperature=True,
             config={"input": source},
             progress=cfg.progress,
         )
@@ -183,6 +190,8 @@ def _import(cfg: DictConfig) -> dict[str, Any]:
             "n_atoms": imported.n_atoms,
             "n_frames": imported.n_frames,
             "n_dropped": imported.n_dropped,
+            "temperature": imported.temperature,
+            "temperature_from": imported.temperature_from,
         }
         return {"input": source, "files": files}, record
 
@@ -198,15 +207,16 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
     mapping = _plain(cfg.mapping)
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        spec = MappingSpec.from_config(mapping)
         mapped = map_trajectory(
             aa["topology"],
             aa["trajectory"],
             out / "cg.h5md",
-            MappingSpec.from_config(mapping),
+            spec,
             config={"aa": aa},
             progress=cfg.progress,
         )
-        log.info("mapping %s:\n%s", mapping["name"], mapped.summary)
+        log.info("mapping %s:\n%s", spec.describe(), mapped.summary)
         record = {
             "dataset": str(out / "cg.h5md"),
             "n_frames": mapped.n_frames,
@@ -239,10 +249,11 @@ def _loss_options(train_cfg: DictConfig) -> dict[str, Any]:
 
 
 def prior_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Priors fitted to the mapped reference: repulsion onsets, bonds and angles."""
+    """Priors fitted to the mapped reference at its temperature (``system.temperature``, the
+    imported data's for your own): repulsion onsets, bonds and angles."""
     cg = map_stage(cfg)
     prior_cfg = _plain(cfg.prior)
-    temperature = float(cfg.simulate.temperature)
+    temperature = float(cfg.system.temperature)
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         frames = read_h5md(cg["dataset"])
@@ -261,7 +272,8 @@ def prior_stage(cfg: DictConfig) -> dict[str, Any]:
         )
         _write_json(out / "prior.json", prior)
         log.info("priors: %s", _describe_prior(prior, frames.type_names))
-        return {"prior": prior_cfg, "cg": cg["key"]}, {"prior": str(out / "prior.json")}
+        config = {"prior": prior_cfg, "cg": cg["key"], "temperature": temperature}
+        return config, {"prior": str(out / "prior.json")}
 
     key = {"cg": cg["key"], "prior": prior_cfg, "temperature": temperature}
     return _stage(cfg, "prior", key).run(build)
