@@ -28,13 +28,22 @@ import numpy as np
 import openmm
 import torch
 from joblib import Parallel, delayed
+from MDAnalysis import Universe
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd.io.frames import Frames
-from cgkd.io.h5md import read_h5md, read_h5md_bonds
-from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
-from cgkd.mapping.apply import map_trajectory
-from cgkd.mapping.definition import MappingSpec
+from cgkd.io.h5md import H5MDReader, read_h5md, read_h5md_bonds
+from cgkd.io.trajectory import (
+    FrameScreen,
+    FrameSelection,
+    atom_masses,
+    import_trajectory,
+    open_trajectory,
+    sample_frames,
+)
+from cgkd.mapping.apply import map_trajectory, topology_universe
+from cgkd.mapping.constraints import spread_frames, virtual_sites
+from cgkd.mapping.definition import MappingSpec, compile_mapping
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
 from cgkd.models.force_matching import TableSettings, fit_pair_table
 from cgkd.models.neighbors import perpendicular_widths
@@ -228,6 +237,40 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
     # cg_format 2: CG bonds are recorded (datasets mapped before that lack them).
     key = {"aa": aa["key"], "mapping": mapping, "cg_format": 2}
     return _stage(cfg, "map", key).run(build)
+
+
+def beads(cfg: DictConfig) -> dict[str, Any]:
+    """Dry run of the mapping: its bead summary, logged, without importing or mapping frames.
+
+    Your own data: on ``input.topology``, with masses and virtual sites judged from a few
+    frames of ``input.trajectory``. A built-in system is generated first (or reused).
+    """
+    spec = MappingSpec.from_config(_plain(cfg.mapping))
+    if cfg.input.trajectory is None:
+        aa = generate(cfg)
+        with H5MDReader(aa["trajectory"]) as reader:
+            sites = virtual_sites(reader.masses, spread_frames(reader).forces)
+            universe = topology_universe(aa["topology"], reader)
+            compiled = compile_mapping(spec, universe, reader.masses, sites)
+    else:
+        source = _plain(cfg.input)
+        opened = open_trajectory(
+            source["topology"] or "",
+            source["trajectory"],
+            units=source["units"],
+            format=source["format"],
+            timestep=source["timestep"],
+        )
+        selection = FrameSelection(**{k: source[k] for k in _SELECTION_KEYS})
+        masses = atom_masses(opened, sample_frames(opened, selection), source["masses"])
+        universe = Universe(str(source["topology"]))
+        compiled = compile_mapping(spec, universe, masses.values, masses.virtual_sites)
+    log.info("mapping %s:\n%s", spec.describe(), compiled.summary())
+    return {
+        "mapping": spec.describe(),
+        "n_beads": compiled.n_beads,
+        "type_names": compiled.type_names,
+    }
 
 
 def _splits(cfg: DictConfig, n_frames: int, train_cfg: DictConfig) -> Splits:

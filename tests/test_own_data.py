@@ -397,3 +397,26 @@ def test_cli_without_a_temperature_stops_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "run.trr has no velocities" in last and "set input.temperature=<K>" in last
+
+
+def test_beads_dry_run_summarizes_the_mapping_without_importing(tip4p, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from cgkd import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        f"input.topology={tip4p['gro']}",
+        f"input.trajectory={tip4p['trr']}",
+        'mapping.beads=[{name: W, select: "resname SOL", per: residue}]',
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    summary = pipeline.beads(cfg)
+    n_sites = int(tip4p["virtual"].sum())
+    assert summary == {
+        "mapping": "molecule_com [W = 'resname SOL' per residue] (mass weights, basic force map)",
+        "n_beads": n_sites,
+        "type_names": ["W"],
+    }
+    assert not (tmp_path / "cache").exists()  # nothing imported, nothing mapped

@@ -205,8 +205,9 @@ class AtomMasses:
 
 @dataclass(frozen=True)
 class FrameSample:
-    """Frames spread over a selection: positions, boxes (nm), forces (kJ/mol/nm) [T, N, 3] and
-    velocities (nm/ps; ``None`` unless every frame has non-zero velocities)."""
+    """Frames spread over a selection (:func:`sample_frames`): positions, boxes (nm), forces
+    (kJ/mol/nm) [T, N, 3] and velocities (nm/ps; ``None`` unless every frame has non-zero
+    velocities)."""
 
     positions: np.ndarray
     boxes: np.ndarray
@@ -356,7 +357,7 @@ def load_trajectory(
     """
     opened = open_trajectory(topology, trajectory, units=units, format=format, timestep=timestep)
     selection = selection or FrameSelection()
-    atom_mass = atom_masses(opened, _sample(opened, _selected_indices(opened, selection)), masses)
+    atom_mass = atom_masses(opened, sample_frames(opened, selection), masses)
     check = screen or FrameScreen()
     chunks = [
         _screened(chunk, check, opened.path)
@@ -550,9 +551,14 @@ def kinetic_temperature(masses: np.ndarray, velocities: np.ndarray, n_dof: int) 
     return float(twice_kinetic.mean() / (KB_KJ_PER_MOL_K * n_dof))
 
 
+def sample_frames(trajectory: OpenTrajectory, selection: FrameSelection) -> FrameSample:
+    """Up to :data:`SAMPLE_FRAMES` of the selected frames, spread evenly, in nm, kJ/mol/nm and
+    nm/ps (frames with NaN/Inf velocities left out of the velocities)."""
+    return _sample(trajectory, _selected_indices(trajectory, selection))
+
+
 def _sample(trajectory: OpenTrajectory, indices: np.ndarray) -> FrameSample:
-    """Up to :data:`SAMPLE_FRAMES` of the selected ``indices``, spread evenly, in nm,
-    kJ/mol/nm and nm/ps (frames with NaN/Inf velocities left out of the velocities)."""
+    """:func:`sample_frames` of the frame ``indices``."""
     reader, traj, units = trajectory.universe.trajectory, trajectory.path, trajectory.units
     spots = np.linspace(0, len(indices) - 1, SAMPLE_FRAMES).round().astype(int)
     picked = indices[np.unique(spots)]
