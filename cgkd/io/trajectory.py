@@ -7,7 +7,7 @@ nm, kJ/mol/nm and ps. A format that does not record its units (LAMMPS dumps; H5M
 unit attributes) needs them stated with ``units`` (a preset from :data:`UNIT_PRESETS` or a
 mapping with ``length``, ``force`` and ``time``). Species are the residue names.
 
-Masses (amu) are the topology's; a topology without masses (GRO, PDB, LAMMPS dump) gets
+Masses (amu) are the topology's; a topology without masses (GRO, PDB) gets
 MDAnalysis's guesses from elements, types or atom names, and ``masses`` (atom name or type ->
 amu) sets or corrects them. A virtual site (the M site of 4-site water, a lone pair) is an atom
 that is massless in the topology, or whose mass is only guessed, and whose force is zero in
