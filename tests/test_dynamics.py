@@ -145,6 +145,19 @@ def test_default_fit_range_follows_the_lags_available():
         MSD().run(brownian(3, seed=6), n_blocks=1)
 
 
+def test_single_precision_frame_times_are_equally_spaced():
+    """Times stored as float32 (TRR, DCD, NetCDF) are 0.1 k ps only to about 1e-6 ps; steps that
+    far apart are still one spacing, but a real 1 % jitter is not."""
+    positions = random_walk(400, 20, 0.05, 0.1, seed=9)
+    times = (0.1 * np.arange(400)).astype(np.float32).astype(np.float64)
+    assert np.ptp(np.diff(times)) > 1e-6  # uneven at the 1e-6 relative level of float64 checks
+    stored = Trajectory(positions, cubic_boxes(400), times=times, name="float32.trr")
+    assert stored.dt == pytest.approx(0.1, rel=1e-6)
+    assert MSD().run(stored).attrs["dt"] == pytest.approx(0.1, rel=1e-6)
+    jitter = times + 0.001 * (np.arange(400) % 2)
+    assert Trajectory(positions, cubic_boxes(400), times=jitter).dt is None
+
+
 def test_block_errors_shrink_with_more_data():
     short = MSD(max_lag=2.0).run(brownian(400, seed=3), n_blocks=8)
     long = MSD(max_lag=2.0).run(brownian(3200, seed=4), n_blocks=8)

@@ -18,7 +18,7 @@ from scipy.integrate import trapezoid
 
 from cgkd.observables.base import NotComputableError, Observable, ObservableResult
 from cgkd.observables.box import box_lengths, minimum_image
-from cgkd.observables.trajectory import Frame, Trajectory
+from cgkd.observables.trajectory import Frame, Trajectory, uniform_spacing
 
 #: Complex values held at once by one FFT over a chunk of bead coordinates (64 MiB).
 _FFT_CHUNK_VALUES: int = 1 << 22
@@ -321,7 +321,7 @@ def _diffusion(result: ObservableResult) -> tuple[float, float]:
 
 
 def _frame_spacing(run: Trajectory, frames: np.ndarray, name: str) -> float:
-    """Time (ps) between the selected ``frames``; ValueError if unknown or uneven."""
+    """Time (ps) between the selected ``frames``; NotComputableError if unknown or uneven."""
     if run.times is None:
         raise NotComputableError(
             f"{run.name}: no frame times for {name}; give the trajectory dt= (ps between frames)"
@@ -330,13 +330,14 @@ def _frame_spacing(run: Trajectory, frames: np.ndarray, name: str) -> float:
         raise NotComputableError(
             f"{run.name}: {name} needs >= 2 selected frames, got {len(frames)}"
         )
-    steps = np.diff(run.times[frames])
-    if not (steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9)):
+    spacing = uniform_spacing(run.times[frames])
+    if spacing is None:
+        steps = np.diff(run.times[frames])
         raise NotComputableError(
             f"{run.name}: selected frames are not equally spaced in time (steps "
             f"{steps.min():.6g}..{steps.max():.6g} ps); select evenly spaced frames for {name}"
         )
-    return float((run.times[frames[-1]] - run.times[frames[0]]) / (len(frames) - 1))
+    return spacing
 
 
 def _standard_error(values: np.ndarray) -> np.ndarray:
