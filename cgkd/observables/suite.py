@@ -45,7 +45,7 @@ AUTO = "auto"
 TETRAHEDRAL_MAX_COORDINATION = 9.0
 #: ``local_density.radius: auto`` is this many first-shell radii r1 (0.5 nm for r1 = 0.33 nm).
 LOCAL_DENSITY_SHELLS = 1.5
-#: ``max_count: auto`` is this many times the mean count density x sphere volume, rounded up.
+#: ``max_count: auto`` is this many times the mean count (density x sphere volume), rounded up.
 COUNT_MARGIN = 2.0
 #: The section of conf/analysis that sets each result, by the start of its name.
 SECTIONS = {
@@ -143,7 +143,8 @@ def build_observables(
         msd = settings["msd"]
         if trajectory.dt is None:
             skipped["msd"] = (
-                f"{trajectory.name}: no time between frames known; give the trajectory frame times"
+                f"{trajectory.name}: no time between frames known (frame times missing or "
+                "uneven); give the trajectory equally spaced frame times"
             )
         else:
             built.append(
@@ -191,7 +192,7 @@ def first_shell(results: Mapping[str, ObservableResult], n_species: int) -> dict
         shell["onset"] = rdf_onset(total) - 0.5 * (total.x[1] - total.x[0])
         radius = first_minimum(total)
     except ValueError as error:
-        shell["problem"] = str(error)
+        shell["problem"] = f"{error} (settings: analysis.rdf)"
         return shell
     n = coordination_number(total)
     shell["radius"] = radius
@@ -336,10 +337,10 @@ def _longest_prefix(name: str, by_prefix: Mapping[str, str]) -> str:
 
 
 def _result_names(section: str, values: Mapping[str, Any]) -> list[str]:
-    """The results that the section ``section`` of conf/analysis makes."""
+    """The results that the section ``section`` of conf/analysis (its ``values``) makes."""
     if section == "steinhardt":
         return [f"q{int(l)}" for l in values["l"]]  # noqa: E741
-    return [name for name, owner in SECTIONS.items() if owner == section and name != "vacf"]
+    return [name for name, owner in SECTIONS.items() if owner == section]
 
 
 def _enabled(settings: Mapping[str, Any], key: str) -> bool:
