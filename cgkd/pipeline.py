@@ -179,7 +179,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
 
 def _import(cfg: DictConfig) -> dict[str, Any]:
     """The user's topology + trajectory, selected, screened and converted into H5MD."""
-    source = _plain(cfg.input)
+    # input.name only labels the report: it is not part of the data or of the cache key.
+    source = {k: v for k, v in _plain(cfg.input).items() if k != "name"}
     topology, trajectory = Path(source["topology"] or ""), Path(source["trajectory"])
     for path in (trajectory, topology):
         if not path.is_file():
