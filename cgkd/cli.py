@@ -1,8 +1,8 @@
 """Command line: ``cgkd <stage> [hydra overrides ...]``.
 
-Stages: run (everything, then the report), generate, map, prior, teach-member, teach,
-sample, screen, distill, simulate, analyze (same as run). Overrides and ``--multirun``
-are Hydra's, for example ``cgkd run experiment=quick``,
+Stages: run (everything, then the report), generate, beads (a dry run of the mapping), map,
+prior, teach-member, teach, sample, screen, distill, simulate, analyze (same as run).
+Overrides and ``--multirun`` are Hydra's, for example ``cgkd run experiment=quick``,
 ``cgkd distill --multirun loss.w_E=0,0.1,1`` or
 ``cgkd teach-member --multirun teacher.member=0,1,2,3 hydra/launcher=slurm``.
 ``cgkd compare RUN_DIR ...`` builds one report over several runs (see cgkd.comparison);
@@ -31,6 +31,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 STAGES = {
     "run": "every stage, then metrics, figures and report.md",
     "generate": "AA reference trajectory with forces (H5MD)",
+    "beads": "dry run of the mapping: its bead summary, before any frames are mapped",
     "map": "CG dataset: bead positions, mapped forces, types, masses, bonds",
     "prior": "repulsion, bond and angle priors fitted to the mapped data",
     "teach-member": "one teacher (teacher.member=K); sweep it to train members as jobs",
@@ -102,6 +103,7 @@ def _run_stage(cfg: DictConfig) -> Any:
         return analyze(cfg, Path(HydraConfig.get().runtime.output_dir))
     stage = {
         "generate": pipeline.generate,
+        "beads": pipeline.beads,
         "map": pipeline.map_stage,
         "prior": pipeline.prior_stage,
         "teach-member": pipeline.teach_member,

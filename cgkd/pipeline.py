@@ -28,13 +28,22 @@ import numpy as np
 import openmm
 import torch
 from joblib import Parallel, delayed
+from MDAnalysis import Universe
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd.io.frames import Frames
-from cgkd.io.h5md import read_h5md, read_h5md_bonds
-from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
-from cgkd.mapping.apply import map_trajectory
-from cgkd.mapping.definition import MappingSpec
+from cgkd.io.h5md import H5MDReader, read_h5md, read_h5md_bonds
+from cgkd.io.trajectory import (
+    FrameScreen,
+    FrameSelection,
+    atom_masses,
+    import_trajectory,
+    open_trajectory,
+    sample_frames,
+)
+from cgkd.mapping.apply import map_trajectory, topology_universe
+from cgkd.mapping.constraints import spread_frames, virtual_sites
+from cgkd.mapping.definition import MappingSpec, compile_mapping
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
 from cgkd.models.force_matching import TableSettings, fit_pair_table
 from cgkd.models.neighbors import perpendicular_widths
@@ -77,16 +86,27 @@ class StageDir:
     def begin(self, keep: tuple[str, ...] = ()) -> Path:
         """Start (or restart) the stage: an empty directory, except for the files named in
         ``keep`` (e.g. a training checkpoint to resume from)."""
-        if self.path.exists():
-            for entry in self.path.iterdir():
-                if entry.name in keep:
-                    continue
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+        self._clear(keep)
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path
+
+    def abandon(self, keep: tuple[str, ...] = ()) -> None:
+        """After a failed build: remove everything but ``keep`` (what a rerun resumes from),
+        and the directory itself when nothing is left."""
+        self._clear(keep)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+    def _clear(self, keep: tuple[str, ...]) -> None:
+        if not self.path.exists():
+            return
+        for entry in self.path.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     def finish(self, config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         """Write config.yaml and, last, done.json (atomic) with ``record``."""
@@ -104,14 +124,19 @@ class StageDir:
         keep: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """The stage's record: reused when done, else ``build(directory)`` returns
-        ``(config, record)`` for :meth:`finish`. Holds the stage's lock throughout."""
+        ``(config, record)`` for :meth:`finish`. Holds the stage's lock throughout. A build
+        that fails (or is interrupted) leaves only ``keep`` behind: nothing half-written."""
         locks = self.path.parent / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
         with open(locks / f"{self.path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.done:
                 return self.record()
-            config, record = build(self.begin(keep))
+            try:
+                config, record = build(self.begin(keep))
+            except BaseException:
+                self.abandon(keep)
+                raise
             return self.finish(config, {"key": self.key, **record})
 
 
@@ -134,7 +159,11 @@ def _plain(node: Any) -> Any:
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """AA reference trajectory with forces (H5MD): a built-in system or the user's files."""
     if cfg.input.trajectory is not None:
-        return _import(cfg)
+        imported = _import(cfg)
+        # The data's temperature replaces the unused built-in system's, so that the prior,
+        # simulate.temperature and sampler.temperature (which follow it unless set) use it.
+        cfg.system.temperature = imported["temperature"]
+        return imported
     system = _plain(cfg.system)
 
     seed = int(cfg.data_seed)
@@ -150,7 +179,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
 
 def _import(cfg: DictConfig) -> dict[str, Any]:
     """The user's topology + trajectory, selected, screened and converted into H5MD."""
-    source = _plain(cfg.input)
+    # input.name only labels the report: it is not part of the data or of the cache key.
+    source = {k: v for k, v in _plain(cfg.input).items() if k != "name"}
     topology, trajectory = Path(source["topology"] or ""), Path(source["trajectory"])
     for path in (trajectory, topology):
         if not path.is_file():
@@ -174,6 +204,9 @@ def _import(cfg: DictConfig) -> dict[str, Any]:
             format=source["format"],
             timestep=source["timestep"],
             screen=FrameScreen(max_force=source["max_force"], on_bad_frame=source["on_bad_frame"]),
+            masses=source["masses"],
+            temperature=source["temperature"],
+            require_temperature=True,
             config={"input": source},
             progress=cfg.progress,
         )
@@ -183,6 +216,8 @@ def _import(cfg: DictConfig) -> dict[str, Any]:
             "n_atoms": imported.n_atoms,
             "n_frames": imported.n_frames,
             "n_dropped": imported.n_dropped,
+            "temperature": imported.temperature,
+            "temperature_from": imported.temperature_from,
         }
         return {"input": source, "files": files}, record
 
@@ -198,15 +233,16 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
     mapping = _plain(cfg.mapping)
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        spec = MappingSpec.from_config(mapping)
         mapped = map_trajectory(
             aa["topology"],
             aa["trajectory"],
             out / "cg.h5md",
-            MappingSpec.from_config(mapping),
+            spec,
             config={"aa": aa},
             progress=cfg.progress,
         )
-        log.info("mapping %s:\n%s", mapping["name"], mapped.summary)
+        log.info("mapping %s:\n%s", spec.describe(), mapped.summary)
         record = {
             "dataset": str(out / "cg.h5md"),
             "n_frames": mapped.n_frames,
@@ -218,6 +254,40 @@ def map_stage(cfg: DictConfig) -> dict[str, Any]:
     # cg_format 2: CG bonds are recorded (datasets mapped before that lack them).
     key = {"aa": aa["key"], "mapping": mapping, "cg_format": 2}
     return _stage(cfg, "map", key).run(build)
+
+
+def beads(cfg: DictConfig) -> dict[str, Any]:
+    """Dry run of the mapping: its bead summary, logged, without importing or mapping frames.
+
+    Your own data: on ``input.topology``, with masses and virtual sites judged from a few
+    frames of ``input.trajectory``. A built-in system is generated first (or reused).
+    """
+    spec = MappingSpec.from_config(_plain(cfg.mapping))
+    if cfg.input.trajectory is None:
+        aa = generate(cfg)
+        with H5MDReader(aa["trajectory"]) as reader:
+            sites = virtual_sites(reader.masses, spread_frames(reader).forces)
+            universe = topology_universe(aa["topology"], reader)
+            compiled = compile_mapping(spec, universe, reader.masses, sites)
+    else:
+        source = _plain(cfg.input)
+        opened = open_trajectory(
+            source["topology"] or "",
+            source["trajectory"],
+            units=source["units"],
+            format=source["format"],
+            timestep=source["timestep"],
+        )
+        selection = FrameSelection(**{k: source[k] for k in _SELECTION_KEYS})
+        masses = atom_masses(opened, sample_frames(opened, selection), source["masses"])
+        universe = Universe(str(source["topology"]))
+        compiled = compile_mapping(spec, universe, masses.values, masses.virtual_sites)
+    log.info("mapping %s:\n%s", spec.describe(), compiled.summary())
+    return {
+        "mapping": spec.describe(),
+        "n_beads": compiled.n_beads,
+        "type_names": compiled.type_names,
+    }
 
 
 def _splits(cfg: DictConfig, n_frames: int, train_cfg: DictConfig) -> Splits:
@@ -239,10 +309,11 @@ def _loss_options(train_cfg: DictConfig) -> dict[str, Any]:
 
 
 def prior_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Priors fitted to the mapped reference: repulsion onsets, bonds and angles."""
+    """Priors fitted to the mapped reference at its temperature (``system.temperature``, the
+    imported data's for your own): repulsion onsets, bonds and angles."""
     cg = map_stage(cfg)
     prior_cfg = _plain(cfg.prior)
-    temperature = float(cfg.simulate.temperature)
+    temperature = float(cfg.system.temperature)
 
     def build(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         frames = read_h5md(cg["dataset"])
@@ -261,7 +332,8 @@ def prior_stage(cfg: DictConfig) -> dict[str, Any]:
         )
         _write_json(out / "prior.json", prior)
         log.info("priors: %s", _describe_prior(prior, frames.type_names))
-        return {"prior": prior_cfg, "cg": cg["key"]}, {"prior": str(out / "prior.json")}
+        config = {"prior": prior_cfg, "cg": cg["key"], "temperature": temperature}
+        return config, {"prior": str(out / "prior.json")}
 
     key = {"cg": cg["key"], "prior": prior_cfg, "temperature": temperature}
     return _stage(cfg, "prior", key).run(build)

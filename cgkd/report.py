@@ -13,7 +13,7 @@ from cgkd import pipeline
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md
 from cgkd.observables.sources import compare_sources, plot_sources, save_curves, scalars
-from cgkd.observables.suite import evaluate
+from cgkd.observables.suite import TETRAHEDRAL_MAX_COORDINATION, Analysis, evaluate
 from cgkd.observables.trajectory import Trajectory
 from cgkd.simulation.export import fused_path
 from cgkd.simulation.md import model_file, time_force_evaluation
@@ -55,7 +55,8 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     settings = OmegaConf.to_container(cfg.analysis, resolve=True)
     reference = Trajectory.from_frames(frames, name=str(cg["dataset"]))
     log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
-    curves = {
+    # The reference resolves the `auto` settings; every CG run is measured with its values.
+    analyses = {
         REFERENCE: evaluate(
             settings, reference, step=cfg.analysis.reference_stride, progress=cfg.progress
         )
@@ -65,17 +66,22 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         replicas = cg_runs(run, frames, dt)
         if replicas:
             log.info("observables of the %s runs (%d replicas)", name, len(replicas))
-            curves[name] = evaluate(settings, replicas, progress=cfg.progress)
+            analyses[name] = evaluate(analyses[REFERENCE].settings, replicas, progress=cfg.progress)
+    curves = {source: analysis.results for source, analysis in analyses.items()}
+    for source, analysis in analyses.items():
+        for observable, reason in analysis.skipped.items():
+            log.warning("%s of %s skipped: %s", observable, source, reason)
     deviations = compare_sources(curves, REFERENCE)
     figures = plot_sources(curves, output_dir)
     members = teachers["members"] if teachers else []
     histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(members)}
     trained = ("soft_student", "student", "baseline")
     histories.update({name: models[name]["history"] for name in trained if name in models})
-    plot_loss_curves(histories, output_dir / "training.png", title=cfg.system.name)
+    plot_loss_curves(histories, output_dir / "training.png", title=system_name(cfg))
     timing = _timings(cfg, teachers, models, frames)
     metrics = {
-        "system": {"name": cfg.system.name, "n_beads": cg["n_beads"], "n_frames": cg["n_frames"]},
+        "system": {"name": system_name(cfg), "n_beads": cg["n_beads"], "n_frames": cg["n_frames"]},
+        "analysis": analysis_facts(analyses),
         "observables": deviations,
         "scalars": scalars(curves),
         "forces": {
@@ -131,6 +137,34 @@ def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def system_name(cfg: DictConfig) -> str:
+    """The system a run is about: ``input.name`` (default: the trajectory file's stem) for
+    imported data, else the built-in system's name."""
+    if cfg.input.trajectory is None:
+        return str(cfg.system.name)
+    return str(cfg.input.get("name") or Path(cfg.input.trajectory).stem)
+
+
+def analysis_facts(analyses: dict[str, Analysis]) -> dict[str, Any]:
+    """What the analysis adapted to the system: the reference's first shell (r1 in nm, the mean
+    number of beads within it, the onset of g(r) in nm, each pair's first minimum in nm), the
+    settings resolved from ``auto`` and the observables skipped, {observable: {source: why}}."""
+    reference = analyses[REFERENCE]
+    shell = reference.shell
+    skipped: dict[str, dict[str, str]] = {}
+    for source, analysis in analyses.items():
+        for observable, reason in analysis.skipped.items():
+            skipped.setdefault(observable, {})[source] = reason
+    return {
+        "first_shell": {
+            key: shell[key] for key in ("radius", "coordination", "onset", "pairs", "problem")
+        },
+        "n_species": shell["n_species"],
+        "auto": reference.auto,
+        "skipped": skipped,
+    }
+
+
 #: The one-line result every run writes, which ``cgkd summarize`` collects.
 RESULT_FILE = "result.json"
 #: Columns of a result line per model: (name, observable, metric).
@@ -149,7 +183,9 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
     (``keys``: model name -> cache key) the held-out force RMSE vs mapped forces (kJ/mol/nm)
     and, for the student, vs its teacher labels (two-stage: both models also vs the teacher on
     held-out soft frames, ``force_rmse_soft``), the deviations from AA, the stable fraction,
-    ms per force evaluation and the speedup over the teacher ensemble's force evaluation."""
+    ms per force evaluation and the speedup over the teacher ensemble's force evaluation; and
+    the system's name, its first-shell radius r1 (nm), the settings resolved from ``auto`` and
+    the observables skipped ({observable: {source: why}})."""
     timings = metrics["timings"]["ms_per_force_evaluation"]
     rows = {}
     for model, key in keys.items():
@@ -171,8 +207,9 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
             if value is not None:
                 row[name] = value
         rows[model] = row
+    analysis = metrics["analysis"]
     return {
-        "system": cfg.system.name,
+        "system": system_name(cfg),
         "seed": int(cfg.seed),
         "data_seed": int(cfg.data_seed),
         "loss": OmegaConf.to_container(cfg.loss, resolve=True),
@@ -180,6 +217,9 @@ def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) 
         "teacher": cfg.teacher.source,
         "schedule": cfg.schedule.kind,
         **_two_stage_facts(cfg, metrics["forces"]["student"]),
+        "first_shell": analysis["first_shell"]["radius"],
+        "auto": analysis["auto"],
+        "skipped": analysis["skipped"],
         "models": rows,
     }
 
@@ -242,14 +282,64 @@ def _teacher_words(cfg: DictConfig) -> str:
     return f"teacher: {cfg.teacher.source} {cfg.teacher.path or cfg.system.name}"
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def _fmt(value: Any, unit: str = "") -> str:
+    """A number to 4 significant digits with its unit; "n/a" when unknown (None)."""
+    if value is None:
+        return "n/a"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{text} {unit}" if unit else text
+
+
+#: Units of the settings that ``auto`` resolves, by key.
+_AUTO_UNITS = {"cutoff": "nm", "r_min": "nm", "r_max": "nm", "radius": "nm"}
+
+
+def shell_lines(analysis: dict[str, Any]) -> list[str]:
+    """Markdown lines: the reference's first shell, the settings taken from it (``auto``) and
+    the observables skipped, with the reason."""
+    shell = analysis["first_shell"]
+    if shell["radius"] is None:
+        lines = [f"First shell of the AA reference: not found ({shell['problem']})."]
+    else:
+        lines = [
+            f"First shell of the AA reference: r1 = {_fmt(shell['radius'], 'nm')}, the first "
+            f"minimum of the total g(r), with {_fmt(shell['coordination'])} beads within it on "
+            "average."
+        ]
+    pairs = [f"{name[4:]} {_fmt(r, 'nm')}" for name, r in shell["pairs"].items()]
+    if pairs:
+        lines[0] += f" First minima per species pair: {', '.join(pairs)}."
+    lines.append("")
+    if analysis["auto"]:
+        lines += ["| setting (auto) | value |", "|---|---|"]
+        for setting, value in analysis["auto"].items():
+            lines.append(f"| analysis.{setting} | {_auto_value(setting, value, analysis)} |")
+        lines.append("")
+    if analysis["skipped"]:
+        lines += ["Skipped observables:", "", "| observable | source | why |", "|---|---|---|"]
+        for observable, sources in analysis["skipped"].items():
+            for source, reason in sources.items():
+                lines.append(f"| {observable} | {source} | {reason} |")
+        lines.append("")
+    return lines
+
+
+def _auto_value(setting: str, value: Any, analysis: dict[str, Any]) -> str:
+    """The table cell of a setting resolved from ``auto``, with its unit or its reason."""
+    if setting != "tetrahedral.enabled":
+        return _fmt(value, _AUTO_UNITS.get(setting.split(".")[-1], ""))
+    coordination = analysis["first_shell"]["coordination"]
+    return (
+        f"{'on' if value else 'off'} ({analysis['n_species']} bead species, "
+        f"{_fmt(coordination)} beads within r1; on for 1 species with <= "
+        f"{TETRAHEDRAL_MAX_COORDINATION:g})"
+    )
 
 
 def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, Path]) -> str:
     """A markdown report of the settings, observables, stability, forces and timings."""
     lines = [
-        f"# cgkd report: {cfg.system.name}",
+        f"# cgkd report: {system_name(cfg)}",
         "",
         f"{metrics['system']['n_beads']} beads, {metrics['system']['n_frames']} mapped AA frames; "
         f"{_teacher_words(cfg)}; {cfg.schedule.kind} schedule; loss weights w_F={cfg.loss.w_F}, "
@@ -263,6 +353,7 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
         " divergence of the distributions (bits; 0 identical, 1 disjoint), D ratio = CG over"
         " AA diffusion coefficient.",
         "",
+        *shell_lines(metrics["analysis"]),
         *deviation_tables(metrics["observables"]),
         *scalar_table(metrics["scalars"]),
     ]
@@ -277,7 +368,7 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
         for k, r in enumerate(stability["replicas"]):
             lines.append(
                 f"| {model} | {k} | {r['seed']} | {r['stable']} | {r['steps_completed']} "
-                f"| {r['message']} |"
+                f"| {_fmt(r['message'])} |"
             )
     forces = metrics["forces"]
     lines += [
@@ -305,14 +396,14 @@ def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, P
     )
     timings = metrics["timings"]
     lines += ["", "## Timings (this machine)", "", "| what | value |", "|---|---|"]
-    lines.append(f"| AA MD | {_fmt(timings['aa_ns_per_day'])} ns/day |")
+    lines.append(f"| AA MD | {_fmt(timings['aa_ns_per_day'], 'ns/day')} |")
     for model, value in timings["cg_ns_per_day"].items():
         lines.append(
-            f"| CG MD, {model} | {_fmt(value)} ns/day "
-            f"({_fmt(timings['cg_ms_per_step'][model])} ms/step) |"
+            f"| CG MD, {model} | {_fmt(value, 'ns/day')} "
+            f"({_fmt(timings['cg_ms_per_step'][model], 'ms/step')}) |"
         )
     for model, value in timings["ms_per_force_evaluation"].items():
-        lines.append(f"| force evaluation, {model} | {_fmt(value)} ms |")
+        lines.append(f"| force evaluation, {model} | {_fmt(value, 'ms')} |")
     lines += ["", "![training](training.png)", ""]
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ from MDAnalysis.analysis.msd import EinsteinMSD
 from MDAnalysis.coordinates.memory import MemoryReader
 from openmm import unit
 
-from cgkd.observables.base import ObservableResult
+from cgkd.observables.base import NotComputableError, ObservableResult
 from cgkd.observables.dynamics import MSD, VACF, diffusion_ratio
 from cgkd.observables.trajectory import Trajectory
 from cgkd.units import ANGSTROM_PER_NM, kt
@@ -45,10 +45,10 @@ def test_msd_random_walk_is_6dt_and_wrapping_does_not_matter():
     positions = random_walk(2000, 200, d, dt, seed=1)
     walk = Trajectory(positions, cubic_boxes(2000), dt=dt)
     result = MSD().run(walk, n_blocks=10)
-    # Default lags: half a block (2000 / 10 frames); fit over 20%..80% of them.
+    # Default lags: half a block (2000 / 10 frames); fit over the lags within 20%..80% of them.
     assert result.x[-1] == pytest.approx(99 * dt)
-    assert result.attrs["fit_start"] == pytest.approx(0.2 * 9.9)
-    assert result.attrs["fit_stop"] == pytest.approx(0.8 * 9.9)
+    assert result.attrs["fit_start"] == pytest.approx(2.0)  # first lag >= 1.98 ps
+    assert result.attrs["fit_stop"] == pytest.approx(7.9)  # last lag <= 7.92 ps
     rms = np.sqrt(np.mean(pulls(result, 6.0 * d * result.x) ** 2))
     assert 0.3 < rms < 3.0
     assert abs(result.attrs["D"] - d) < 4.0 * result.attrs["D_err"]
@@ -131,6 +131,31 @@ def test_openmm_langevin_vacf_and_msd_give_einstein_diffusion():
     ratio, ratio_err = diffusion_ratio(msd, vacf)
     assert abs(ratio - 1.0) < 4.0 * ratio_err
     assert ratio_err == pytest.approx(np.hypot(msd.attrs["D_err"], ratio * err_vacf) / d_vacf)
+
+
+def test_default_fit_range_follows_the_lags_available():
+    """Five frames as one block give lags 0, 0.1, 0.2 ps: 20-80 % of them holds only the lag
+    0.1 ps, so the fit takes the lags 0.1 and 0.2 ps and still finds D of the random walk."""
+    result = MSD().run(brownian(5, n_beads=2000, seed=5), n_blocks=1)
+    assert result.x == pytest.approx([0.0, 0.1, 0.2])
+    assert (result.attrs["fit_start"], result.attrs["fit_stop"]) == pytest.approx((0.1, 0.2))
+    assert result.attrs["D"] == pytest.approx(0.05, rel=0.1)
+    # Lags 0 and 0.1 ps leave one lag after 0: nothing to fit, and the message says what to do.
+    with pytest.raises(NotComputableError, match=r"fit range 0\.1\.\.0\.1 ps holds 1 lags .* "):
+        MSD().run(brownian(3, seed=6), n_blocks=1)
+
+
+def test_single_precision_frame_times_are_equally_spaced():
+    """Times stored as float32 (TRR, DCD, NetCDF) are 0.1 k ps only to about 1e-6 ps; steps that
+    far apart are still one spacing, but a real 1 % jitter is not."""
+    positions = random_walk(400, 20, 0.05, 0.1, seed=9)
+    times = (0.1 * np.arange(400)).astype(np.float32).astype(np.float64)
+    assert np.ptp(np.diff(times)) > 1e-6  # uneven at the 1e-6 relative level of float64 checks
+    stored = Trajectory(positions, cubic_boxes(400), times=times, name="float32.trr")
+    assert stored.dt == pytest.approx(0.1, rel=1e-6)
+    assert MSD().run(stored).attrs["dt"] == pytest.approx(0.1, rel=1e-6)
+    jitter = times + 0.001 * (np.arange(400) % 2)
+    assert Trajectory(positions, cubic_boxes(400), times=jitter).dt is None
 
 
 def test_block_errors_shrink_with_more_data():

@@ -14,6 +14,7 @@ from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md, read_h5md_config, write_h5md
 from cgkd.mapping.apply import LinearMapping, map_trajectory
 from cgkd.mapping.definition import (
+    WEIGHTS,
     BeadKind,
     MappingError,
     MappingSpec,
@@ -251,13 +252,20 @@ def test_mapping_validation_is_one_line() -> None:
     shared = compile_mapping(MappingSpec("m", overlap, allow_overlap=True), universe, masses)
     np.testing.assert_allclose(shared.masses, [10.0, 8.0, 10.0, 8.0])  # O's mass split in two
     massless = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
-    with (
-        pytest.warns(UnmappedAtomsWarning),
-        pytest.raises(
-            MappingError, match=r"bead .O. .* has zero total mass; use weights: geometry"
-        ),
-    ):
-        compile_mapping(MappingSpec("m", (BeadKind("name O", name="O"),)), universe, massless)
+    for weights in WEIGHTS:  # centres of geometry need masses too: the beads' masses
+        with (
+            pytest.warns(UnmappedAtomsWarning),
+            pytest.raises(
+                MappingError,
+                match=r"atom 0 \(O of HOH 1\) of bead 'O' has mass 0 amu and is no virtual "
+                r"site .*atoms named O have no mass; set masses .*input\.masses=",
+            ),
+        ):
+            spec = MappingSpec("m", (BeadKind("name O", name="O"),), weights=weights)
+            compile_mapping(spec, universe, massless)
+    light = np.array([0.1, 0.1, 0.1, 16.0, 1.0, 1.0])
+    with pytest.raises(MappingError, match=r"bead 'HOH' \(atoms O, H1, H2\) weighs 0.3 amu"):
+        compile_mapping(COM, universe, light)
     with pytest.warns(UnmappedAtomsWarning, match="leaves 4 of 6 atoms unmapped"):
         oxygens = compile_mapping(
             MappingSpec("m", (BeadKind("name O", name="O"),)), universe, masses
@@ -352,7 +360,7 @@ def test_constraints_detected_from_constant_distances(tmp_path: Path) -> None:
     """A rigid 3-atom molecule tumbling across the boundary and a vibrating 2-atom one: only
     the rigid molecule's three pairs are constant, so only they are found."""
     from cgkd.io.h5md import H5MDReader
-    from cgkd.mapping.constraints import detect_constraints
+    from cgkd.mapping.constraints import detect_constraints, spread_frames
 
     rng = np.random.default_rng(3)
     n_frames = 30
@@ -376,5 +384,12 @@ def test_constraints_detected_from_constant_distances(tmp_path: Path) -> None:
     )
     path = write_h5md(tmp_path / "aa.h5", frames)
     with H5MDReader(path) as reader:
-        found = detect_constraints(reader, np.array([0, 0, 0, 1, 1]))
+        sample = spread_frames(reader)
+    molecules = np.array([0, 0, 0, 1, 1])
+    found = detect_constraints(sample.positions, sample.boxes, molecules, source=path)
     assert found.tolist() == [[0, 1], [0, 2], [1, 2]]
+    # A virtual site rides rigidly with its atoms but is in no constraint.
+    excluded = detect_constraints(
+        sample.positions, sample.boxes, molecules, source=path, exclude=np.array([2])
+    )
+    assert excluded.tolist() == [[0, 1]]

@@ -138,6 +138,7 @@ def test_float32_liquid_in_a_skewed_box():
     ("box", "width"),
     [
         (np.eye(3) * 1.1, 1.1),
+        (np.eye(3) * 1.1234567, 1.1234567),  # printed rounded
         (np.eye(3) * 2 * CUTOFF, 2 * CUTOFF),  # exactly half is refused too
         # Box vectors 2 nm and 1.35 nm long, but only 1.0 nm between the faces.
         ([[2.0, 0.0, 0.0], [0.9, 1.0, 0.0], [0.3, 0.0, 2.5]], 1.0),
@@ -146,12 +147,18 @@ def test_float32_liquid_in_a_skewed_box():
 def test_cutoff_not_below_half_the_box_width_is_refused(box, width):
     box = torch.as_tensor(box, dtype=torch.float64).unsqueeze(0)
     positions = torch.zeros(1, 4, 3, dtype=torch.float64)
-    message = r"cutoff 0.6 nm is not below half the smallest box width (\S+) nm; .*smaller cutoff"
+    message = (
+        r"cutoff 0.6 nm is not below half the smallest box width \((\S+) nm, half of (\S+) nm\); "
+        r".*smaller cutoff"
+    )
     with pytest.raises(ValueError, match=message) as error:
         neighbor_pairs(positions, box, CUTOFF)
     reported = re.search(message, str(error.value))
     assert reported is not None
-    assert float(reported.group(1)) == pytest.approx(width, rel=1e-9)
+    # Rounded to 4 digits: half the width, then the width itself.
+    assert float(reported.group(1)) == pytest.approx(0.5 * width, rel=1e-3)
+    assert float(reported.group(2)) == pytest.approx(width, rel=1e-3)
+    assert len(reported.group(2)) <= 5
     # The test can fail: a slightly smaller cutoff is accepted.
     neighbor_pairs(positions, box, 0.499 * width)
 
@@ -159,7 +166,9 @@ def test_cutoff_not_below_half_the_box_width_is_refused(box, width):
 def test_the_potential_refuses_a_box_too_small_for_its_cutoff(potential, liquid):
     positions, box, species = liquid  # a 1.5 nm box: accepted
     assert torch.isfinite(potential(positions, box, species)).all()
-    with pytest.raises(ValueError, match=r"cutoff 0\.6 nm .* width 1\.185\d* nm"):
+    with pytest.raises(
+        ValueError, match=r"cutoff 0\.6 nm .* width \(0\.592 nm, half of 1\.185 nm\)"
+    ):
         potential(positions * 0.79, box * 0.79, species)
 
 

@@ -307,6 +307,28 @@ def test_user_trajectory_without_forces_is_one_line(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "w.dcd" in last and "forces" in last
+    assert not list((tmp_path / "cache").glob("import-*"))  # the failed import left nothing
+
+
+def test_failed_stage_keeps_only_what_a_rerun_resumes_from(tmp_path):
+    from cgkd.pipeline import StageDir
+
+    stage = StageDir(tmp_path / "teacher-abc", "abc")
+
+    def fails(out: Path) -> tuple[dict, dict]:
+        (out / "checkpoint.pt").write_text("epoch 3")
+        (out / "model.pt").write_text("half-written")
+        raise RuntimeError("diverged")
+
+    with pytest.raises(RuntimeError):
+        stage.run(fails, keep=("checkpoint.pt",))
+    assert [p.name for p in stage.path.iterdir()] == ["checkpoint.pt"]
+    assert not stage.done
+    with pytest.raises(RuntimeError):
+        stage.run(fails)
+    assert not stage.path.exists()
+    record = stage.run(lambda out: ({}, {"ok": True}))
+    assert record == {"key": "abc", "ok": True} and stage.done
 
 
 TINY_WATER = (
@@ -333,8 +355,7 @@ def test_interrupted_generation_leaves_nothing_and_reruns_cleanly(tmp_path):
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
     assert process.returncode != 0
-    stage = next((tmp_path / "cache").glob("generate-*"))
-    assert sorted(p.name for p in stage.iterdir()) == []  # nothing half-written
+    assert not list((tmp_path / "cache").glob("generate-*"))  # nothing half-written
     result = cgkd("generate", *TINY_WATER, "system.production=1", "progress=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     finished = [p for p in (tmp_path / "cache").glob("generate-*") if (p / "done.json").is_file()]
@@ -359,6 +380,7 @@ def test_user_trajectory_is_imported_then_mapped(tmp_path):
         "input.units=lammps-real",
         "input.timestep=1.0",
         "input.time_start=1.0",
+        "input.temperature=300",  # the dump has no velocities to measure it from
         "progress=false",
     )
     result = cgkd("map", *args, cwd=tmp_path)

@@ -7,6 +7,18 @@ nm, kJ/mol/nm and ps. A format that does not record its units (LAMMPS dumps; H5M
 unit attributes) needs them stated with ``units`` (a preset from :data:`UNIT_PRESETS` or a
 mapping with ``length``, ``force`` and ``time``). Species are the residue names.
 
+Masses (amu) are the topology's; a topology without masses (GRO, PDB) gets
+MDAnalysis's guesses from elements, types or atom names, and ``masses`` (atom name or type ->
+amu) sets or corrects them. A virtual site (the M site of 4-site water, a lone pair) is an atom
+that is massless in the topology, or whose mass is only guessed, and whose force is zero in
+every frame (GROMACS writes them so): it gets mass 0, whatever a guess from its name says, so
+that mapping leaves it out (:mod:`cgkd.mapping.constraints`). Real atoms whose mass nobody
+knows keep 0 and are refused when mapped into a bead.
+
+The temperature of the data (K) is what the caller states or, where every sampled frame has
+velocities, their kinetic temperature: sum m v^2 / (k_B n_dof) with n_dof = 3 (atoms with
+mass) - constraints (pairs at constant distance, virtual sites aside) - 3 (the centre of mass).
+
 :func:`import_trajectory` streams the selected frames chunk by chunk into the same H5MD layout
 that cgkd generates, so memory stays bounded for trajectories larger than memory and the
 rest of the pipeline does not care where its data came from.
@@ -23,17 +35,45 @@ from typing import Any
 
 import numpy as np
 from MDAnalysis import Universe
+from MDAnalysis.coordinates.core import get_reader_for
 from MDAnalysis.exceptions import NoDataError
 from MDAnalysis.lib.mdamath import triclinic_vectors
 from tqdm.auto import tqdm
 
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDWriter
-from cgkd.units import FORCE_TO_KJ_MOL_NM, LENGTH_TO_NM, TIME_TO_PS, UNIT_PRESETS
-
-_NO_FORCES_FIX = (
-    "write forces (e.g. OpenMM State getForces / GROMACS -f) or choose a format that stores them"
+from cgkd.mapping.constraints import detect_constraints
+from cgkd.mapping.molecules import molecule_labels
+from cgkd.units import (
+    FORCE_TO_KJ_MOL_NM,
+    KB_KJ_PER_MOL_K,
+    LENGTH_TO_NM,
+    TIME_TO_PS,
+    UNIT_PRESETS,
 )
+
+#: How to get forces into a trajectory, by MDAnalysis format name.
+_GROMACS_FORCES = "GROMACS: set nstfout in the .mdp (forces go to the .trr) and rerun"
+_AMBER_FORCES = "AMBER: set ntwf in the mdin (ntwf=-1 with NetCDF output, ioutfm=1)"
+_LAMMPS_FORCES = (
+    "LAMMPS: dump custom with fx fy fz columns (dump 1 all custom N f.dump id type x y z fx fy fz)"
+)
+_OPENMM_FORCES = "OpenMM: write State.getForces() with a forces reporter (e.g. into H5MD)"
+_NO_FORCES_FIX = {
+    "TRR": _GROMACS_FORCES,
+    "TNG": _GROMACS_FORCES,
+    "XTC": "XTC files cannot hold them; " + _GROMACS_FORCES,
+    "NCDF": _AMBER_FORCES,
+    "NC": _AMBER_FORCES,
+    "LAMMPSDUMP": _LAMMPS_FORCES,
+    "H5MD": "write the H5MD force element; " + _OPENMM_FORCES,
+    "DCD": "DCD files cannot hold them; " + _OPENMM_FORCES + "; " + _LAMMPS_FORCES,
+}
+_ANY_FORCES_FIX = "; ".join((_GROMACS_FORCES, _AMBER_FORCES, _LAMMPS_FORCES, _OPENMM_FORCES))
+
+#: Frames spread over the selection that virtual sites, constraints and the kinetic
+#: temperature are judged from.
+SAMPLE_FRAMES = 20
 
 #: MDAnalysis's base units, in which a reader delivers values when it converts units itself.
 _MDA_BASE_UNITS = {"length": "angstrom", "force": "kJ/mol/angstrom", "time": "ps"}
@@ -124,12 +164,55 @@ class FrameScreen:
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What :func:`import_trajectory` wrote: the H5MD path and how many frames it kept/dropped."""
+    """What :func:`import_trajectory` wrote: the H5MD path, how many frames it kept/dropped,
+    and the data's temperature (K; ``None`` when unknown) with where it came from."""
 
     path: Path
     n_frames: int
     n_dropped: int
     n_atoms: int
+    temperature: float | None
+    temperature_from: str
+
+
+@dataclass(frozen=True)
+class AtomMasses:
+    """Atom masses and their origin.
+
+    Attributes:
+        values: ``[N]`` amu; 0 for virtual sites and for atoms whose mass nobody knows.
+        source: ``"topology"`` (the file's masses) or ``"guessed"`` (MDAnalysis's guesses).
+        virtual_sites: indices of the virtual sites.
+        set: the ``masses`` entries applied (atom name or type -> amu).
+        unknown: names of real atoms left at 0 amu.
+    """
+
+    values: np.ndarray
+    source: str
+    virtual_sites: np.ndarray
+    set: dict[str, float]
+    unknown: list[str]
+
+    def record(self) -> dict[str, Any]:
+        """What an imported file records about its masses."""
+        return {
+            "source": self.source,
+            "set": self.set,
+            "virtual_sites": len(self.virtual_sites),
+            "unknown": self.unknown,
+        }
+
+
+@dataclass(frozen=True)
+class FrameSample:
+    """Frames spread over a selection (:func:`sample_frames`): positions, boxes (nm), forces
+    (kJ/mol/nm) [T, N, 3] and velocities (nm/ps; ``None`` unless every frame has non-zero
+    velocities)."""
+
+    positions: np.ndarray
+    boxes: np.ndarray
+    forces: np.ndarray
+    velocities: np.ndarray | None
 
 
 def open_trajectory(
@@ -170,7 +253,7 @@ def open_trajectory(
         options["dt"] = 1.0
     universe = _open_universe(top, traj, fmt, options)
     if not universe.trajectory.ts.has_forces:
-        raise TrajectoryError(f"trajectory {traj} has no forces; {_NO_FORCES_FIX}")
+        raise _no_forces(universe.trajectory, traj)
     return OpenTrajectory(universe, traj, native or _reader_units(universe.trajectory, traj))
 
 
@@ -202,16 +285,22 @@ def iter_frames(
     trajectory: OpenTrajectory,
     selection: FrameSelection | None = None,
     *,
+    masses: AtomMasses | None = None,
     chunk_frames: int | None = None,
 ) -> Iterator[Frames]:
-    """Selected frames in nm, kJ/mol/nm, ps, amu, at most ``chunk_frames`` at a time."""
+    """Selected frames in nm, kJ/mol/nm, ps, amu, at most ``chunk_frames`` at a time.
+
+    ``masses`` default to :func:`atom_masses` of the topology; a virtual site among them that
+    has a force in some frame is an error.
+    """
     universe, traj, units = trajectory.universe, trajectory.path, trajectory.units
     reader = universe.trajectory
     selection = selection or FrameSelection()
     indices = _selected_indices(trajectory, selection)
+    if masses is None:
+        masses = atom_masses(trajectory, _sample(trajectory, indices))
     window = _time_window(selection, 1.0)
     atoms = universe.atoms
-    masses = _masses(universe)
     type_names = sorted(set(atoms.resnames))
     types = np.searchsorted(type_names, atoms.resnames)
     to_nm, to_kj = LENGTH_TO_NM[units["length"]], FORCE_TO_KJ_MOL_NM[units["force"]]
@@ -227,27 +316,23 @@ def iter_frames(
         for i, frame in enumerate(picked):
             ts = _read_frame(reader, int(frame), traj)
             if not ts.has_forces:
-                raise TrajectoryError(f"trajectory {traj} has no forces; {_NO_FORCES_FIX}")
-            if ts.dimensions is None or not np.all(ts.dimensions[:3] > 0):
-                raise TrajectoryError(
-                    f"trajectory {traj} frame {ts.frame} has no periodic box; cgkd needs "
-                    "periodic data, so write the box vectors with each frame"
-                )
+                raise _no_forces(reader, traj)
             positions[i] = ts.positions
             forces[i] = ts.forces
-            boxes[i] = triclinic_vectors(ts.dimensions)
+            boxes[i] = _box(ts, traj)
             times[i] = ts.time
         if not np.all((times * to_ps >= window[0]) & (times * to_ps <= window[1])):
             raise TrajectoryError(
                 f"trajectory {traj} has unevenly spaced frame times, so input.time_start/"
                 "time_stop cannot pick frames; select them with input.start/stop/step"
             )
+        _check_virtual_sites(forces, masses, trajectory, times * to_ps)
         yield Frames(
             positions=positions * to_nm,
             forces=forces * to_kj,
             boxes=boxes * to_nm,
             times=times * to_ps,
-            masses=masses,
+            masses=masses.values,
             types=types,
             type_names=type_names,
         )
@@ -262,16 +347,22 @@ def load_trajectory(
     format: str | None = None,
     timestep: float | None = None,
     screen: FrameScreen | None = None,
+    masses: Mapping[str, float] | None = None,
 ) -> tuple[Universe, Frames]:
     """Read the selected frames of ``trajectory`` into memory (nm, kJ/mol/nm, ps, amu).
 
     For data that fit in memory; :func:`import_trajectory` streams. ``units``, ``format`` and
     ``timestep`` as in :func:`open_trajectory`; bad frames are handled as ``screen`` says
-    (default: an error).
+    (default: an error); ``masses`` as in :func:`atom_masses`.
     """
     opened = open_trajectory(topology, trajectory, units=units, format=format, timestep=timestep)
+    selection = selection or FrameSelection()
+    atom_mass = atom_masses(opened, sample_frames(opened, selection), masses)
     check = screen or FrameScreen()
-    chunks = [_screened(chunk, check, opened.path) for chunk in iter_frames(opened, selection)]
+    chunks = [
+        _screened(chunk, check, opened.path)
+        for chunk in iter_frames(opened, selection, masses=atom_mass)
+    ]
     kept = [frames for frames, _ in chunks if frames.n_frames]
     n_dropped = sum(n for _, n in chunks)
     _warn_dropped(n_dropped, sum(f.n_frames for f in kept) + n_dropped, opened.path, check)
@@ -290,6 +381,9 @@ def import_trajectory(
     format: str | None = None,
     timestep: float | None = None,
     screen: FrameScreen | None = None,
+    masses: Mapping[str, float] | None = None,
+    temperature: float | None = None,
+    require_temperature: bool = False,
     config: dict[str, Any] | None = None,
     chunk_frames: int | None = None,
     progress: bool = True,
@@ -297,12 +391,24 @@ def import_trajectory(
     """Stream the selected, screened frames of a user's trajectory into H5MD at ``out_path``.
 
     Stored in single precision (what MDAnalysis reads); the file appears only when complete.
-    Options as in :func:`load_trajectory`; ``config`` is recorded with the source files, the
-    selection, units and screen.
+    Options as in :func:`load_trajectory`. ``temperature`` (K) is the data's; without it, it is
+    measured from the trajectory's velocities (:func:`data_temperature`), and with
+    ``require_temperature`` a trajectory without velocities is an error before any frame is
+    copied. ``config`` is recorded with the source files, the selection, units, screen, masses
+    and temperature.
     """
     opened = open_trajectory(topology, trajectory, units=units, format=format, timestep=timestep)
     universe = opened.universe
     selection, screen = selection or FrameSelection(), screen or FrameScreen()
+    indices = _selected_indices(opened, selection)
+    sample = _sample(opened, indices)
+    atom_mass = atom_masses(opened, sample, masses)
+    kelvin, kelvin_from = data_temperature(opened, sample, atom_mass, temperature)
+    if kelvin is None and require_temperature:
+        raise TrajectoryError(
+            f"trajectory {opened.path} has no velocities to measure the data's temperature "
+            "from; set input.temperature=<K> to the temperature the data were made at"
+        )
     atoms = universe.atoms
     type_names = sorted(set(atoms.resnames))
     record = {
@@ -313,22 +419,23 @@ def import_trajectory(
             "selection": asdict(selection),
             "units": opened.units,
             "screen": asdict(screen),
+            "masses": atom_mass.record(),
+            "temperature": {"value": kelvin, "from": kelvin_from},
         },
     }
-    total = len(_selected_indices(opened, selection))
     n_dropped = 0
     with (
         H5MDWriter(
             out_path,
-            masses=_masses(universe),
+            masses=atom_mass.values,
             types=np.searchsorted(type_names, atoms.resnames),
             type_names=type_names,
             config=record,
             dtype=np.float32,
         ) as writer,
-        tqdm(total=total, desc="import", unit="frame", disable=not progress) as bar,
+        tqdm(total=len(indices), desc="import", unit="frame", disable=not progress) as bar,
     ):
-        for chunk in iter_frames(opened, selection, chunk_frames=chunk_frames):
+        for chunk in iter_frames(opened, selection, masses=atom_mass, chunk_frames=chunk_frames):
             kept, dropped = _screened(chunk, screen, opened.path)
             n_dropped += dropped
             if kept.n_frames:
@@ -337,14 +444,184 @@ def import_trajectory(
         if writer.n_frames == 0:
             raise _all_bad(n_dropped, opened.path, screen)
         writer.config["source"]["n_dropped"] = n_dropped
-    _warn_dropped(n_dropped, total, opened.path, screen)
-    return ImportResult(Path(out_path), writer.n_frames, n_dropped, atoms.n_atoms)
+    _warn_dropped(n_dropped, len(indices), opened.path, screen)
+    return ImportResult(
+        Path(out_path), writer.n_frames, n_dropped, atoms.n_atoms, kelvin, kelvin_from
+    )
+
+
+def atom_masses(
+    trajectory: OpenTrajectory, sample: FrameSample, masses: Mapping[str, float] | None = None
+) -> AtomMasses:
+    """The atoms' masses (amu): the topology's, else MDAnalysis's guesses; ``masses`` (atom
+    name or type -> amu) replace them. Atoms massless in the topology (or with guessed masses)
+    and force-free in every ``sample`` frame are virtual sites, of mass 0, unless ``masses``
+    names them."""
+    universe = trajectory.universe
+    atoms = universe.atoms
+    top = universe.filename
+    try:
+        given, source = np.asarray(atoms.masses, dtype=np.float64), "topology"
+    except NoDataError:
+        with warnings.catch_warnings():
+            # MDAnalysis warns about names it cannot guess; mapping refuses such atoms itself.
+            warnings.simplefilter("ignore")
+            universe.guess_TopologyAttrs(to_guess=["masses"])
+        given, source = np.asarray(atoms.masses, dtype=np.float64), "guessed"
+    known = np.isfinite(given) & (given > 0)
+    values = np.where(known, given, 0.0)
+    names = atoms.names.astype(str)
+    try:
+        types = atoms.types.astype(str)
+    except NoDataError:
+        types = names
+    named = np.zeros(len(names), dtype=bool)
+    applied = {}
+    for key, mass in (masses or {}).items():
+        if not (isinstance(mass, int | float) and np.isfinite(mass) and mass > 0):
+            raise TrajectoryError(f"input.masses.{key}={mass!r} is not a mass; give amu > 0")
+        hit = (names == str(key)) | (types == str(key))
+        if not hit.any():
+            raise TrajectoryError(
+                f"input.masses names {key!r}, which is no atom name or type of topology {top}; "
+                f"its atom names include {', '.join(sorted(set(names))[:12])}"
+            )
+        values[hit] = mass
+        named |= hit
+        applied[str(key)] = float(mass)
+    massless = ~known if source == "topology" else np.ones(len(names), dtype=bool)
+    force_free = ~np.any(sample.forces != 0, axis=(0, 2))
+    virtual = np.flatnonzero(massless & force_free & ~named)
+    values[virtual] = 0.0
+    real = np.ones(len(names), dtype=bool)
+    real[virtual] = False
+    return AtomMasses(
+        values=values,
+        source=source,
+        virtual_sites=virtual,
+        set=applied,
+        unknown=sorted(set(names[real & (values == 0)])),
+    )
+
+
+def data_temperature(
+    trajectory: OpenTrajectory, sample: FrameSample, masses: AtomMasses, stated: float | None
+) -> tuple[float | None, str]:
+    """The data's temperature (K) and where it came from: ``stated`` (``input.temperature``),
+    else the kinetic temperature of the ``sample``'s velocities (``None`` without them).
+
+    A stated temperature more than 10 % off the velocities' is warned about.
+    """
+    if stated is not None and not (np.isfinite(stated) and stated > 0):
+        raise TrajectoryError(f"input.temperature={stated!r} is not a temperature; give K > 0")
+    measured, how = None, "nowhere: the trajectory has no velocities"
+    if sample.velocities is not None:
+        constraints = detect_constraints(
+            sample.positions,
+            sample.boxes,
+            molecule_labels(trajectory.universe),
+            source=trajectory.path,
+            exclude=masses.virtual_sites,
+        )
+        n_atoms = int(np.count_nonzero(masses.values > 0))
+        n_dof = 3 * n_atoms - len(constraints) - 3
+        measured = kinetic_temperature(masses.values, sample.velocities, n_dof)
+        how = (
+            f"velocities of {len(sample.velocities)} frames (3 x {n_atoms} atoms - "
+            f"{len(constraints)} constraints - 3 = {n_dof} degrees of freedom)"
+        )
+    if stated is None:
+        return measured, how
+    if measured is not None and abs(measured - stated) > 0.1 * stated:
+        warnings.warn(
+            f"input.temperature={stated:g} K, but the velocities of {trajectory.path} say "
+            f"{measured:.1f} K; check which one is the data's",
+            UserWarning,
+            stacklevel=2,
+        )
+    return float(stated), "input.temperature"
+
+
+def kinetic_temperature(masses: np.ndarray, velocities: np.ndarray, n_dof: int) -> float:
+    """Mean kinetic temperature (K) of ``velocities`` [T, N, 3] (nm/ps) of atoms of ``masses``
+    [N] (amu) with ``n_dof`` degrees of freedom: <sum m v^2> / (k_B n_dof)."""
+    if n_dof <= 0:
+        raise TrajectoryError(f"{n_dof} degrees of freedom: too few atoms for a temperature")
+    twice_kinetic = np.einsum("i,tij,tij->t", masses, velocities, velocities)
+    return float(twice_kinetic.mean() / (KB_KJ_PER_MOL_K * n_dof))
+
+
+def sample_frames(trajectory: OpenTrajectory, selection: FrameSelection) -> FrameSample:
+    """Up to :data:`SAMPLE_FRAMES` of the selected frames, spread evenly, in nm, kJ/mol/nm and
+    nm/ps (frames with NaN/Inf velocities left out of the velocities)."""
+    return _sample(trajectory, _selected_indices(trajectory, selection))
+
+
+def _sample(trajectory: OpenTrajectory, indices: np.ndarray) -> FrameSample:
+    """:func:`sample_frames` of the frame ``indices``."""
+    reader, traj, units = trajectory.universe.trajectory, trajectory.path, trajectory.units
+    spots = np.linspace(0, len(indices) - 1, SAMPLE_FRAMES).round().astype(int)
+    picked = indices[np.unique(spots)]
+    positions, boxes, forces, velocities = [], [], [], []
+    for frame in picked:
+        ts = _read_frame(reader, int(frame), traj)
+        if not ts.has_forces:
+            raise _no_forces(reader, traj)
+        positions.append(ts.positions.astype(np.float64))
+        boxes.append(_box(ts, traj))
+        forces.append(ts.forces.astype(np.float64))
+        velocities.append(ts.velocities.astype(np.float64) if ts.has_velocities else None)
+    to_nm, to_ps = LENGTH_TO_NM[units["length"]], TIME_TO_PS[units["time"]]
+    moving = [v for v in velocities if v is not None and np.isfinite(v).all()]
+    has_velocities = all(v is not None for v in velocities) and any(np.any(v) for v in moving)
+    return FrameSample(
+        positions=np.stack(positions) * to_nm,
+        boxes=np.stack(boxes) * to_nm,
+        forces=np.stack(forces) * FORCE_TO_KJ_MOL_NM[units["force"]],
+        velocities=np.stack(moving) * (to_nm / to_ps) if has_velocities else None,
+    )
+
+
+def _box(ts: Any, traj: Path) -> np.ndarray:
+    """The ``[3, 3]`` box of frame ``ts`` in the file's length unit, or an error if it has none."""
+    if ts.dimensions is None or not np.all(ts.dimensions[:3] > 0):
+        raise TrajectoryError(
+            f"trajectory {traj} frame {ts.frame} has no periodic box; cgkd needs periodic data, "
+            "so write the box vectors with each frame"
+        )
+    return triclinic_vectors(ts.dimensions)
+
+
+def _check_virtual_sites(
+    forces: np.ndarray, masses: AtomMasses, trajectory: OpenTrajectory, times: np.ndarray
+) -> None:
+    """Refuse a force on an atom taken for a virtual site (it would be lost in mapping)."""
+    pushed = np.any(forces[:, masses.virtual_sites] != 0, axis=2)
+    if pushed.any():
+        frame, site = np.argwhere(pushed)[0]
+        atom = trajectory.universe.atoms[masses.virtual_sites[site]]
+        raise TrajectoryError(
+            f"atom {atom.index} ({atom.name} of {atom.resname} {atom.resid}) of "
+            f"{trajectory.path} was taken for a virtual site (no mass in the topology, no force "
+            f"in {SAMPLE_FRAMES} frames spread over the selection) but has a force at "
+            f"t={times[frame]:g} ps; give it its mass with input.masses='{{{atom.name}: amu}}'"
+        )
+
+
+def _no_forces(reader: Any, traj: Path) -> TrajectoryError:
+    """The no-forces error, with how the format's engine writes forces."""
+    formats = reader.format if isinstance(reader.format, list | tuple) else [reader.format]
+    fix = next((_NO_FORCES_FIX[f] for f in formats if f in _NO_FORCES_FIX), _ANY_FORCES_FIX)
+    return TrajectoryError(f"trajectory {traj} has no forces; {fix}")
 
 
 def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, Any]) -> Universe:
-    """Build the universe, turning MDAnalysis errors into one-line :class:`TrajectoryError`."""
+    """Build the universe, turning MDAnalysis errors into one-line :class:`TrajectoryError`.
+
+    Nothing is guessed (:func:`atom_masses` guesses masses, so that it knows they are guesses).
+    """
     try:
-        universe = Universe(str(top))
+        universe = Universe(str(top), to_guess=())
     except _READ_ERRORS as err:
         raise TrajectoryError(f"cannot read topology {top}: {_one_line(err)}") from None
     n_top = universe.atoms.n_atoms
@@ -353,10 +630,8 @@ def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, An
             warnings.filterwarnings("ignore", "Reader has no dt information")
             universe.load_new(str(traj), format=fmt, **options)
     except _READ_ERRORS as err:
-        # load_new attaches the new reader before comparing atom counts.
-        reader = getattr(universe, "trajectory", None)
-        n_traj = getattr(reader, "n_atoms", n_top)
-        if n_traj != n_top and Path(getattr(reader, "filename", "")) == traj:
+        n_traj = _atom_count(universe, traj, fmt)
+        if n_traj is not None and n_traj != n_top:
             raise TrajectoryError(
                 f"topology {top} has {n_top} atoms but trajectory {traj} has {n_traj}; "
                 "use the topology that belongs to this trajectory"
@@ -370,6 +645,24 @@ def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, An
     if universe.trajectory.format == "LAMMPSDUMP":
         _check_dump_lines(traj, universe.trajectory.n_frames, n_top)
     return universe
+
+
+def _atom_count(universe: Universe, traj: Path, fmt: str | None) -> int | None:
+    """Atoms in ``traj`` after a failed load: from the reader load_new attached before it
+    compared atom counts, else from the file's reader alone (NetCDF refuses a wrong count
+    while opening); ``None`` if neither can tell."""
+    reader = getattr(universe, "trajectory", None)
+    if reader is not None and Path(getattr(reader, "filename", "")) == traj:
+        return int(reader.n_atoms)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            alone = get_reader_for(str(traj), format=fmt)(str(traj))
+        n_atoms = int(alone.n_atoms)
+        alone.close()
+    except _READ_ERRORS:
+        return None
+    return n_atoms
 
 
 def _check_dump_lines(path: Path, n_frames: int, n_atoms: int) -> None:
@@ -422,16 +715,6 @@ def _reader_units(reader: Any, traj: Path) -> dict[str, str]:
             "{length: ..., force: ..., time: ...}"
         )
     return dict(_MDA_BASE_UNITS)
-
-
-def _masses(universe: Universe) -> np.ndarray:
-    try:
-        return np.asarray(universe.atoms.masses, dtype=np.float64)
-    except NoDataError:
-        raise TrajectoryError(
-            f"topology {universe.filename} has no masses and none could be guessed; "
-            "use a topology with masses"
-        ) from None
 
 
 def _selected_indices(trajectory: OpenTrajectory, selection: FrameSelection) -> np.ndarray:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from cgkd.io.atomic import atomic_path
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, H5MDWriter, read_h5md_constraints
-from cgkd.mapping.constraints import detect_constraints
+from cgkd.mapping.constraints import detect_constraints, spread_frames, virtual_sites
 from cgkd.mapping.definition import CompiledMapping, MappingError, MappingSpec, compile_mapping
 from cgkd.mapping.force_maps import (
     apply_map,
@@ -103,14 +103,19 @@ def build_mapping(
     *,
     fit_stop: int | None = None,
 ) -> LinearMapping:
-    """Compile ``spec`` on ``universe`` and build its force map. ``constraints`` ``None``
-    (no record in the data) means: detect them from constant distances. The optimal map is
-    fitted on ``spec.optimal["fit_frames"]`` frames spread evenly over ``reader``'s frames
-    before ``fit_stop`` (all by default). A basic map crossed by a constraint is refused: it
-    would be biased."""
-    compiled = compile_mapping(spec, universe, reader.masses)
+    """Compile ``spec`` on ``universe`` and build its force map. Virtual sites (atoms of zero
+    mass and zero force in frames spread over ``reader``) belong to no bead. ``constraints``
+    ``None`` (no record in the data) means: detect them from constant distances, virtual sites
+    left out. The optimal map is fitted on ``spec.optimal["fit_frames"]`` frames spread evenly
+    over ``reader``'s frames before ``fit_stop`` (all by default). A basic map crossed by a
+    constraint is refused: it would be biased."""
+    sample = spread_frames(reader)
+    virtual = virtual_sites(reader.masses, sample.forces)
+    compiled = compile_mapping(spec, universe, reader.masses, virtual)
     if constraints is None:
-        constraints = detect_constraints(reader, compiled.molecules)
+        constraints = detect_constraints(
+            sample.positions, sample.boxes, compiled.molecules, source=reader.path, exclude=virtual
+        )
     crossing = crossing_constraints(compiled.position_map, constraints)
     if spec.force_map == "basic" and len(crossing):
         i, j = constraints[crossing[0]]
@@ -156,7 +161,8 @@ def map_trajectory(
 
     Constraints come from the AA file's record, or, if it has none (imported data), are
     detected as atom pairs at constant distance. The CG file records the mapping definition,
-    its digest, the force-map kind, the constraints' source and the bead summary (plus
+    its digest, the force-map kind, the constraints' source, the number of virtual sites and
+    the bead summary (plus
     ``config``); the position and force maps go to ``mapping.npz`` beside it.
     """
     out_path = Path(out_path)
@@ -174,6 +180,7 @@ def map_trajectory(
             "mapping": spec.to_dict(),
             "mapping_digest": spec.digest,
             "force_map": mapping.kind,
+            "virtual_sites": len(compiled.virtual_sites),
             "bead_names": [compiled.type_names[t] for t in compiled.types],
             "summary": compiled.summary(),
             "source": {"topology": str(topology), "trajectory": str(trajectory)},

@@ -17,7 +17,10 @@ A bead kind without a ``name`` is named after the residue names of its atoms (jo
 :func:`compile_mapping` turns the definition and a topology into a :class:`CompiledMapping`:
 the position map M (beads x atoms, rows summing to 1), bead species, masses and molecules.
 Beads are ordered by their first atom, so a mapping with one bead per atom keeps the atoms'
-order.
+order. Virtual sites (massless, force-free atoms such as the M site of 4-site water; see
+:mod:`cgkd.mapping.constraints`) belong to no bead, whatever the selections say. Every other
+atom of a bead needs a mass, and a bead lighter than :data:`MIN_BEAD_MASS` is refused: set
+masses that the topology lacks with ``input.masses``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,15 @@ GROUPINGS = ("residue", "fragment", "molecule", "atom")
 
 #: How atoms are weighted in a bead's position.
 WEIGHTS = ("mass", "geometry")
+
+#: Lightest bead accepted, amu (a hydrogen is 1.008): lighter means masses are missing.
+MIN_BEAD_MASS = 0.5
+
+#: What to do about atoms without a (plausible) mass.
+_MASS_FIX = (
+    "set masses by atom name or type with input.masses='{NAME: amu, ...}', or use a topology "
+    "with masses"
+)
 
 
 class MappingError(ValueError):
@@ -135,6 +147,15 @@ class MappingSpec:
             "optimal": self.optimal,
         }
 
+    def describe(self) -> str:
+        """One line for logs: the name, each bead kind's selection and split, weights, force
+        map (a mapping changed by overrides keeps its name, so the beads tell it apart)."""
+        kinds = "; ".join(
+            f"{kind.name or '(residue names)'} = {kind.select!r} per {kind.per}"
+            for kind in self.beads
+        )
+        return f"{self.name} [{kinds}] ({self.weights} weights, {self.force_map} force map)"
+
     @property
     def digest(self) -> str:
         """SHA-256 (first 16 hex digits) of the definition, to tell mappings apart."""
@@ -152,7 +173,8 @@ class CompiledMapping:
         type_names: bead species names, sorted.
         masses: ``[B]`` bead masses, amu (an atom shared by k beads gives each 1/k of its mass).
         molecules: ``[N]`` molecule label of each atom (molecules are made whole before mapping).
-        unmapped: indices of atoms in no bead.
+        unmapped: indices of atoms in no bead, virtual sites aside.
+        virtual_sites: indices of the virtual sites (massless, force-free; in no bead).
         bonds: ``[K, 2]`` bead pairs (i < j) joined by a covalent bond of their atoms, or
             sharing an atom: the CG bonds that bonded priors act on.
     """
@@ -163,6 +185,7 @@ class CompiledMapping:
     masses: np.ndarray
     molecules: np.ndarray
     unmapped: np.ndarray
+    virtual_sites: np.ndarray
     bonds: np.ndarray
 
     @property
@@ -189,6 +212,9 @@ class CompiledMapping:
             )
         lines.append(f"  CG bonds: {len(self.bonds)}")
         lines.append(f"  unmapped atoms: {len(self.unmapped)}")
+        lines.append(
+            f"  virtual sites (massless, force-free; in no bead): {len(self.virtual_sites)}"
+        )
         return "\n".join(lines)
 
 
@@ -205,14 +231,26 @@ def _grouping(universe: Universe, kind: BeadKind, groupings: dict[str, np.ndarra
         ) from None
 
 
-def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -> CompiledMapping:
-    """The position map, species and masses of ``spec`` on ``universe`` (atom ``masses``, amu)."""
+def compile_mapping(
+    spec: MappingSpec,
+    universe: Universe,
+    masses: np.ndarray,
+    virtual_sites: np.ndarray | None = None,
+) -> CompiledMapping:
+    """The position map, species and masses of ``spec`` on ``universe`` (atom ``masses``, amu).
+
+    Atoms in ``virtual_sites`` (indices) belong to no bead; every other atom of a bead must
+    have a positive mass, and every bead at least :data:`MIN_BEAD_MASS`.
+    """
     n_atoms = universe.atoms.n_atoms
     if len(masses) != n_atoms:
         raise MappingError(
             f"topology has {n_atoms} atoms but the data have {len(masses)}; map data with "
             "the topology they were made with"
         )
+    virtual = np.zeros(n_atoms, dtype=bool)
+    if virtual_sites is not None:
+        virtual[virtual_sites] = True
     molecules = molecule_labels(universe)
     groupings = {
         "residue": universe.atoms.resindices,
@@ -234,6 +272,12 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
                 f"mapping {spec.name!r}: selection {kind.select!r} matches no atoms; check the "
                 "residue and atom names in the topology"
             )
+        selected = selected[~virtual[selected]]
+        if len(selected) == 0:
+            raise MappingError(
+                f"mapping {spec.name!r}: selection {kind.select!r} matches only virtual sites "
+                "(massless, force-free atoms), which belong to no bead; select real atoms"
+            )
         labels = _grouping(universe, kind, groupings)[selected]
         for label in np.unique(labels):
             atoms = selected[labels == label]
@@ -243,11 +287,10 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
     if not spec.allow_overlap and np.any(counts > 1):
         atom = int(np.flatnonzero(counts > 1)[0])
         raise MappingError(
-            f"mapping {spec.name!r}: atom {atom} ({universe.atoms[atom].name} of "
-            f"{resnames[atom]} {universe.atoms[atom].resid}) is in {counts[atom]} beads; fix "
-            "the selections or set allow_overlap: true"
+            f"mapping {spec.name!r}: atom {atom} ({_atom_words(universe, atom)}) is in "
+            f"{counts[atom]} beads; fix the selections or set allow_overlap: true"
         )
-    unmapped = np.flatnonzero(counts == 0)
+    unmapped = np.flatnonzero((counts == 0) & ~virtual)
     if len(unmapped):
         warnings.warn(
             f"mapping {spec.name!r} leaves {len(unmapped)} of {n_atoms} atoms unmapped",
@@ -257,17 +300,19 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
     order = np.argsort([atoms.min() for atoms in rows], kind="stable")
     rows = [rows[i] for i in order]
     names = [names[i] for i in order]
+    _check_atom_masses(spec.name, universe, masses, rows, names)
     share = 1.0 / np.maximum(counts, 1)
     data, bead_masses = [], np.empty(len(rows))
     for b, atoms in enumerate(rows):
         weights = masses[atoms] if spec.weights == "mass" else np.ones(len(atoms))
-        if not weights.sum() > 0:
-            raise MappingError(
-                f"mapping {spec.name!r}: bead {names[b]!r} (atoms {atoms[:5].tolist()}...) has "
-                "zero total mass; use weights: geometry or a topology with masses"
-            )
         data.append(weights / weights.sum())
         bead_masses[b] = float((masses[atoms] * share[atoms]).sum())
+        if not bead_masses[b] >= MIN_BEAD_MASS:
+            raise MappingError(
+                f"mapping {spec.name!r}: bead {names[b]!r} (atoms "
+                f"{', '.join(universe.atoms[atoms[:5]].names)}) weighs {bead_masses[b]:.3g} amu, "
+                f"less than {MIN_BEAD_MASS} amu; {_MASS_FIX}"
+            )
     indptr = np.r_[0, np.cumsum([len(atoms) for atoms in rows])]
     position_map = sparse.csr_matrix(
         (np.concatenate(data), np.concatenate(rows), indptr), shape=(len(rows), n_atoms)
@@ -283,8 +328,34 @@ def compile_mapping(spec: MappingSpec, universe: Universe, masses: np.ndarray) -
         masses=bead_masses,
         molecules=molecules,
         unmapped=unmapped,
+        virtual_sites=np.flatnonzero(virtual),
         bonds=bonds,
     )
+
+
+def _atom_words(universe: Universe, index: int) -> str:
+    """'NAME of RESNAME RESID': an atom as people find it in the topology."""
+    atom = universe.atoms[index]
+    return f"{atom.name} of {atom.resname} {atom.resid}"
+
+
+def _check_atom_masses(
+    name: str, universe: Universe, masses: np.ndarray, rows: list[np.ndarray], names: list[str]
+) -> None:
+    """Refuse beads holding an atom without a positive, finite mass that is no virtual site
+    (the topology had no mass for it and MDAnalysis could not guess one)."""
+    mapped = np.concatenate(rows)
+    light = ~(np.isfinite(masses[mapped]) & (masses[mapped] > 0))
+    if light.any():
+        first = int(np.flatnonzero(light)[0])
+        atom = int(mapped[first])
+        bead = names[int(np.searchsorted(np.cumsum([len(a) for a in rows]), first, "right"))]
+        missing = sorted(set(universe.atoms[mapped[light]].names))
+        raise MappingError(
+            f"mapping {name!r}: atom {atom} ({_atom_words(universe, atom)}) of bead {bead!r} "
+            f"has mass {masses[atom]:g} amu and is no virtual site (it has forces); atoms "
+            f"named {', '.join(missing[:10])} have no mass; {_MASS_FIX}"
+        )
 
 
 def bead_bonds(position_map: sparse.spmatrix, bonds: np.ndarray) -> np.ndarray:

@@ -54,9 +54,11 @@ def check_cutoff(boxes: Tensor, cutoff: float) -> None:
     """Raise if ``cutoff`` (nm) is not below half the shortest box width."""
     smallest = float(perpendicular_widths(boxes.detach()).min())
     if cutoff >= 0.5 * smallest:
+        # Rounded to 0.001 nm by hand: TorchScript has no format specifications.
+        half, width = round(500.0 * smallest) / 1000.0, round(1000.0 * smallest) / 1000.0
         raise ValueError(
-            f"model cutoff {cutoff} nm is not below half the smallest box width {smallest} nm; "
-            "use a larger system or a smaller cutoff"
+            f"model cutoff {cutoff} nm is not below half the smallest box width ({half} nm, "
+            f"half of {width} nm); use a larger system or a smaller cutoff"
         )
 
 

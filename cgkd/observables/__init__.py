@@ -5,7 +5,12 @@ several independent runs); results are :class:`ObservableResult` curves with err
 """
 
 from cgkd.observables.adf import ADF, CDF
-from cgkd.observables.base import HistogramObservable, Observable, ObservableResult
+from cgkd.observables.base import (
+    HistogramObservable,
+    NotComputableError,
+    Observable,
+    ObservableResult,
+)
 from cgkd.observables.blocks import block_average
 from cgkd.observables.compare import (
     compare,
@@ -22,7 +27,13 @@ from cgkd.observables.order import (
     TetrahedralOrder,
 )
 from cgkd.observables.plots import plot_comparison, plot_maps
-from cgkd.observables.rdf import RDF, coordination_number, rdf_onset, species_pairs
+from cgkd.observables.rdf import (
+    RDF,
+    coordination_number,
+    first_minimum,
+    rdf_onset,
+    species_pairs,
+)
 from cgkd.observables.structure import StructureFactor, structure_factor
 from cgkd.observables.suite import evaluate
 from cgkd.observables.trajectory import Frame, Trajectory
@@ -37,6 +48,7 @@ __all__ = [
     "Frame",
     "HistogramObservable",
     "LocalDensity",
+    "NotComputableError",
     "Observable",
     "ObservableResult",
     "Steinhardt",
@@ -49,6 +61,7 @@ __all__ = [
     "deviation",
     "diffusion_ratio",
     "evaluate",
+    "first_minimum",
     "jensen_shannon_divergence",
     "mean_absolute_deviation",
     "plot_comparison",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cgkd.observables.base import HistogramObservable, ObservableResult
+from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
 from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -25,8 +25,8 @@ class _NeighbourTriplets(HistogramObservable):
     def _conclude(self, n_blocks: int) -> ObservableResult:
         if sum(self._weights) == 0:
             name, value = self.shell_setting, getattr(self, self.shell_setting)
-            raise ValueError(
-                f"no bead has two neighbours within {name}={value} nm; increase {name}"
+            raise NotComputableError(
+                f"{self.name}: no bead has two neighbours within {name}={value} nm; increase {name}"
             )
         return super()._conclude(n_blocks)
 

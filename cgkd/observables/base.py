@@ -21,6 +21,12 @@ from cgkd.observables.blocks import block_average
 from cgkd.observables.trajectory import Frame, Trajectory
 
 
+class NotComputableError(ValueError):
+    """The data cannot give this observable with its settings (too few frames or lags, no
+    neighbours within a cutoff, a distance beyond half the box, ...); the message names the
+    setting to change. :func:`cgkd.observables.suite.evaluate` records it as skipped."""
+
+
 @dataclass(frozen=True, eq=False)
 class ObservableResult:
     """Binned observable ``y`` +- ``yerr`` (standard error) at bin centres ``x``.

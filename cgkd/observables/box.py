@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cgkd.observables.base import NotComputableError
+
 #: Off-diagonal box entries larger than this fraction of the longest edge mean a triclinic box.
 TRICLINIC_TOLERANCE: float = 1e-6
 
@@ -42,10 +44,11 @@ def minimum_image(vectors: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def check_within_half_box(name: str, value: float, box: np.ndarray) -> None:
-    """Raise if the distance ``value`` (nm) called ``name`` exceeds half the shortest box width."""
+    """NotComputableError if the distance ``value`` (nm) called ``name`` exceeds half the
+    shortest box width."""
     half_width = 0.5 * box_lengths(box).min()
     if value > half_width:
-        raise ValueError(
+        raise NotComputableError(
             f"{name}={value} nm exceeds half the shortest box width ({half_width:.4g} nm); "
             f"use {name} <= {half_width:.4g}"
         )

@@ -16,9 +16,9 @@ import numpy as np
 import scipy.fft
 from scipy.integrate import trapezoid
 
-from cgkd.observables.base import Observable, ObservableResult
+from cgkd.observables.base import NotComputableError, Observable, ObservableResult
 from cgkd.observables.box import box_lengths, minimum_image
-from cgkd.observables.trajectory import Frame, Trajectory
+from cgkd.observables.trajectory import Frame, Trajectory, uniform_spacing
 
 #: Complex values held at once by one FFT over a chunk of bead coordinates (64 MiB).
 _FFT_CHUNK_VALUES: int = 1 << 22
@@ -60,7 +60,7 @@ class _LagObservable(Observable):
     def _begin_run(self, run: Trajectory, index: int, frames: np.ndarray) -> None:
         dt = _frame_spacing(run, frames, self.name)
         if self._dt is not None and not np.isclose(dt, self._dt, rtol=1e-6, atol=0.0):
-            raise ValueError(
+            raise NotComputableError(
                 f"{run.name}: selected frames are {dt:.6g} ps apart but the first run's are "
                 f"{self._dt:.6g} ps apart; choose step so that every run has one spacing"
             )
@@ -101,7 +101,7 @@ class _LagObservable(Observable):
         blocks = f"n_blocks={n_blocks} blocks of the run" if self._n_runs == 1 else "the runs"
         minimum = 3 if self.max_lag is None else 2
         if shortest < minimum:
-            raise ValueError(
+            raise NotComputableError(
                 f"{self.name}: the shortest of {blocks} has {shortest} frames, need >= {minimum}; "
                 "lower n_blocks or select more frames"
             )
@@ -109,12 +109,12 @@ class _LagObservable(Observable):
             return (shortest - 1) // 2 + 1
         last = int(np.floor(self.max_lag / self._dt + 1e-6))
         if last < 1:
-            raise ValueError(
+            raise NotComputableError(
                 f"{self.name}: max_lag={self.max_lag} ps is shorter than the frame spacing "
                 f"{self._dt:.6g} ps; raise max_lag"
             )
         if last > shortest - 1:
-            raise ValueError(
+            raise NotComputableError(
                 f"{self.name}: max_lag={self.max_lag} ps needs blocks of {last + 1} frames but the "
                 f"shortest of {blocks} has {shortest}; use max_lag <= "
                 f"{(shortest - 1) * self._dt:.6g} ps, fewer n_blocks or longer runs"
@@ -186,25 +186,8 @@ class MSD(_LagObservable):
 
     def _conclude(self, n_blocks: int) -> ObservableResult:
         lags, msd, blocks = self._block_means(n_blocks)
-        fit_start = 0.2 * lags[-1] if self.fit_start is None else self.fit_start
-        fit_stop = 0.8 * lags[-1] if self.fit_stop is None else self.fit_stop
-        if fit_stop > lags[-1] * (1.0 + 1e-9):
-            raise ValueError(
-                f"{self.name}: fit_stop={fit_stop} ps is beyond the longest lag "
-                f"{lags[-1]:.6g} ps; lower fit_stop or raise max_lag"
-            )
-        if fit_start >= fit_stop:
-            raise ValueError(
-                f"{self.name}: fit_start={fit_start} ps is not below fit_stop={fit_stop:.6g} ps; "
-                "lower fit_start"
-            )
-        tolerance = 1e-9 * lags[-1]
-        fit = (lags >= fit_start - tolerance) & (lags <= fit_stop + tolerance)
-        if fit.sum() < 2:
-            raise ValueError(
-                f"{self.name}: fit range {fit_start:.6g}..{fit_stop:.6g} ps holds {fit.sum()} "
-                f"lags (frames {self._dt:.6g} ps apart), need >= 2; widen it"
-            )
+        fit = self._fit_lags(lags)
+        fit_start, fit_stop = lags[fit][0], lags[fit][-1]
         # polyfit fits each column: the slope of MSD against t is 6 D.
         slopes = np.polyfit(lags[fit], np.column_stack([msd, *blocks])[fit], 1)[0] / 6.0
         attrs = self._attrs(lags, n_blocks)
@@ -217,6 +200,45 @@ class MSD(_LagObservable):
         return ObservableResult(
             self.name, lags, msd, _standard_error(blocks), self.x_label, self.y_label, attrs=attrs
         )
+
+    def _fit_lags(self, lags: np.ndarray) -> np.ndarray:
+        """[L] bool: the lags (ps) of the diffusion fit, at least two.
+
+        Unset ends follow the lags available: the start is the first lag at or after 20 % of
+        the longest (never lag 0), the stop the last lag at or before 80 %, moved out to the
+        lag after the start where that holds fewer than two lags. NotComputableError when the lags
+        cannot hold the range.
+        """
+        longest, last = lags[-1], len(lags) - 1
+        if self.fit_stop is not None and self.fit_stop > longest * (1.0 + 1e-9):
+            raise NotComputableError(
+                f"{self.name}: fit_stop={self.fit_stop} ps is beyond the longest lag "
+                f"{longest:.6g} ps; lower fit_stop or raise max_lag"
+            )
+        if self.fit_start is not None and self.fit_start >= longest * (1.0 - 1e-9):
+            raise NotComputableError(
+                f"{self.name}: fit_start={self.fit_start} ps is not below the longest lag "
+                f"{longest:.6g} ps; lower fit_start or raise max_lag"
+            )
+        if self.fit_start is None:
+            first = max(1, int(np.ceil(0.2 * last - 1e-9)))
+        else:
+            first = int(np.ceil(self.fit_start / self._dt - 1e-6))
+        if self.fit_stop is None:
+            final = min(max(int(np.floor(0.8 * last + 1e-9)), first + 1), last)
+        else:
+            final = int(np.floor(self.fit_stop / self._dt + 1e-6))
+        if final - first < 1:
+            start = first * self._dt if self.fit_start is None else self.fit_start
+            stop = final * self._dt if self.fit_stop is None else self.fit_stop
+            raise NotComputableError(
+                f"{self.name}: fit range {start:.6g}..{stop:.6g} ps holds "
+                f"{max(final - first + 1, 0)} lags (lags up to {longest:.6g} ps, frames "
+                f"{self._dt:.6g} ps apart), need >= 2; widen fit_start..fit_stop, raise max_lag, "
+                "lower n_blocks or use longer runs"
+            )
+        index = np.arange(len(lags))
+        return (index >= first) & (index <= final)
 
 
 class VACF(_LagObservable):
@@ -240,7 +262,7 @@ class VACF(_LagObservable):
     def _prepare(self, runs: list[Trajectory]) -> None:
         for run in runs:
             if not run.has_velocities:
-                raise ValueError(
+                raise NotComputableError(
                     f"{run.name}: no velocities; VACF needs a trajectory made with velocities="
                 )
         super()._prepare(runs)
@@ -254,7 +276,7 @@ class VACF(_LagObservable):
     def _conclude(self, n_blocks: int) -> ObservableResult:
         lags, c, blocks = self._block_means(n_blocks)
         if not (c[0] > 0 and np.all(blocks[:, 0] > 0)):
-            raise ValueError(f"{self.name}: velocities are all zero in a block; C(0) = 0")
+            raise NotComputableError(f"{self.name}: velocities are all zero in a block; C(0) = 0")
         integrals = trapezoid(np.vstack([c, blocks]), lags, axis=1) / 3.0
         attrs = self._attrs(lags, n_blocks)
         attrs.update(
@@ -299,20 +321,23 @@ def _diffusion(result: ObservableResult) -> tuple[float, float]:
 
 
 def _frame_spacing(run: Trajectory, frames: np.ndarray, name: str) -> float:
-    """Time (ps) between the selected ``frames``; ValueError if unknown or uneven."""
+    """Time (ps) between the selected ``frames``; NotComputableError if unknown or uneven."""
     if run.times is None:
-        raise ValueError(
+        raise NotComputableError(
             f"{run.name}: no frame times for {name}; give the trajectory dt= (ps between frames)"
         )
     if len(frames) < 2:
-        raise ValueError(f"{run.name}: {name} needs >= 2 selected frames, got {len(frames)}")
-    steps = np.diff(run.times[frames])
-    if not (steps[0] > 0 and np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9)):
-        raise ValueError(
+        raise NotComputableError(
+            f"{run.name}: {name} needs >= 2 selected frames, got {len(frames)}"
+        )
+    spacing = uniform_spacing(run.times[frames])
+    if spacing is None:
+        steps = np.diff(run.times[frames])
+        raise NotComputableError(
             f"{run.name}: selected frames are not equally spaced in time (steps "
             f"{steps.min():.6g}..{steps.max():.6g} ps); select evenly spaced frames for {name}"
         )
-    return float((run.times[frames[-1]] - run.times[frames[0]]) / (len(frames) - 1))
+    return spacing
 
 
 def _standard_error(values: np.ndarray) -> np.ndarray:

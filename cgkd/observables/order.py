@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cgkd.observables.base import HistogramObservable, ObservableResult
+from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
 from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -147,7 +147,7 @@ class Steinhardt(PerBeadDistribution):
 
     def _conclude(self, n_blocks: int) -> ObservableResult:
         if sum(self._weights) == 0:
-            raise ValueError(
+            raise NotComputableError(
                 f"{self.name}: no centre bead has a neighbour within cutoff={self.cutoff} nm; "
                 "increase cutoff"
             )
@@ -353,7 +353,7 @@ def _tetrahedral_query(name: str, centres: np.ndarray, neighbours: np.ndarray) -
     """Nearest beads to query per centre: 5 when centres can find themselves, else 4."""
     k = 5 if np.any(centres & neighbours) else 4
     if np.count_nonzero(neighbours) < k:
-        raise ValueError(
+        raise NotComputableError(
             f"{name}: tetrahedral order needs 4 neighbours besides each centre but only "
             f"{np.count_nonzero(neighbours)} neighbour beads are selected; check neighbours"
         )

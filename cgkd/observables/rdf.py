@@ -1,4 +1,5 @@
-"""Radial distribution functions g(r), per species pair, their onset and coordination numbers."""
+"""Radial distribution functions g(r), per species pair, their onset, first minimum and
+coordination numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import itertools
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cgkd.observables.base import HistogramObservable, ObservableResult
+from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
 from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -53,7 +54,7 @@ class RDF(HistogramObservable):
             self._same = a == b
         minimum = 2 if self._same else 1
         if min(len(self._index_a), len(self._index_b)) < minimum:
-            raise ValueError(
+            raise NotComputableError(
                 f"{run.name}: pair={self.pair} selects {len(self._index_a)} and "
                 f"{len(self._index_b)} beads; need >= {minimum} of each, check the species"
             )
@@ -121,3 +122,54 @@ def rdf_onset(result: ObservableResult, threshold: float = 0.01) -> float:
             f"g(r) never exceeds threshold={threshold} (max {result.y.max():.3g}); lower it"
         )
     return float(result.x[above[0]])
+
+
+def first_minimum(result: ObservableResult, rise: float = 0.02) -> float:
+    """r (nm) of the first minimum of g(r) after its first peak: the end of the first shell.
+
+    g is smoothed over 3 bins and followed outwards. The first peak is the first maximum above
+    1 after which g falls by more than ``rise`` plus twice its error at the maximum; the
+    minimum is the lowest point after it before g climbs again by more than ``rise`` plus twice
+    its error there (noise smaller than that does not end either search). A flat bottom (g = 0
+    between well separated shells) gives its middle; otherwise a parabola through the five bins
+    around the lowest one places the minimum within that bin's neighbours. NotComputableError
+    when g has no such peak and minimum below r_max (a gas, or r_max inside the first shell).
+    """
+    g, r = result.y, result.x
+    if result.is_2d or len(g) < 3:
+        raise ValueError(f"{result.name!r} is not an RDF with >= 3 bins; compute an RDF")
+    width = r[1] - r[0]
+    smooth = np.convolve(np.pad(g, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
+    margin = rise + 2.0 * result.yerr
+    highest, peak, lowest = 0, None, 0
+    for k in range(len(g)):
+        if peak is None:
+            if smooth[k] > smooth[highest]:
+                highest = k
+            elif smooth[highest] > 1.0 and smooth[k] < smooth[highest] - margin[highest]:
+                peak, lowest = highest, k
+        elif smooth[k] < smooth[lowest]:
+            lowest = k
+        elif smooth[k] > smooth[lowest] + margin[lowest]:
+            break
+    else:
+        r_max = r[-1] + 0.5 * width
+        if peak is None:
+            raise NotComputableError(
+                f"{result.name}: g(r) has no peak above 1 that falls off again up to "
+                f"r_max={r_max:.3g} nm, so no first shell; raise r_max"
+            )
+        raise NotComputableError(
+            f"{result.name}: g(r) does not rise again after its first peak at {r[peak]:.3g} nm "
+            f"up to r_max={r_max:.3g} nm, so it has no first minimum; raise r_max"
+        )
+    flat = lowest
+    while flat + 1 < len(g) and smooth[flat + 1] <= smooth[lowest] + 1e-12:
+        flat += 1
+    if flat > lowest:
+        return float(0.5 * (r[lowest] + r[flat]))
+    window = slice(max(lowest - 2, 0), lowest + 3)
+    curvature, slope, _ = np.polyfit(r[window], g[window], 2)
+    if curvature <= 0:
+        return float(r[lowest])
+    return float(np.clip(-slope / (2.0 * curvature), r[lowest] - width, r[lowest] + width))

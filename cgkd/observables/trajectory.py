@@ -100,7 +100,7 @@ class Trajectory:
             self.times = np.asarray(times, dtype=np.float64)
             if self.times.shape != (self.n_frames,):
                 raise ValueError(f"{name}: times must be [T] = ({self.n_frames},)")
-            spacing = _uniform_spacing(self.times)
+            spacing = uniform_spacing(self.times)
             if dt is not None and (spacing is None or not np.isclose(spacing, dt, rtol=1e-6)):
                 raise ValueError(
                     f"{name}: dt={dt} ps disagrees with the frame times (spacing {spacing}); "
@@ -110,7 +110,7 @@ class Trajectory:
             self.times = float(dt) * np.arange(self.n_frames)
         else:
             self.times = None
-        self.dt = dt if dt is not None else _uniform_spacing(self.times)
+        self.dt = dt if dt is not None else uniform_spacing(self.times)
 
     @property
     def has_velocities(self) -> bool:
@@ -253,11 +253,18 @@ class _MDAnalysisBoxes:
         return triclinic_vectors(dimensions).astype(np.float64) / ANGSTROM_PER_NM
 
 
-def _uniform_spacing(times: np.ndarray | None) -> float | None:
-    """The time step of equally spaced ``times`` (ps), or None when unknown or uneven."""
+def uniform_spacing(times: np.ndarray | None) -> float | None:
+    """The mean time step (ps) of equally spaced ``times``, or None when unknown or uneven.
+
+    Steps may differ by rounding: a relative 1e-6, or two float32 units of the largest time
+    (trajectory formats such as TRR, DCD and NetCDF store times in single precision).
+    """
     if times is None or len(times) < 2:
         return None
+    times = np.asarray(times, dtype=np.float64)
     steps = np.diff(times)
-    if np.allclose(steps, steps[0], rtol=1e-6, atol=1e-9) and steps[0] > 0:
-        return float(steps[0])
+    spacing = (times[-1] - times[0]) / (len(times) - 1)
+    rounding = 2.0 * float(np.spacing(np.float32(np.abs(times).max())))
+    if spacing > 0 and np.allclose(steps, spacing, rtol=1e-6, atol=max(rounding, 1e-9)):
+        return float(spacing)
     return None

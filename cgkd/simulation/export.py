@@ -93,6 +93,8 @@ class VerletList(nn.Module):
                 + str(self.cutoff)
                 + " nm is not below half the smallest box width ("
                 + str(round(half_width * 1000.0) / 1000.0)
+                + " nm, half of "
+                + str(round(2.0 * half_width * 1000.0) / 1000.0)
                 + " nm); use a larger system or a smaller cutoff"
             )
         skin = min(self.skin, 0.99 * (half_width - self.cutoff))
