@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cgkd import pipeline
 from cgkd.report import analyze
-from cgkd.runtime import keep_freed_memory_in_heap
+from cgkd.runtime import keep_freed_memory_in_heap, use_threads
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 STAGES = {
@@ -123,6 +123,8 @@ def _hydra_entry(cfg: DictConfig) -> None:
     # MDAnalysis logs every topology guess at INFO; keep its warnings only.
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
     try:
+        threads, source = use_threads(cfg.threads)
+        log.info("%d CPU threads (%s)", threads, source)
         result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         log.error("cgkd %s failed: %s", cfg.stage, error)

@@ -499,7 +499,7 @@ def _train_members(cfg: DictConfig, n_members: int) -> None:
     n_jobs = int(cfg.teacher.n_jobs)
     if n_jobs <= 1 or n_members == 1:
         return  # teach() trains them in turn
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    threads = max(1, torch.get_num_threads() // n_jobs)  # the run's threads, shared
     container = OmegaConf.to_container(cfg, resolve=True)
     Parallel(n_jobs=min(n_jobs, n_members))(
         delayed(_member_job)(container, k, threads) for k in range(n_members)

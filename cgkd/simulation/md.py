@@ -59,7 +59,8 @@ class MDSettings:
     ``verlet`` (velocity Verlet, NVE). The monitor stops a run when two beads come closer
     than ``min_distance`` or the temperature exceeds ``max_temperature_factor`` times
     ``temperature``. ``platform``: ``auto`` (CUDA when present, else CPU), ``CPU``,
-    ``CUDA`` or ``Reference``; ``threads`` for the CPU platform (None: all cores).
+    ``CUDA`` or ``Reference``; ``threads`` for the CPU platform (None: OpenMM's default,
+    the run's ``threads``).
     ``replicas`` independent runs differ in seed (``seed + k``) and starting frame.
     ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
     the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.

@@ -43,7 +43,8 @@ class AASpec(abc.ABC):
     Monte Carlo barostat (skipped when 0; the box is then set to the mean volume of its second
     half); ``equilibration`` ps of NVT; ``production`` ps of NVT saving positions, forces and
     the box every ``save_interval`` steps. All phases use a Langevin middle integrator.
-    ``threads`` sets the CPU platform's thread count (``None``: OpenMM's default, all cores).
+    ``threads`` sets the CPU platform's thread count (``None``: OpenMM's default, the run's
+    ``threads``).
     A run is reproducible for the same seed, platform and thread count.
     """
 
