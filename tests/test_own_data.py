@@ -8,6 +8,7 @@ massless with zero force (GROMACS spreads its force onto O, H1 and H2 before wri
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -420,3 +421,69 @@ def test_beads_dry_run_summarizes_the_mapping_without_importing(tip4p, tmp_path,
         "type_names": ["W"],
     }
     assert not (tmp_path / "cache").exists()  # nothing imported, nothing mapped
+
+
+def test_cli_run_of_a_short_argon_trajectory_gives_a_report_about_argon(tmp_path):
+    """A new user's simple liquid as GROMACS would write it (a .gro without masses and 1 ps
+    of .trr with forces and velocities): Lennard-Jones argon at 90 K goes through `cgkd run`
+    to a report named after it, at its own temperature, with no water-only observable."""
+    n_side, sigma, epsilon = 5, 0.34, 0.996  # nm, kJ/mol
+    edge = n_side * 0.37
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) for row in np.eye(3) * edge))
+    lj = openmm.NonbondedForce()
+    lj.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    lj.setCutoffDistance(0.85)
+    for _ in range(n_side**3):
+        system.addParticle(39.948)
+        lj.addParticle(0.0, sigma, epsilon)
+    system.addForce(lj)
+    grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    integrator = openmm.LangevinMiddleIntegrator(90, 5.0, 0.005)
+    integrator.setRandomNumberSeed(2)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions((grid + 0.5) * 0.37)
+    context.setVelocitiesToTemperature(90, 2)
+    integrator.step(2000)
+    frames: dict[str, list] = {"positions": [], "forces": [], "velocities": []}
+    for _ in range(20):  # 1 ps
+        integrator.step(10)
+        state = context.getState(getPositions=True, getForces=True, getVelocities=True)
+        frames["positions"].append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        frames["forces"].append(
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        )
+        frames["velocities"].append(
+            state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        )
+    data = {name: np.array(values) for name, values in frames.items()}
+    gro, trr = write_gromacs_like(
+        tmp_path / "argon",
+        ["AR"] * n_side**3,
+        ["AR"] * n_side**3,
+        data["positions"],
+        np.eye(3) * edge,
+        forces=data["forces"],
+        velocities=data["velocities"],
+        atoms_per_residue=1,
+    )
+    result = cgkd(
+        "run",
+        "experiment=quick",
+        f"input.topology={gro}",
+        f"input.trajectory={trr}",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    report = next(tmp_path.glob("outputs/*/*/report.md")).read_text()
+    assert report.startswith("# cgkd report: argon") and "None" not in report
+    outcome = json.loads(next(tmp_path.glob("outputs/*/*/result.json")).read_text())
+    assert outcome["system"] == "argon" and outcome["models"]["student"]["stable_fraction"] == 1
+    imported = next((tmp_path / "cache").glob("import-*"))
+    source = read_h5md_config(imported / "aa.h5md")["source"]
+    assert source["masses"]["source"] == "guessed"
+    assert 75 < source["temperature"]["value"] < 105  # 90 K, from 125 atoms' velocities
+    assert "tetrahedral_jsd" not in outcome["models"]["student"]  # not water: left out
+    assert outcome["auto"]["tetrahedral.enabled"] is False

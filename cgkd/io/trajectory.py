@@ -37,6 +37,7 @@ import numpy as np
 from MDAnalysis import Universe
 from MDAnalysis.coordinates.core import get_reader_for
 from MDAnalysis.exceptions import NoDataError
+from MDAnalysis.guesser.tables import masses as _element_masses
 from MDAnalysis.lib.mdamath import triclinic_vectors
 from tqdm.auto import tqdm
 
@@ -467,7 +468,7 @@ def atom_masses(
             # MDAnalysis warns about names it cannot guess; mapping refuses such atoms itself.
             warnings.simplefilter("ignore")
             universe.guess_TopologyAttrs(to_guess=["masses"])
-        given, source = np.asarray(atoms.masses, dtype=np.float64), "guessed"
+        given, source = _names_as_elements(atoms.names.astype(str), atoms.masses), "guessed"
     known = np.isfinite(given) & (given > 0)
     values = np.where(known, given, 0.0)
     names = atoms.names.astype(str)
@@ -504,6 +505,19 @@ def atom_masses(
     )
 
 
+#: MDAnalysis's element masses (amu) by upper-case symbol.
+ELEMENT_MASSES = {symbol.upper(): mass for symbol, mass in _element_masses.items()}
+
+
+def _names_as_elements(names: np.ndarray, guessed: np.ndarray) -> np.ndarray:
+    """Masses (amu) where MDAnalysis guessed none, from the atom name read as an element
+    symbol (digits dropped): its guesser takes ``AR`` (argon) for an unknown element ``A``."""
+    masses = np.asarray(guessed, dtype=np.float64).copy()
+    for i in np.flatnonzero(~(masses > 0)):
+        masses[i] = ELEMENT_MASSES.get(names[i].rstrip("0123456789").upper(), 0.0)
+    return masses
+
+
 def data_temperature(
     trajectory: OpenTrajectory, sample: FrameSample, masses: AtomMasses, stated: float | None
 ) -> tuple[float | None, str]:
@@ -515,6 +529,8 @@ def data_temperature(
     if stated is not None and not (np.isfinite(stated) and stated > 0):
         raise TrajectoryError(f"input.temperature={stated!r} is not a temperature; give K > 0")
     measured, how = None, "nowhere: the trajectory has no velocities"
+    if sample.velocities is not None and masses.unknown and stated is not None:
+        return float(stated), "input.temperature"  # the velocities cannot check it
     if sample.velocities is not None:
         constraints = detect_constraints(
             sample.positions,
@@ -523,6 +539,12 @@ def data_temperature(
             source=trajectory.path,
             exclude=masses.virtual_sites,
         )
+        if masses.unknown:
+            raise TrajectoryError(
+                f"topology {trajectory.universe.filename} gives no mass for atoms "
+                f"{', '.join(masses.unknown[:8])}, so the velocities give no temperature; set "
+                f"input.masses='{{{masses.unknown[0]}: <amu>}}' (or input.temperature=<K>)"
+            )
         n_atoms = int(np.count_nonzero(masses.values > 0))
         n_dof = 3 * n_atoms - len(constraints) - 3
         measured = kinetic_temperature(masses.values, sample.velocities, n_dof)
