@@ -31,12 +31,12 @@ from joblib import Parallel, delayed
 from MDAnalysis import Universe
 from omegaconf import DictConfig, OmegaConf
 
+from cgkd.io.atoms import atom_masses
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, read_h5md, read_h5md_bonds
 from cgkd.io.trajectory import (
     FrameScreen,
     FrameSelection,
-    atom_masses,
     import_trajectory,
     open_trajectory,
     sample_frames,

@@ -133,6 +133,18 @@ def dimensions(box: np.ndarray) -> np.ndarray:
     return np.asarray(triclinic_box(*(np.asarray(box, dtype=np.float64) * ANGSTROM_PER_NM)))
 
 
+def empty_universe(n_atoms: int, atoms_per_residue: int) -> MDAnalysis.Universe:
+    """An MDAnalysis universe of ``n_atoms`` in residues of ``atoms_per_residue``, with a
+    one-frame trajectory and no attributes yet."""
+    n_residues = n_atoms // atoms_per_residue
+    return MDAnalysis.Universe.empty(
+        n_atoms,
+        n_residues=n_residues,
+        atom_resindex=np.repeat(np.arange(n_residues), atoms_per_residue),
+        trajectory=True,
+    )
+
+
 def write_topology_pdb(path: str | Path, frames: Frames, *, atoms_per_residue: int = 3) -> Path:
     """Write a PDB topology of ``frames`` (first frame's positions and box) with MDAnalysis.
 
@@ -156,12 +168,7 @@ def write_topology_pdb(path: str | Path, frames: Frames, *, atoms_per_residue: i
         for k, element in enumerate(residue):
             repeated = residue.count(element) > 1
             names.append(f"{element}{residue[:k].count(element) + 1}" if repeated else element)
-    universe = MDAnalysis.Universe.empty(
-        n_atoms,
-        n_residues=n_residues,
-        atom_resindex=np.repeat(np.arange(n_residues), atoms_per_residue),
-        trajectory=True,
-    )
+    universe = empty_universe(n_atoms, atoms_per_residue)
     universe.add_TopologyAttr("names", names)
     universe.add_TopologyAttr("elements", elements)
     universe.add_TopologyAttr("types", elements)
@@ -315,3 +322,21 @@ def write_lammps_dump(
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+#: Format name -> (writer of Frames, file suffix, load_trajectory options).
+FORMATS = {
+    "trr": (write_trr, ".trr", {}),
+    "h5md": (write_h5md_mda, ".h5md", {}),
+    "netcdf": (write_netcdf, ".nc", {}),
+    "lammps-real": (
+        lambda p, f: write_lammps_dump(p, f, "real"),
+        ".lammpsdump",
+        {"units": "lammps-real", "timestep": 1.0},
+    ),
+    "lammps-metal": (
+        lambda p, f: write_lammps_dump(p, f, "metal", timestep=0.002),
+        ".dump",
+        {"units": "lammps-metal", "timestep": 0.002},
+    ),
+}

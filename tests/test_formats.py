@@ -12,12 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from formats import (
+    FORMATS,
     make_frames,
-    write_h5md_mda,
-    write_lammps_dump,
-    write_netcdf,
     write_topology_pdb,
-    write_trr,
 )
 
 from cgkd.io.frames import Frames
@@ -32,23 +29,6 @@ from cgkd.io.trajectory import (
 )
 
 DATA = Path(__file__).resolve().parent / "data"
-
-#: name -> (writer, suffix, load_trajectory options)
-FORMATS = {
-    "trr": (write_trr, ".trr", {}),
-    "h5md": (write_h5md_mda, ".h5md", {}),
-    "netcdf": (write_netcdf, ".nc", {}),
-    "lammps-real": (
-        lambda p, f: write_lammps_dump(p, f, "real"),
-        ".lammpsdump",
-        {"units": "lammps-real", "timestep": 1.0},
-    ),
-    "lammps-metal": (
-        lambda p, f: write_lammps_dump(p, f, "metal", timestep=0.002),
-        ".dump",
-        {"units": "lammps-metal", "timestep": 0.002},
-    ),
-}
 
 
 def assert_same(loaded: Frames, expected: Frames) -> None:

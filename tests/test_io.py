@@ -11,6 +11,7 @@ import pytest
 from openmm import app, unit
 
 from cgkd.io.atomic import atomic_path
+from cgkd.io.checks import TrajectoryError
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import (
     H5MDError,
@@ -19,7 +20,7 @@ from cgkd.io.h5md import (
     read_h5md_constraints,
     write_h5md,
 )
-from cgkd.io.trajectory import FrameSelection, TrajectoryError, load_trajectory
+from cgkd.io.trajectory import FrameSelection, load_trajectory
 
 # Triclinic box (rows a, b, c in nm) in MDAnalysis's canonical orientation (a along x, b in xy).
 BOX = np.array([[2.0, 0.0, 0.0], [0.3, 2.2, 0.0], [0.1, 0.2, 2.5]])

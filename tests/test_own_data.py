@@ -21,19 +21,19 @@ import openmm
 import pytest
 import yaml
 from formats import (
+    FORMATS,
     dimensions,
+    empty_universe,
     make_frames,
-    write_h5md_mda,
-    write_lammps_dump,
-    write_netcdf,
     write_topology_pdb,
     write_trr,
 )
 from MDAnalysis.coordinates.memory import MemoryReader
 from openmm import app, unit
 
+from cgkd.io.checks import TrajectoryError
 from cgkd.io.h5md import read_h5md, read_h5md_config
-from cgkd.io.trajectory import TrajectoryError, import_trajectory, load_trajectory
+from cgkd.io.trajectory import import_trajectory, load_trajectory
 from cgkd.mapping.apply import map_trajectory
 from cgkd.mapping.definition import MappingError, MappingSpec
 from cgkd.units import KB_KJ_PER_MOL_K
@@ -60,12 +60,7 @@ def write_gromacs_like(
     by MDAnalysis from [T, N, 3] arrays in nm, kJ/mol/nm, nm/ps and a [3, 3] box in nm."""
     n_frames, n_atoms, _ = positions.shape
     n_residues = n_atoms // atoms_per_residue
-    universe = MDAnalysis.Universe.empty(
-        n_atoms,
-        n_residues=n_residues,
-        atom_resindex=np.repeat(np.arange(n_residues), atoms_per_residue),
-        trajectory=True,
-    )
+    universe = empty_universe(n_atoms, atoms_per_residue)
     universe.add_TopologyAttr("names", names)
     universe.add_TopologyAttr("resnames", resnames)
     universe.add_TopologyAttr("resids", np.arange(1, n_residues + 1))
@@ -87,6 +82,25 @@ def write_gromacs_like(
     return path.with_suffix(".gro"), path.with_suffix(".trr")
 
 
+def record(
+    context: openmm.Context, integrator: openmm.Integrator, *, n_frames: int, interval: int
+) -> dict[str, np.ndarray]:
+    """``n_frames`` frames ``interval`` steps apart: positions (nm), forces (kJ/mol/nm) and
+    velocities (nm/ps), each [T, N, 3]."""
+    frames: dict[str, list] = {"positions": [], "forces": [], "velocities": []}
+    for _ in range(n_frames):
+        integrator.step(interval)
+        state = context.getState(getPositions=True, getForces=True, getVelocities=True)
+        frames["positions"].append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        frames["forces"].append(
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        )
+        frames["velocities"].append(
+            state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        )
+    return {name: np.array(values) for name, values in frames.items()}
+
+
 @pytest.fixture(scope="module")
 def tip4p(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """10 frames, 0.1 ps apart, of about 100 TIP4P-Ew waters at 300 K, as .gro + .trr, with
@@ -104,21 +118,10 @@ def tip4p(tmp_path_factory: pytest.TempPathFactory) -> dict:
     openmm.LocalEnergyMinimizer.minimize(context)
     context.setVelocitiesToTemperature(300, 1)
     integrator.step(1000)
-    frames: dict[str, list] = {"positions": [], "forces": [], "velocities": []}
-    for _ in range(10):
-        integrator.step(50)
-        state = context.getState(getPositions=True, getForces=True, getVelocities=True)
-        frames["positions"].append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        frames["forces"].append(
-            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        )
-        frames["velocities"].append(
-            state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-        )
-    data = {name: np.array(values) for name, values in frames.items()}
+    data = record(context, integrator, n_frames=10, interval=50)
     virtual = np.array([system.isVirtualSite(i) for i in range(system.getNumParticles())])
     data["forces"][:, virtual] = 0.0  # as GROMACS writes them: spread onto O, H1, H2
-    box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+    box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
     atoms = list(modeller.topology.atoms())
     gro, trr = write_gromacs_like(
         tmp_path_factory.mktemp("tip4p") / "water",
@@ -249,22 +252,9 @@ def test_atoms_without_a_mass_are_refused_when_mapped_naming_input_masses(tmp_pa
         load_trajectory(gro, trr, masses={"Q1": 0})
 
 
-#: name -> (writer, suffix, load_trajectory options)
-WRITERS = {
-    "trr": (write_trr, ".trr", {}),
-    "netcdf": (write_netcdf, ".nc", {}),
-    "h5md": (write_h5md_mda, ".h5md", {}),
-    "lammps": (
-        lambda path, frames: write_lammps_dump(path, frames, "real"),
-        ".lammpsdump",
-        {"units": "lammps-real", "timestep": 1.0},
-    ),
-}
-
-
-@pytest.mark.parametrize("name", list(WRITERS))
+@pytest.mark.parametrize("name", ["trr", "netcdf", "h5md", "lammps-real"])
 def test_atom_count_mismatch_is_named_in_every_format(tmp_path, name):
-    writer, suffix, options = WRITERS[name]
+    writer, suffix, options = FORMATS[name]
     topology = write_topology_pdb(tmp_path / "top.pdb", make_frames(n_frames=2, n_atoms=12))
     trajectory = writer(tmp_path / f"small{suffix}", make_frames(n_frames=2, n_atoms=9))
     with (
@@ -445,18 +435,7 @@ def test_cli_run_of_a_short_argon_trajectory_gives_a_report_about_argon(tmp_path
     context.setPositions((grid + 0.5) * 0.37)
     context.setVelocitiesToTemperature(90, 2)
     integrator.step(2000)
-    frames: dict[str, list] = {"positions": [], "forces": [], "velocities": []}
-    for _ in range(20):  # 1 ps
-        integrator.step(10)
-        state = context.getState(getPositions=True, getForces=True, getVelocities=True)
-        frames["positions"].append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        frames["forces"].append(
-            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        )
-        frames["velocities"].append(
-            state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-        )
-    data = {name: np.array(values) for name, values in frames.items()}
+    data = record(context, integrator, n_frames=20, interval=10)  # 1 ps
     gro, trr = write_gromacs_like(
         tmp_path / "argon",
         ["AR"] * n_side**3,

@@ -7,17 +7,8 @@ nm, kJ/mol/nm and ps. A format that does not record its units (LAMMPS dumps; H5M
 unit attributes) needs them stated with ``units`` (a preset from :data:`UNIT_PRESETS` or a
 mapping with ``length``, ``force`` and ``time``). Species are the residue names.
 
-Masses (amu) are the topology's; a topology without masses (GRO, PDB) gets
-MDAnalysis's guesses from elements, types or atom names, and ``masses`` (atom name or type ->
-amu) sets or corrects them. A virtual site (the M site of 4-site water, a lone pair) is an atom
-that is massless in the topology, or whose mass is only guessed, and whose force is zero in
-every frame (GROMACS writes them so): it gets mass 0, whatever a guess from its name says, so
-that mapping leaves it out (:mod:`cgkd.mapping.constraints`). Real atoms whose mass nobody
-knows keep 0 and are refused when mapped into a bead.
-
-The temperature of the data (K) is what the caller states or, where every sampled frame has
-velocities, their kinetic temperature: sum m v^2 / (k_B n_dof) with n_dof = 3 (atoms with
-mass) - constraints (pairs at constant distance, virtual sites aside) - 3 (the centre of mass).
+Masses, virtual sites and the data's temperature: :mod:`cgkd.io.atoms`; file checks and the
+one-line error: :mod:`cgkd.io.checks`.
 
 :func:`import_trajectory` streams the selected frames chunk by chunk into the same H5MD layout
 that cgkd generates, so memory stays bounded for trajectories larger than memory and the
@@ -26,7 +17,6 @@ rest of the pipeline does not care where its data came from.
 
 from __future__ import annotations
 
-import struct
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -36,45 +26,31 @@ from typing import Any
 import numpy as np
 from MDAnalysis import Universe
 from MDAnalysis.coordinates.core import get_reader_for
-from MDAnalysis.exceptions import NoDataError
-from MDAnalysis.guesser.tables import masses as _element_masses
 from MDAnalysis.lib.mdamath import triclinic_vectors
 from tqdm.auto import tqdm
 
+from cgkd.io.atoms import (
+    SAMPLE_FRAMES,
+    AtomMasses,
+    atom_masses,
+    check_virtual_sites,
+    data_temperature,
+)
+from cgkd.io.checks import (
+    TrajectoryError,
+    check_dump_lines,
+    check_tng_blocks,
+    no_forces,
+    one_line,
+)
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDWriter
-from cgkd.mapping.constraints import detect_constraints
-from cgkd.mapping.molecules import molecule_labels
 from cgkd.units import (
     FORCE_TO_KJ_MOL_NM,
-    KB_KJ_PER_MOL_K,
     LENGTH_TO_NM,
     TIME_TO_PS,
     UNIT_PRESETS,
 )
-
-#: How to get forces into a trajectory, by MDAnalysis format name.
-_GROMACS_FORCES = "GROMACS: set nstfout in the .mdp (forces go to the .trr) and rerun"
-_AMBER_FORCES = "AMBER: set ntwf in the mdin (ntwf=-1 with NetCDF output, ioutfm=1)"
-_LAMMPS_FORCES = (
-    "LAMMPS: dump custom with fx fy fz columns (dump 1 all custom N f.dump id type x y z fx fy fz)"
-)
-_OPENMM_FORCES = "OpenMM: write State.getForces() with a forces reporter (e.g. into H5MD)"
-_NO_FORCES_FIX = {
-    "TRR": _GROMACS_FORCES,
-    "TNG": _GROMACS_FORCES,
-    "XTC": "XTC files cannot hold them; " + _GROMACS_FORCES,
-    "NCDF": _AMBER_FORCES,
-    "NC": _AMBER_FORCES,
-    "LAMMPSDUMP": _LAMMPS_FORCES,
-    "H5MD": "write the H5MD force element; " + _OPENMM_FORCES,
-    "DCD": "DCD files cannot hold them; " + _OPENMM_FORCES + "; " + _LAMMPS_FORCES,
-}
-_ANY_FORCES_FIX = "; ".join((_GROMACS_FORCES, _AMBER_FORCES, _LAMMPS_FORCES, _OPENMM_FORCES))
-
-#: Frames spread over the selection that virtual sites, constraints and the kinetic
-#: temperature are judged from.
-SAMPLE_FRAMES = 20
 
 #: MDAnalysis's base units, in which a reader delivers values when it converts units itself.
 _MDA_BASE_UNITS = {"length": "angstrom", "force": "kJ/mol/angstrom", "time": "ps"}
@@ -94,10 +70,6 @@ _READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, 
 
 #: Frames x atoms read at once, to bound memory (~100 MB of float64 positions and forces).
 CHUNK_ELEMENTS = 2_000_000
-
-
-class TrajectoryError(ValueError):
-    """A topology/trajectory pair cannot be turned into frames with forces."""
 
 
 class BadFramesWarning(UserWarning):
@@ -177,34 +149,6 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
-class AtomMasses:
-    """Atom masses and their origin.
-
-    Attributes:
-        values: ``[N]`` amu; 0 for virtual sites and for atoms whose mass nobody knows.
-        source: ``"topology"`` (the file's masses) or ``"guessed"`` (MDAnalysis's guesses).
-        virtual_sites: indices of the virtual sites.
-        set: the ``masses`` entries applied (atom name or type -> amu).
-        unknown: names of real atoms left at 0 amu.
-    """
-
-    values: np.ndarray
-    source: str
-    virtual_sites: np.ndarray
-    set: dict[str, float]
-    unknown: list[str]
-
-    def record(self) -> dict[str, Any]:
-        """What an imported file records about its masses."""
-        return {
-            "source": self.source,
-            "set": self.set,
-            "virtual_sites": len(self.virtual_sites),
-            "unknown": self.unknown,
-        }
-
-
-@dataclass(frozen=True)
 class FrameSample:
     """Frames spread over a selection (:func:`sample_frames`): positions, boxes (nm), forces
     (kJ/mol/nm) [T, N, 3] and velocities (nm/ps; ``None`` unless every frame has non-zero
@@ -240,7 +184,7 @@ def open_trajectory(
     native = None if units is None else _resolve_units(units, traj)
     fmt = format or _FORMAT_BY_SUFFIX.get(traj.suffix.lower())
     if (fmt or traj.suffix.lstrip(".")).upper() == "TNG":
-        _check_tng_blocks(traj)
+        check_tng_blocks(traj)
     options: dict[str, Any] = {"convert_units": native is None}
     if timestep is not None:
         options["dt"] = timestep
@@ -254,7 +198,7 @@ def open_trajectory(
         options["dt"] = 1.0
     universe = _open_universe(top, traj, fmt, options)
     if not universe.trajectory.ts.has_forces:
-        raise _no_forces(universe.trajectory, traj)
+        raise no_forces(universe.trajectory, traj)
     return OpenTrajectory(universe, traj, native or _reader_units(universe.trajectory, traj))
 
 
@@ -317,7 +261,7 @@ def iter_frames(
         for i, frame in enumerate(picked):
             ts = _read_frame(reader, int(frame), traj)
             if not ts.has_forces:
-                raise _no_forces(reader, traj)
+                raise no_forces(reader, traj)
             positions[i] = ts.positions
             forces[i] = ts.forces
             boxes[i] = _box(ts, traj)
@@ -327,7 +271,7 @@ def iter_frames(
                 f"trajectory {traj} has unevenly spaced frame times, so input.time_start/"
                 "time_stop cannot pick frames; select them with input.start/stop/step"
             )
-        _check_virtual_sites(forces, masses, trajectory, times * to_ps)
+        check_virtual_sites(forces, masses, trajectory, times * to_ps)
         yield Frames(
             positions=positions * to_nm,
             forces=forces * to_kj,
@@ -451,128 +395,6 @@ def import_trajectory(
     )
 
 
-def atom_masses(
-    trajectory: OpenTrajectory, sample: FrameSample, masses: Mapping[str, float] | None = None
-) -> AtomMasses:
-    """The atoms' masses (amu): the topology's, else MDAnalysis's guesses; ``masses`` (atom
-    name or type -> amu) replace them. Atoms massless in the topology (or with guessed masses)
-    and force-free in every ``sample`` frame are virtual sites, of mass 0, unless ``masses``
-    names them."""
-    universe = trajectory.universe
-    atoms = universe.atoms
-    top = universe.filename
-    try:
-        given, source = np.asarray(atoms.masses, dtype=np.float64), "topology"
-    except NoDataError:
-        with warnings.catch_warnings():
-            # MDAnalysis warns about names it cannot guess; mapping refuses such atoms itself.
-            warnings.simplefilter("ignore")
-            universe.guess_TopologyAttrs(to_guess=["masses"])
-        given, source = _names_as_elements(atoms.names.astype(str), atoms.masses), "guessed"
-    known = np.isfinite(given) & (given > 0)
-    values = np.where(known, given, 0.0)
-    names = atoms.names.astype(str)
-    try:
-        types = atoms.types.astype(str)
-    except NoDataError:
-        types = names
-    named = np.zeros(len(names), dtype=bool)
-    applied = {}
-    for key, mass in (masses or {}).items():
-        if not (isinstance(mass, int | float) and np.isfinite(mass) and mass > 0):
-            raise TrajectoryError(f"input.masses.{key}={mass!r} is not a mass; give amu > 0")
-        hit = (names == str(key)) | (types == str(key))
-        if not hit.any():
-            raise TrajectoryError(
-                f"input.masses names {key!r}, which is no atom name or type of topology {top}; "
-                f"its atom names include {', '.join(sorted(set(names))[:12])}"
-            )
-        values[hit] = mass
-        named |= hit
-        applied[str(key)] = float(mass)
-    massless = ~known if source == "topology" else np.ones(len(names), dtype=bool)
-    force_free = ~np.any(sample.forces != 0, axis=(0, 2))
-    virtual = np.flatnonzero(massless & force_free & ~named)
-    values[virtual] = 0.0
-    real = np.ones(len(names), dtype=bool)
-    real[virtual] = False
-    return AtomMasses(
-        values=values,
-        source=source,
-        virtual_sites=virtual,
-        set=applied,
-        unknown=sorted(set(names[real & (values == 0)])),
-    )
-
-
-#: MDAnalysis's element masses (amu) by upper-case symbol.
-ELEMENT_MASSES = {symbol.upper(): mass for symbol, mass in _element_masses.items()}
-
-
-def _names_as_elements(names: np.ndarray, guessed: np.ndarray) -> np.ndarray:
-    """Masses (amu) where MDAnalysis guessed none, from the atom name read as an element
-    symbol (digits dropped): its guesser takes ``AR`` (argon) for an unknown element ``A``."""
-    masses = np.asarray(guessed, dtype=np.float64).copy()
-    for i in np.flatnonzero(~(masses > 0)):
-        masses[i] = ELEMENT_MASSES.get(names[i].rstrip("0123456789").upper(), 0.0)
-    return masses
-
-
-def data_temperature(
-    trajectory: OpenTrajectory, sample: FrameSample, masses: AtomMasses, stated: float | None
-) -> tuple[float | None, str]:
-    """The data's temperature (K) and where it came from: ``stated`` (``input.temperature``),
-    else the kinetic temperature of the ``sample``'s velocities (``None`` without them).
-
-    A stated temperature more than 10 % off the velocities' is warned about.
-    """
-    if stated is not None and not (np.isfinite(stated) and stated > 0):
-        raise TrajectoryError(f"input.temperature={stated!r} is not a temperature; give K > 0")
-    measured, how = None, "nowhere: the trajectory has no velocities"
-    if sample.velocities is not None and masses.unknown and stated is not None:
-        return float(stated), "input.temperature"  # the velocities cannot check it
-    if sample.velocities is not None:
-        constraints = detect_constraints(
-            sample.positions,
-            sample.boxes,
-            molecule_labels(trajectory.universe),
-            source=trajectory.path,
-            exclude=masses.virtual_sites,
-        )
-        if masses.unknown:
-            raise TrajectoryError(
-                f"topology {trajectory.universe.filename} gives no mass for atoms "
-                f"{', '.join(masses.unknown[:8])}, so the velocities give no temperature; set "
-                f"input.masses='{{{masses.unknown[0]}: <amu>}}' (or input.temperature=<K>)"
-            )
-        n_atoms = int(np.count_nonzero(masses.values > 0))
-        n_dof = 3 * n_atoms - len(constraints) - 3
-        measured = kinetic_temperature(masses.values, sample.velocities, n_dof)
-        how = (
-            f"velocities of {len(sample.velocities)} frames (3 x {n_atoms} atoms - "
-            f"{len(constraints)} constraints - 3 = {n_dof} degrees of freedom)"
-        )
-    if stated is None:
-        return measured, how
-    if measured is not None and abs(measured - stated) > 0.1 * stated:
-        warnings.warn(
-            f"input.temperature={stated:g} K, but the velocities of {trajectory.path} say "
-            f"{measured:.1f} K; check which one is the data's",
-            UserWarning,
-            stacklevel=2,
-        )
-    return float(stated), "input.temperature"
-
-
-def kinetic_temperature(masses: np.ndarray, velocities: np.ndarray, n_dof: int) -> float:
-    """Mean kinetic temperature (K) of ``velocities`` [T, N, 3] (nm/ps) of atoms of ``masses``
-    [N] (amu) with ``n_dof`` degrees of freedom: <sum m v^2> / (k_B n_dof)."""
-    if n_dof <= 0:
-        raise TrajectoryError(f"{n_dof} degrees of freedom: too few atoms for a temperature")
-    twice_kinetic = np.einsum("i,tij,tij->t", masses, velocities, velocities)
-    return float(twice_kinetic.mean() / (KB_KJ_PER_MOL_K * n_dof))
-
-
 def sample_frames(trajectory: OpenTrajectory, selection: FrameSelection) -> FrameSample:
     """Up to :data:`SAMPLE_FRAMES` of the selected frames, spread evenly, in nm, kJ/mol/nm and
     nm/ps (frames with NaN/Inf velocities left out of the velocities)."""
@@ -588,7 +410,7 @@ def _sample(trajectory: OpenTrajectory, indices: np.ndarray) -> FrameSample:
     for frame in picked:
         ts = _read_frame(reader, int(frame), traj)
         if not ts.has_forces:
-            raise _no_forces(reader, traj)
+            raise no_forces(reader, traj)
         positions.append(ts.positions.astype(np.float64))
         boxes.append(_box(ts, traj))
         forces.append(ts.forces.astype(np.float64))
@@ -614,29 +436,6 @@ def _box(ts: Any, traj: Path) -> np.ndarray:
     return triclinic_vectors(ts.dimensions)
 
 
-def _check_virtual_sites(
-    forces: np.ndarray, masses: AtomMasses, trajectory: OpenTrajectory, times: np.ndarray
-) -> None:
-    """Refuse a force on an atom taken for a virtual site (it would be lost in mapping)."""
-    pushed = np.any(forces[:, masses.virtual_sites] != 0, axis=2)
-    if pushed.any():
-        frame, site = np.argwhere(pushed)[0]
-        atom = trajectory.universe.atoms[masses.virtual_sites[site]]
-        raise TrajectoryError(
-            f"atom {atom.index} ({atom.name} of {atom.resname} {atom.resid}) of "
-            f"{trajectory.path} was taken for a virtual site (no mass in the topology, no force "
-            f"in {SAMPLE_FRAMES} frames spread over the selection) but has a force at "
-            f"t={times[frame]:g} ps; give it its mass with input.masses='{{{atom.name}: amu}}'"
-        )
-
-
-def _no_forces(reader: Any, traj: Path) -> TrajectoryError:
-    """The no-forces error, with how the format's engine writes forces."""
-    formats = reader.format if isinstance(reader.format, list | tuple) else [reader.format]
-    fix = next((_NO_FORCES_FIX[f] for f in formats if f in _NO_FORCES_FIX), _ANY_FORCES_FIX)
-    return TrajectoryError(f"trajectory {traj} has no forces; {fix}")
-
-
 def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, Any]) -> Universe:
     """Build the universe, turning MDAnalysis errors into one-line :class:`TrajectoryError`.
 
@@ -645,7 +444,7 @@ def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, An
     try:
         universe = Universe(str(top), to_guess=())
     except _READ_ERRORS as err:
-        raise TrajectoryError(f"cannot read topology {top}: {_one_line(err)}") from None
+        raise TrajectoryError(f"cannot read topology {top}: {one_line(err)}") from None
     n_top = universe.atoms.n_atoms
     try:
         with warnings.catch_warnings():
@@ -660,12 +459,12 @@ def _open_universe(top: Path, traj: Path, fmt: str | None, options: dict[str, An
             ) from None
         raise TrajectoryError(
             f"cannot read trajectory {traj} (truncated, corrupt or not the format its suffix "
-            f"says?): {_one_line(err)}"
+            f"says?): {one_line(err)}"
         ) from None
     if universe.trajectory.n_frames == 0:
         raise TrajectoryError(f"trajectory {traj} has no frames; re-copy or re-write it")
     if universe.trajectory.format == "LAMMPSDUMP":
-        _check_dump_lines(traj, universe.trajectory.n_frames, n_top)
+        check_dump_lines(traj, universe.trajectory.n_frames, n_top)
     return universe
 
 
@@ -685,45 +484,6 @@ def _atom_count(universe: Universe, traj: Path, fmt: str | None) -> int | None:
     except _READ_ERRORS:
         return None
     return n_atoms
-
-
-def _check_dump_lines(path: Path, n_frames: int, n_atoms: int) -> None:
-    """MDAnalysis counts whole frames of a text dump and ignores a cut-off last one: check."""
-    with open(path, "rb") as handle:
-        data_lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(2**24), b""))
-        handle.seek(-1, 2)
-        data_lines += handle.read(1) != b"\n"
-    if data_lines != n_frames * (n_atoms + 9):
-        raise TrajectoryError(
-            f"LAMMPS dump {path} is truncated or corrupt: {data_lines} lines is not {n_frames} "
-            f"frames of {n_atoms} atoms plus 9 header lines; re-copy the file"
-        )
-
-
-def _check_tng_blocks(path: Path) -> None:
-    """Walk the TNG block headers: the TNG library crashes the process on a cut-off block.
-
-    Each block starts with its header size, contents size and id (int64, either byte order).
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        position = 0
-        while position < size:
-            handle.seek(position)
-            header = handle.read(24)
-            sizes = None
-            for order in "<>":
-                if len(header) == 24:
-                    header_size, contents_size, _ = struct.unpack(order + "qqq", header)
-                    if 0 < header_size < 2**20 and 0 <= contents_size < 2**40:
-                        sizes = header_size, contents_size
-                        break
-            if sizes is None or position + sum(sizes) > size:
-                raise TrajectoryError(
-                    f"TNG trajectory {path} is truncated or corrupt (block at byte {position} of "
-                    f"{size} is incomplete); re-copy the file"
-                )
-            position += sum(sizes)
 
 
 def _reader_units(reader: Any, traj: Path) -> dict[str, str]:
@@ -771,7 +531,7 @@ def _read_frame(reader: Any, index: int, traj: Path) -> Any:
         return reader[index]
     except _READ_ERRORS as err:
         raise TrajectoryError(
-            f"trajectory {traj} is truncated or corrupt at frame {index} ({_one_line(err)}); "
+            f"trajectory {traj} is truncated or corrupt at frame {index} ({one_line(err)}); "
             f"re-copy the file, or set input.stop={index} to use the frames before it"
         ) from None
 
@@ -817,9 +577,3 @@ def _all_bad(n_dropped: int, traj: Path, screen: FrameScreen) -> TrajectoryError
         f"all {n_dropped} selected frames of {traj} are bad (NaN/Inf or forces above "
         f"{screen.max_force:g} kJ/mol/nm); check the file and its units"
     )
-
-
-def _one_line(err: Exception) -> str:
-    """Type and first line of an exception message (MDAnalysis puts the gist there)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0].strip() if lines else ''}"
