@@ -36,10 +36,11 @@ import openmm.unit as unit  # noqa: E402
 from cgkd_runs import run_cgkd  # noqa: E402  (benchmarks/, this script's directory)
 from omegaconf import OmegaConf  # noqa: E402
 
-from cgkd import pipeline  # noqa: E402
 from cgkd.io.h5md import read_h5md  # noqa: E402
 from cgkd.observables.compare import deviation  # noqa: E402
 from cgkd.observables.sources import load_curves  # noqa: E402
+from cgkd.stages import Pipeline  # noqa: E402
+from cgkd.stages.teacher import load_teacher  # noqa: E402
 
 PAIRS = ("O-O", "H-O", "H-H")
 
@@ -102,7 +103,8 @@ def main() -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = OmegaConf.load(run / "config.yaml")
     cfg.cache_dir = str(args.work.resolve() / cfg.cache_dir)
-    teacher = pipeline.teacher_model(cfg)  # the AMOEBA System
+    stages = Pipeline(cfg)
+    teacher = load_teacher(stages.run("teacher"), stages.run("map"))  # the AMOEBA System
     frames = read_h5md(Path(metrics["artifacts"]["cg"]))
     student = Path(metrics["artifacts"]["student"])
     systems = {

@@ -61,11 +61,11 @@ def teacher_file(work: Path, overrides: list[str], threads: int) -> Path:
     run_cgkd(["teach", *overrides, "progress=false"], work, threads, "teacher ensemble")
     from hydra import compose, initialize_config_dir
 
-    from cgkd import pipeline
+    from cgkd.stages import Pipeline
 
     with initialize_config_dir(str(REPO / "conf"), version_base=None):
         cfg = compose("config", overrides=[*overrides, f"cache_dir={work / 'cache'}"])
-    return Path(pipeline.teach(cfg)["dir"]) / "ensemble.ts"
+    return Path(Pipeline(cfg).run("teach")["dir"]) / "ensemble.ts"
 
 
 def run_sweep(

@@ -1,7 +1,9 @@
 """Command line: ``cgkd <stage> [hydra overrides ...]``.
 
-Stages: run (everything, then the report), generate, beads (a dry run of the mapping), map,
-prior, teach-member, teach, sample, screen, distill, simulate, analyze (same as run).
+Commands (cgkd.stages.commands): run (every stage needed, then the report), generate, beads
+(a dry run of the mapping), map, prior, teach-member, teach, label, sample, screen, distill,
+classical, simulate, analyze (same as run) and graph (the stages a run needs and their cache
+keys, without running anything).
 Overrides and ``--multirun`` are Hydra's, for example ``cgkd run experiment=quick``,
 ``cgkd distill --multirun loss.w_E=0,0.1,1`` or
 ``cgkd teach-member --multirun teacher.member=0,1,2,3 hydra/launcher=slurm``.
@@ -23,25 +25,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from cgkd import pipeline
-from cgkd.report import analyze
 from cgkd.runtime import keep_freed_memory_in_heap, use_threads
+from cgkd.stages.commands import COMMANDS as STAGES
+from cgkd.stages.commands import run_command
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-STAGES = {
-    "run": "every stage, then metrics, figures and report.md",
-    "generate": "AA reference trajectory with forces (H5MD)",
-    "beads": "dry run of the mapping: its bead summary, before any frames are mapped",
-    "map": "CG dataset: bead positions, mapped forces, types, masses, bonds",
-    "prior": "repulsion, bond and angle priors fitted to the mapped data",
-    "teach-member": "one teacher (teacher.member=K); sweep it to train members as jobs",
-    "teach": "teacher ensemble trained on mapped forces (reuses trained members)",
-    "sample": "teacher MD at the sampler's temperatures, labelled: soft targets (two-stage)",
-    "screen": "the reference frames picked for hard targets (two-stage), with descriptors",
-    "distill": "teacher labels, student and baseline models (schedule: single or two_stage)",
-    "simulate": "CG MD in OpenMM of simulate.models (student, baseline, teacher, ensemble)",
-    "analyze": "same as run",
-}
 #: Commands outside the Hydra pipeline.
 COMMANDS = {
     "compare": "one report over several runs: cgkd compare RUN_DIR ... [-o DIR]",
@@ -99,21 +87,17 @@ def _hydra_arguments(args: list[str], stage: str) -> list[str]:
 
 
 def _run_stage(cfg: DictConfig) -> Any:
+    if cfg.stage == "graph":
+        from cgkd.stages.graph import config_graph
+
+        print(config_graph(cfg, "run"))
+        return {}
+    records = run_command(cfg, cfg.stage)
     if cfg.stage in ("run", "analyze"):
-        return analyze(cfg, Path(HydraConfig.get().runtime.output_dir))
-    stage = {
-        "generate": pipeline.generate,
-        "beads": pipeline.beads,
-        "map": pipeline.map_stage,
-        "prior": pipeline.prior_stage,
-        "teach-member": pipeline.teach_member,
-        "teach": pipeline.teach,
-        "sample": pipeline.sample,
-        "screen": pipeline.screen,
-        "distill": pipeline.distill,
-        "simulate": pipeline.simulate,
-    }[cfg.stage]
-    return stage(cfg)
+        from cgkd.report import render
+
+        return render(cfg, records["analysis"], Path(HydraConfig.get().runtime.output_dir))
+    return records
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -129,12 +113,16 @@ def _hydra_entry(cfg: DictConfig) -> None:
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         log.error("cgkd %s failed: %s", cfg.stage, error)
         raise SystemExit(f"cgkd {cfg.stage}: {error}") from error
-    summary = {
-        k: v
-        for k, v in result.items()
-        if k not in ("artifacts", "history", "members", "splits", "prior")
-    }
-    print(json.dumps(summary, indent=2, default=str)[:4000])
+    if result:
+        print(json.dumps(_summary(result), indent=2, default=str)[:4000])
+
+
+def _summary(record: Any) -> Any:
+    """A record without its long parts (histories, member lists, splits, priors)."""
+    if not isinstance(record, dict):
+        return record
+    long = ("artifacts", "history", "members", "splits", "prior", "replicas")
+    return {k: _summary(v) for k, v in record.items() if k not in long}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cgkd import pipeline
 from cgkd.models.checkpoint import build_potential
+from cgkd.stages import Context, run_command
+from cgkd.stages.distill import SCHEDULES, student_loss
+from cgkd.stages.sample import sampler_settings
+from cgkd.stages.teacher import n_teachers
 from cgkd.training.screening import METHODS
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -24,34 +27,46 @@ def config(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
+def loss(*overrides: str):
+    """The student loss weights of a config."""
+    return student_loss(Context.unchecked(config(*overrides)))
+
+
+def teachers(cfg: DictConfig) -> int:
+    """How many teachers label the student's frames."""
+    return n_teachers(cfg.teacher.n_members, cfg.loss.n_teachers)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_loss_preset_builds_student_weights(preset: str) -> None:
     cfg = config(f"loss={preset}")
-    weights = pipeline.student_loss(cfg)
+    weights = student_loss(Context.unchecked(cfg))
     assert weights.needs_teacher  # a student learns from its teachers
     assert weights.error == cfg.student.train.error
-    assert 1 <= pipeline.n_teachers(cfg) <= cfg.teacher.n_members
+    assert 1 <= n_teachers(cfg.teacher.n_members, cfg.loss.n_teachers) <= cfg.teacher.n_members
 
 
 def test_table_rows_differ_only_in_their_targets() -> None:
-    single = pipeline.student_loss(config("loss=single_teacher_forces"))
-    forces = pipeline.student_loss(config("loss=teacher_forces"))
-    energies = pipeline.student_loss(config("loss=teacher_forces_bead_energies"))
-    total = pipeline.student_loss(config("loss=distill"))
+    single = loss("loss=single_teacher_forces")
+    forces = loss("loss=teacher_forces")
+    energies = loss("loss=teacher_forces_bead_energies")
+    total = loss("loss=distill")
     assert single == forces and forces.bead_energies == 0 and forces.energy == 0
     assert energies.bead_energies > 0 and energies.energy == 0
     assert total.bead_energies > 0 and total.energy > 0
-    assert pipeline.n_teachers(config("loss=single_teacher_forces")) == 1
-    assert pipeline.n_teachers(config("loss=teacher_forces")) == 4
+    assert teachers(config("loss=single_teacher_forces")) == 1
+    assert teachers(config("loss=teacher_forces")) == 4
 
 
 def test_bad_teacher_count_and_models_are_one_line_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"loss.n_teachers=5 is not between 1 and"):
-        pipeline.n_teachers(config("loss.n_teachers=5"))
+        teachers(config("loss.n_teachers=5"))
     with pytest.raises(ValueError, match=r"unknown ones \['teachers'\]; choose from"):
-        pipeline.cg_models(config("simulate.models=[student,teachers]", f"cache_dir={tmp_path}"))
+        run_command(
+            config("simulate.models=[student,teachers]", f"cache_dir={tmp_path}"), "simulate"
+        )
     with pytest.raises(ValueError, match="uncertainty weighting applies"):
-        pipeline.student_loss(config("loss.w_f=0", "loss.w_F=1", "loss.uncertainty_weighting=true"))
+        loss("loss.w_f=0", "loss.w_F=1", "loss.uncertainty_weighting=true")
     assert not list(tmp_path.iterdir())  # refused before any stage ran
 
 
@@ -66,12 +81,12 @@ def test_every_experiment_composes_the_two_stage_groups(experiment: str, screeni
     """Each experiment with each screening preset: valid sampler settings, a known screening
     method and schedule, student weights, and a student network that builds."""
     cfg = config(f"experiment={experiment}", "schedule=two_stage", f"screening={screening}")
-    settings = pipeline.sampler_settings(cfg)
+    settings = sampler_settings(Context.unchecked(cfg))
     assert settings.temperatures[0] == pytest.approx(cfg.simulate.temperature)
     assert settings.timestep == cfg.simulate.timestep
     assert cfg.screening.method in METHODS and 0 < cfg.screening.fraction <= 1
-    assert cfg.schedule.kind in pipeline.SCHEDULES and cfg.schedule.hard.learning_rate_factor > 0
-    assert pipeline.student_loss(cfg).teacher_forces > 0
+    assert cfg.schedule.kind in SCHEDULES and cfg.schedule.hard.learning_rate_factor > 0
+    assert student_loss(Context.unchecked(cfg)).teacher_forces > 0
     model = build_potential([{**cfg.student.model, "n_species": 2}])
     assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -86,11 +101,12 @@ def test_amoeba_experiment_is_all_atom_with_an_openmm_teacher() -> None:
 def test_external_teachers_refuse_models_they_do_not_have(tmp_path) -> None:
     for source, model in (("openmm", "teacher"), ("torchscript", "ensemble")):
         with pytest.raises(ValueError, match=rf"has \['{model}'\] but teacher.source={source}"):
-            pipeline.cg_models(
+            run_command(
                 config(
                     f"teacher.source={source}",
                     f"simulate.models=[student,{model}]",
                     f"cache_dir={tmp_path}",
-                )
+                ),
+                "simulate",
             )
     assert not list(tmp_path.iterdir())

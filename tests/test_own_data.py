@@ -393,7 +393,7 @@ def test_cli_without_a_temperature_stops_with_one_line(tmp_path):
 def test_beads_dry_run_summarizes_the_mapping_without_importing(tip4p, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from cgkd import pipeline
+    from cgkd.stages import run_command
 
     monkeypatch.chdir(tmp_path)
     overrides = [
@@ -403,7 +403,7 @@ def test_beads_dry_run_summarizes_the_mapping_without_importing(tip4p, tmp_path,
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    summary = pipeline.beads(cfg)
+    summary = run_command(cfg, "beads")
     n_sites = int(tip4p["virtual"].sum())
     assert summary == {
         "mapping": "molecule_com [W = 'resname SOL' per residue] (mass weights, basic force map)",

@@ -310,27 +310,6 @@ def test_user_trajectory_without_forces_is_one_line(tmp_path):
     assert not list((tmp_path / "cache").glob("import-*"))  # the failed import left nothing
 
 
-def test_failed_stage_keeps_only_what_a_rerun_resumes_from(tmp_path):
-    from cgkd.pipeline import StageDir
-
-    stage = StageDir(tmp_path / "teacher-abc", "abc")
-
-    def fails(out: Path) -> tuple[dict, dict]:
-        (out / "checkpoint.pt").write_text("epoch 3")
-        (out / "model.pt").write_text("half-written")
-        raise RuntimeError("diverged")
-
-    with pytest.raises(RuntimeError):
-        stage.run(fails, keep=("checkpoint.pt",))
-    assert [p.name for p in stage.path.iterdir()] == ["checkpoint.pt"]
-    assert not stage.done
-    with pytest.raises(RuntimeError):
-        stage.run(fails)
-    assert not stage.path.exists()
-    record = stage.run(lambda out: ({}, {"ok": True}))
-    assert record == {"key": "abc", "ok": True} and stage.done
-
-
 TINY_WATER = (
     "system.n_molecules=80",
     "system.nonbonded_cutoff=0.6",

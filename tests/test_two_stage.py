@@ -17,9 +17,11 @@ import openmm
 import openmm.unit as unit
 # isort: on
 
-from cgkd import pipeline
 from cgkd.io.frames import Frames
 from cgkd.simulation.sampling import SamplerSettings, sample_md
+from cgkd.stages import Context, Pipeline, run_command
+from cgkd.stages.data import reference_splits
+from cgkd.stages.distill import student_loss
 from cgkd.training.screening import (
     farthest_point_sampling,
     frame_descriptors,
@@ -254,7 +256,10 @@ def two_stage(tmp_path_factory):
     cfg = _config(tmp, "schedule.hard.learning_rate_factor=0.0", "schedule.hard.soft_per_hard=1.0")
     with warnings.catch_warnings():  # a learning rate of 0 has no log-scale loss-curve axis
         warnings.filterwarnings("ignore", "Data has no positive values")
-        return tmp, cfg, pipeline.distill(cfg)
+        pipeline = Pipeline(cfg)
+        names = {"targets": "sample", "selection": "screen", "soft_student": "soft_student"}
+        models = {name: pipeline.run(stage) for name, stage in names.items()}
+        return tmp, cfg, {**models, **run_command(cfg, "distill")}
 
 
 @pytest.mark.slow
@@ -266,7 +271,7 @@ def test_two_stage_records_soft_frames_and_an_auditable_selection(two_stage):
         [300.0, 345.0, 390.0]
     )
     assert soft["force_std"].mean() > 0  # two members: a spread
-    splits = pipeline.reference_splits(cfg, _reference(cfg))
+    splits = reference_splits(Context.unchecked(cfg), _reference(cfg).n_frames)
     selection = json.loads(Path(models["selection"]["selection"]).read_text())
     indices = selection["indices"]
     assert len(indices) == len(set(indices)) == round(0.2 * len(splits.train))
@@ -299,9 +304,9 @@ def test_external_torchscript_teacher_samples_and_labels_like_the_ensemble(two_s
     """The ensemble's own TorchScript file as an external teacher: the same teacher MD (same
     file, same seed), and labels equal the ensemble's batched ones."""
     tmp, cfg, models = two_stage
-    ensemble = Path(pipeline.teach(cfg)["dir"]) / "ensemble.ts"
-    external = pipeline.sample(
-        _config(tmp, "teacher.source=torchscript", f"teacher.path={ensemble}")
+    ensemble = Path(Pipeline(cfg).run("teach")["dir"]) / "ensemble.ts"
+    external = Pipeline(_config(tmp, "teacher.source=torchscript", f"teacher.path={ensemble}")).run(
+        "sample"
     )
     assert external["key"] != models["targets"]["key"]
     mine, theirs = np.load(models["targets"]["soft"]), np.load(external["soft"])
@@ -313,20 +318,20 @@ def test_external_torchscript_teacher_samples_and_labels_like_the_ensemble(two_s
 
 def test_two_stage_config_errors_are_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"teacher.source='nope' is unknown"):
-        pipeline.teacher_model(_config(tmp_path, "teacher.source=nope"))
+        Pipeline(_config(tmp_path, "teacher.source=nope")).plan("teacher")
     with pytest.raises(ValueError, match=r"needs teacher.path"):
-        pipeline.teacher_model(_config(tmp_path, "teacher.source=torchscript"))
+        Pipeline(_config(tmp_path, "teacher.source=torchscript")).plan("teacher")
     with pytest.raises(ValueError, match=r"loss.w_F=1.0: with schedule=two_stage"):
-        pipeline.student_loss(_config(tmp_path, "loss.w_F=1.0"))
+        student_loss(Context.unchecked(_config(tmp_path, "loss.w_F=1.0")))
     with pytest.raises(ValueError, match=r"schedule.kind='three' is unknown"):
-        pipeline.distill(_config(tmp_path, "schedule.kind=three"))
+        run_command(_config(tmp_path, "schedule.kind=three"), "distill")
     assert not (tmp_path / "cache").exists()  # refused before any stage ran
 
 
 def _reference(cfg):
     from cgkd.io.h5md import read_h5md
 
-    return read_h5md(pipeline.map_stage(cfg)["dataset"])
+    return read_h5md(Pipeline(cfg).run("map")["dataset"])
 
 
 def _descriptors(selection: dict, indices: list[int]) -> np.ndarray:

@@ -31,7 +31,8 @@ from cgkd.mapping.molecules import molecule_labels
 from cgkd.units import KB_KJ_PER_MOL_K
 
 if TYPE_CHECKING:
-    from cgkd.io.trajectory import FrameSample, OpenTrajectory
+    from cgkd.io.reader import OpenTrajectory
+    from cgkd.io.trajectory import FrameSample
 
 #: Frames spread over the selection that virtual sites, constraints and the kinetic
 #: temperature are judged from.
