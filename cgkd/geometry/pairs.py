@@ -42,8 +42,8 @@ def pair_vectors(
     """Every unordered pair of positions [N, 3] closer than ``cutoff`` (nm) in ``box`` [3, 3].
 
     Returns ``(first, second, vectors)``: indices [P] with first < second and the
-    minimum-image vectors x_second - x_first [P, 3] (nm), computed from the positions wrapped
-    into the box.
+    minimum-image vectors x_second - x_first [P, 3] (nm). An orthorhombic box uses the k-d
+    tree (vectors from the positions wrapped into the box), any other the cell list.
     """
     check_cutoff(cutoff, box)
     if is_orthorhombic(box):
@@ -53,6 +53,13 @@ def pair_vectors(
         first, second = pairs[:, 0], pairs[:, 1]
         vectors = minimum_image(wrapped[second] - wrapped[first], box)
         return first, second, vectors
+    return _cell_list_pairs(positions, box, cutoff)
+
+
+def _cell_list_pairs(
+    positions: np.ndarray, box: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pair_vectors` by the cell list, for any box."""
     x = torch.as_tensor(positions, dtype=torch.float64)[None]
     b = torch.as_tensor(box, dtype=torch.float64)[None]
     index, shifts, _ = pair_search(x, b, cutoff, both_directions=False)
