@@ -8,7 +8,7 @@ nm), with lattice shifts, as one rebuild of the fused export needs it. Timed sid
 in turn, ``--repeats`` times, median ms per search of ``--calls`` calls:
 
 - cgkd's C++ cell list (``torch.ops.cgkd.half_pairs``: sorted by first, then second bead);
-- cgkd's torch cell list (``cgkd.models.neighbors.pair_search``, the plain export's search),
+- cgkd's torch cell list (``cgkd.geometry.pair_search``, the plain export's search),
   made half and sorted the same way;
 - vesin-torch (``vesin_torch.NeighborList(full_list=False, algorithm="cell_list")``, the
   same threads), as it comes (unsorted) and sorted by (first, second), which the fused

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cgkd.models.neighbors import canonical_order, cell_counts, neighbor_pairs, pair_search
+from cgkd.geometry import cell_counts, pair_search
+from cgkd.models.neighbors import canonical_order, neighbor_pairs
 
 CUTOFF = 0.6
 ORTHORHOMBIC = [[3.1, 0.0, 0.0], [0.0, 2.5, 0.0], [0.0, 0.0, 4.3]]

@@ -16,6 +16,7 @@ from MDAnalysis import Universe
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from cgkd.geometry import make_whole, wrap
 from cgkd.io.atomic import atomic_path
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, H5MDWriter, read_h5md_constraints
@@ -27,7 +28,6 @@ from cgkd.mapping.force_maps import (
     crossing_constraints,
     force_map_violations,
 )
-from cgkd.mapping.molecules import make_whole, wrap
 
 #: Frames x atoms processed at once, to bound temporary memory (~100 MB).
 CHUNK_ELEMENTS = 2_000_000

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cgkd.geometry import minimum_image
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader
 
@@ -81,9 +82,7 @@ def detect_constraints(
         )  # [molecules of this size, size]
         first, second = np.triu_indices(size, k=1)
         i, j = members[:, first].ravel(), members[:, second].ravel()
-        delta = positions[:, j] - positions[:, i]
-        fractional = delta @ np.linalg.inv(boxes)
-        delta = (fractional - np.round(fractional)) @ boxes
+        delta = minimum_image(positions[:, j] - positions[:, i], boxes)
         spread = np.linalg.norm(delta, axis=-1).std(axis=0)
         rigid = (spread < tolerance) & ~ignored[i] & ~ignored[j]
         pairs.append(np.stack([np.minimum(i, j)[rigid], np.maximum(i, j)[rigid]], axis=1))

@@ -1,4 +1,5 @@
-"""Molecules of a topology, and making them whole across the periodic boundary.
+"""Molecules of a topology and the anchor atom that makes each whole across the periodic
+boundary (:func:`cgkd.geometry.make_whole`).
 
 A molecule is a connected set of atoms, linking atoms that are bonded or share a residue (so
 topologies without bonds, e.g. OpenMM's PDB files of water, still have molecules).
@@ -45,19 +46,3 @@ def reference_atoms(labels: np.ndarray) -> np.ndarray:
     first = np.full(labels.max() + 1, len(labels))
     np.minimum.at(first, labels, np.arange(len(labels)))
     return first[labels]
-
-
-def make_whole(positions: np.ndarray, boxes: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``[T, N, 3]`` positions with every atom moved to its minimum image relative to its
-    molecule's reference atom (fractional coordinates, so triclinic boxes work), in nm."""
-    inverse = np.linalg.inv(boxes)
-    offset = (positions - positions[:, reference]) @ inverse
-    return positions - np.round(offset) @ boxes
-
-
-def wrap(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Wrap ``[T, n, 3]`` points into the boxes ``[T, 3, 3]`` (fractional coordinates in [0, 1))."""
-    fractional = points @ np.linalg.inv(boxes)
-    fractional -= np.floor(fractional)
-    fractional[fractional >= 1.0] = 0.0
-    return fractional @ boxes

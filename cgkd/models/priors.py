@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cgkd.models.neighbors import neighbor_pairs
+from cgkd.geometry import (
+    box_volume,
+    distance_histogram,
+    minimum_image,
+    minimum_image_batch,
+    pair_vectors,
+)
 
 
 class PairRepulsion(nn.Module):
@@ -57,12 +63,6 @@ class PairRepulsion(nn.Module):
         return self.epsilon * (sigma / distances) ** 12 * switch
 
 
-def _minimum_image(vectors: Tensor, boxes: Tensor) -> Tensor:
-    """Vectors [B, K, 3] (nm) moved to their minimum image in boxes [B, 3, 3]."""
-    shifts = torch.round(torch.bmm(vectors, torch.linalg.inv(boxes))).detach()
-    return vectors - torch.bmm(shifts, boxes)
-
-
 class HarmonicBonds(nn.Module):
     """U = k/2 (r - r0)^2 for bead pairs [K, 2]; half of each bond's energy goes to each bead.
 
@@ -81,7 +81,7 @@ class HarmonicBonds(nn.Module):
         if self.pairs.shape[0] == 0:
             return energies
         first, second = self.pairs[:, 0], self.pairs[:, 1]
-        bonds = _minimum_image(positions[:, second] - positions[:, first], boxes)
+        bonds = minimum_image_batch(positions[:, second] - positions[:, first], boxes)
         stretch = torch.linalg.norm(bonds, dim=-1) - self.r0.to(positions.dtype)
         half = 0.25 * self.k.to(positions.dtype) * stretch * stretch
         return energies.index_add(1, first, half).index_add(1, second, half)
@@ -103,8 +103,8 @@ class HarmonicAngles(nn.Module):
         if self.triples.shape[0] == 0:
             return energies
         a, vertex, c = self.triples[:, 0], self.triples[:, 1], self.triples[:, 2]
-        u = _minimum_image(positions[:, a] - positions[:, vertex], boxes)
-        v = _minimum_image(positions[:, c] - positions[:, vertex], boxes)
+        u = minimum_image_batch(positions[:, a] - positions[:, vertex], boxes)
+        v = minimum_image_batch(positions[:, c] - positions[:, vertex], boxes)
         cosine = torch.sum(u * v, dim=-1) / (
             torch.linalg.norm(u, dim=-1) * torch.linalg.norm(v, dim=-1)
         )
@@ -246,16 +246,15 @@ def rdf_onsets(
     excluded = exclusions[:, 0] * topology.n_beads + exclusions[:, 1]
     volume = 0.0
     for frame in range(len(positions)):
-        x = torch.as_tensor(positions[frame : frame + 1], dtype=torch.float64)
-        box = torch.as_tensor(boxes[frame : frame + 1], dtype=torch.float64)
-        first, second, vectors = neighbor_pairs(x, box, r_max)
-        first, second = first.numpy(), second.numpy()
-        keep = (first < second) & ~np.isin(first * topology.n_beads + second, excluded)
-        distances = torch.linalg.norm(vectors, dim=-1).numpy()[keep]
+        first, second, vectors = pair_vectors(positions[frame], boxes[frame], r_max)
+        keep = ~np.isin(first * topology.n_beads + second, excluded)
+        distances = np.linalg.norm(vectors[keep], axis=1)
         a, b = np.sort(np.stack([types[first[keep]], types[second[keep]]]), axis=0)
-        index = np.digitize(distances, edges) - 1
-        np.add.at(counts, (a, b, np.clip(index, 0, n_bins - 1)), 1.0)
-        volume += abs(np.linalg.det(boxes[frame]))
+        pair_kind = a * n_species + b
+        counts += distance_histogram(distances, edges, pair_kind, n_species * n_species).reshape(
+            n_species, n_species, n_bins
+        )
+        volume += box_volume(boxes[frame])
     shells = 4.0 / 3.0 * np.pi * np.diff(edges**3)
     population = np.bincount(types, minlength=n_species).astype(float)
     sigma = np.zeros((n_species, n_species))
@@ -310,20 +309,15 @@ def boltzmann_harmonic(
     return float(values.mean()), temperature_kt / spread**2
 
 
-def _image(vectors: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Vectors [T, K, 3] (nm) moved to their minimum image in boxes [T, 3, 3]."""
-    return vectors - np.round(vectors @ np.linalg.inv(boxes)) @ boxes
-
-
 def _bond_lengths(positions: np.ndarray, boxes: np.ndarray, bonds: np.ndarray) -> np.ndarray:
     return np.linalg.norm(
-        _image(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], boxes), axis=-1
+        minimum_image(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], boxes), axis=-1
     )
 
 
 def _angle_values(positions: np.ndarray, boxes: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    u = _image(positions[:, triples[:, 0]] - positions[:, triples[:, 1]], boxes)
-    v = _image(positions[:, triples[:, 2]] - positions[:, triples[:, 1]], boxes)
+    u = minimum_image(positions[:, triples[:, 0]] - positions[:, triples[:, 1]], boxes)
+    v = minimum_image(positions[:, triples[:, 2]] - positions[:, triples[:, 1]], boxes)
     cosine = np.sum(u * v, axis=-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
     return np.arccos(np.clip(cosine, -1.0, 1.0))
 

@@ -4,10 +4,14 @@ distribution with the neighbour distance (CDF)."""
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
-from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
-from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
+from cgkd.geometry import pair_vectors
+from cgkd.observables.base import (
+    HistogramObservable,
+    NotComputableError,
+    ObservableResult,
+    check_within_half_box,
+)
 from cgkd.observables.trajectory import Frame, Trajectory
 
 
@@ -114,18 +118,15 @@ def neighbour_angles(
     ``centres`` [N] bool restricts the centres i (neighbours are any bead).
     """
     check_within_half_box("cutoff", cutoff, frame.box)
-    lengths = box_lengths(frame.box)
-    wrapped = wrap(frame.positions, lengths)
-    pairs = cKDTree(wrapped, boxsize=lengths).query_pairs(cutoff, output_type="ndarray")
+    first, second, vectors = pair_vectors(frame.positions, frame.box, cutoff)
     # Directed bonds centre -> neighbour, both ways, grouped by centre.
-    centre = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    neighbour = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    centre = np.concatenate([first, second])
+    bonds = np.concatenate([vectors, -vectors])
     if centres is not None:
         keep = centres[centre]
-        centre, neighbour = centre[keep], neighbour[keep]
+        centre, bonds = centre[keep], bonds[keep]
     order = np.argsort(centre, kind="stable")
-    centre, neighbour = centre[order], neighbour[order]
-    bonds = minimum_image(wrapped[neighbour] - wrapped[centre], lengths)
+    centre, bonds = centre[order], bonds[order]
     first, second = _pairs_within_groups(centre)
     u, v = bonds[first], bonds[second]
     angles = np.degrees(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from cgkd.geometry import TriclinicBoxError, box_lengths, box_widths
 from cgkd.observables.blocks import block_average
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -25,6 +26,28 @@ class NotComputableError(ValueError):
     """The data cannot give this observable with its settings (too few frames or lags, no
     neighbours within a cutoff, a distance beyond half the box, ...); the message names the
     setting to change. :func:`cgkd.observables.suite.evaluate` records it as skipped."""
+
+
+def check_within_half_box(name: str, value: float, box: np.ndarray) -> None:
+    """NotComputableError if the distance ``value`` (nm) called ``name`` exceeds half the
+    smallest perpendicular width of ``box`` [3, 3] (nm)."""
+    half_width = 0.5 * box_widths(box).min()
+    if value > half_width:
+        raise NotComputableError(
+            f"{name}={value} nm exceeds half the shortest box width ({half_width:.4g} nm); "
+            f"use {name} <= {half_width:.4g}"
+        )
+
+
+def orthorhombic_lengths(observable: str, box: np.ndarray) -> np.ndarray:
+    """Edge lengths [3] (nm) of an orthorhombic ``box`` [3, 3]; NotComputableError naming the
+    ``observable`` for a triclinic one."""
+    try:
+        return box_lengths(box)
+    except TriclinicBoxError:
+        raise NotComputableError(
+            f"{observable} needs an orthorhombic box; this trajectory's box is triclinic"
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)

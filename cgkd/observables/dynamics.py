@@ -16,8 +16,8 @@ import numpy as np
 import scipy.fft
 from scipy.integrate import trapezoid
 
+from cgkd.geometry import minimum_image
 from cgkd.observables.base import NotComputableError, Observable, ObservableResult
-from cgkd.observables.box import box_lengths, minimum_image
 from cgkd.observables.trajectory import Frame, Trajectory, uniform_spacing
 
 #: Complex values held at once by one FFT over a chunk of bead coordinates (64 MiB).
@@ -176,7 +176,7 @@ class MSD(_LagObservable):
         if self._wrapped is None:
             unwrapped = wrapped
         else:
-            step = minimum_image(wrapped - self._wrapped, box_lengths(frame.box))
+            step = minimum_image(wrapped - self._wrapped, frame.box)
             unwrapped = self._series[self._filled - 1] + step
         self._wrapped = wrapped
         return unwrapped

@@ -14,10 +14,15 @@ from abc import abstractmethod
 from functools import lru_cache
 
 import numpy as np
-from scipy.spatial import cKDTree
 
-from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
-from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
+from cgkd.geometry import nearest_neighbours, pair_vectors
+from cgkd.observables.base import (
+    HistogramObservable,
+    NotComputableError,
+    ObservableResult,
+    check_within_half_box,
+    orthorhombic_lengths,
+)
 from cgkd.observables.trajectory import Frame, Trajectory
 
 Species = int | str | None
@@ -229,20 +234,18 @@ def tetrahedral_order(
     own neighbour.
     """
     centres, neighbours = _masks(frame, centres, neighbours)
-    lengths = box_lengths(frame.box)
-    wrapped = wrap(frame.positions, lengths)
+    orthorhombic_lengths("tetrahedral order", frame.box)
     centre = np.flatnonzero(centres)
     candidates = np.flatnonzero(neighbours)
     k = _tetrahedral_query(f"frame {frame.index}", centres, neighbours)
-    tree = cKDTree(wrapped[candidates], boxsize=lengths)
-    _, nearest = tree.query(wrapped[centre], k=k)
-    nearest = candidates[nearest.reshape(len(centre), k)]
+    positions = frame.positions
+    nearest, _, bonds = nearest_neighbours(positions[centre], positions[candidates], frame.box, k)
+    nearest = candidates[nearest]
     if k == 5:
         # Drop the bead itself; beads that are not neighbours drop their 5th nearest instead.
         keep = nearest != centre[:, None]
         keep[keep.all(axis=1), 4] = False
-        nearest = nearest[keep].reshape(len(centre), 4)
-    bonds = minimum_image(wrapped[nearest] - wrapped[centre, None], lengths)
+        bonds = bonds[keep].reshape(len(centre), 4, 3)
     bonds /= np.linalg.norm(bonds, axis=2, keepdims=True)
     cosines = np.einsum("nad,nbd->nab", bonds, bonds)
     upper = np.triu_indices(4, 1)
@@ -263,9 +266,7 @@ def steinhardt_order(
     times (x + i y)^m for the unit bond (x, y, z), so no trigonometric functions are needed.
     """
     centres, neighbours = _masks(frame, centres, neighbours)
-    wrapped, lengths = _wrapped(frame, cutoff)
-    centre, neighbour = _directed_pairs(wrapped, lengths, cutoff, centres, neighbours)
-    bonds = minimum_image(wrapped[neighbour] - wrapped[centre], lengths)
+    centre, bonds = _directed_pairs(frame, cutoff, centres, neighbours)
     bonds /= np.linalg.norm(bonds, axis=1, keepdims=True)
     z, xy = bonds[:, 2], bonds[:, 0] + 1j * bonds[:, 1]
     n = len(frame.positions)
@@ -293,9 +294,8 @@ def neighbour_counts(
     ``centres`` and ``neighbours`` [N] bool select the beads (None: all).
     """
     centres, neighbours = _masks(frame, centres, neighbours)
-    wrapped, lengths = _wrapped(frame, cutoff)
-    centre, _ = _directed_pairs(wrapped, lengths, cutoff, centres, neighbours)
-    return np.bincount(centre, minlength=len(wrapped))[centres]
+    centre, _ = _directed_pairs(frame, cutoff, centres, neighbours)
+    return np.bincount(centre, minlength=len(frame.positions))[centres]
 
 
 @lru_cache
@@ -312,30 +312,21 @@ def _harmonic_polynomials(l: int) -> tuple[np.ndarray, ...]:  # noqa: E741
     )
 
 
-def _wrapped(frame: Frame, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-    """Positions [N, 3] wrapped into the box and its edge lengths [3] (nm), after checking that
-    ``cutoff`` (nm) is within half the box."""
-    check_within_half_box("cutoff", cutoff, frame.box)
-    lengths = box_lengths(frame.box)
-    return wrap(frame.positions, lengths), lengths
-
-
 def _directed_pairs(
-    wrapped: np.ndarray,
-    lengths: np.ndarray,
-    cutoff: float,
-    centres: np.ndarray,
-    neighbours: np.ndarray,
+    frame: Frame, cutoff: float, centres: np.ndarray, neighbours: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices [M] of centre and neighbour of every centre -> other-neighbour pair within
-    ``cutoff`` (nm) of the ``wrapped`` positions (periodic)."""
+    """Index [M] of the centre of every centre -> other-neighbour pair within ``cutoff`` (nm)
+    and its minimum-image bond vector [M, 3] (nm), after checking that ``cutoff`` is within
+    half the box."""
+    check_within_half_box("cutoff", cutoff, frame.box)
     beads = np.flatnonzero(centres | neighbours)
-    pairs = cKDTree(wrapped[beads], boxsize=lengths).query_pairs(cutoff, output_type="ndarray")
-    first, second = beads[pairs[:, 0]], beads[pairs[:, 1]]
+    first, second, vectors = pair_vectors(frame.positions[beads], frame.box, cutoff)
+    first, second = beads[first], beads[second]
     centre = np.concatenate([first, second])
     neighbour = np.concatenate([second, first])
+    bonds = np.concatenate([vectors, -vectors])
     keep = centres[centre] & neighbours[neighbour]
-    return centre[keep], neighbour[keep]
+    return centre[keep], bonds[keep]
 
 
 def _masks(

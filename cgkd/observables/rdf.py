@@ -3,13 +3,16 @@ coordination numbers."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
-from scipy.spatial import cKDTree
 
-from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
-from cgkd.observables.box import box_lengths, check_within_half_box, minimum_image, wrap
+from cgkd.geometry import radial_histogram
+from cgkd.geometry import species_pairs as present_species_pairs
+from cgkd.observables.base import (
+    HistogramObservable,
+    NotComputableError,
+    ObservableResult,
+    check_within_half_box,
+)
 from cgkd.observables.trajectory import Frame, Trajectory
 
 
@@ -37,7 +40,6 @@ class RDF(HistogramObservable):
         self.r_max = float(r_max)
         self.edges = np.linspace(0.0, self.r_max, n_bins + 1)
         self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
-        self.shell_volumes = 4.0 / 3.0 * np.pi * np.diff(self.edges**3)
         self.pair = pair
         self.name = "rdf" if pair is None else f"rdf {pair[0]}-{pair[1]}"
 
@@ -62,25 +64,11 @@ class RDF(HistogramObservable):
 
     def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
         check_within_half_box("r_max", self.r_max, frame.box)
-        lengths = box_lengths(frame.box)
-        volume = float(np.prod(lengths))
-        a = wrap(frame.positions[self._index_a], lengths)
-        tree_a = cKDTree(a, boxsize=lengths)
-        n_a, n_b = len(self._index_a), len(self._index_b)
-        if self._same:
-            i, j = tree_a.query_pairs(self.r_max, output_type="ndarray").T
-            distances = np.linalg.norm(minimum_image(a[j] - a[i], lengths), axis=1)
-            n_pairs = n_a * (n_a - 1) / 2
-            self._densities.append((n_a - 1) / volume)
-        else:
-            b = wrap(frame.positions[self._index_b], lengths)
-            tree_b = cKDTree(b, boxsize=lengths)
-            within = tree_a.sparse_distance_matrix(tree_b, self.r_max, output_type="ndarray")
-            distances = within["v"]
-            n_pairs = n_a * n_b
-            self._densities.append(n_b / volume)
-        counts, _ = np.histogram(distances, bins=self.edges)
-        return counts / (n_pairs / volume * self.shell_volumes), 1.0
+        g, density = radial_histogram(
+            frame.positions, frame.box, self._index_a, self._index_b, self.edges
+        )
+        self._densities.append(density)
+        return g, 1.0
 
     def _result(self, y: np.ndarray, yerr: np.ndarray) -> ObservableResult:
         result = super()._result(y, yerr)
@@ -91,8 +79,7 @@ class RDF(HistogramObservable):
 
 def species_pairs(trajectory: Trajectory) -> list[tuple[str, str]]:
     """Every unordered pair of the trajectory's species present, (a, b) with a <= b by index."""
-    present = [trajectory.type_names[k] for k in np.unique(trajectory.types)]
-    return list(itertools.combinations_with_replacement(present, 2))
+    return present_species_pairs(trajectory.types, trajectory.type_names)
 
 
 def coordination_number(rdf: ObservableResult) -> ObservableResult:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgkd.observables.base import HistogramObservable, ObservableResult
+from cgkd.observables.base import HistogramObservable, ObservableResult, orthorhombic_lengths
 from cgkd.observables.blocks import block_average
-from cgkd.observables.box import box_lengths
 from cgkd.observables.trajectory import Frame, Trajectory
 
 #: Upper end (nm^-1) of :func:`structure_factor`'s default q grid.
@@ -148,7 +147,7 @@ class StructureFactor(HistogramObservable):
         self._lengths = lengths
 
     def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:
-        lengths = box_lengths(frame.box)
+        lengths = orthorhombic_lengths("S(q)", frame.box)
         if not np.array_equal(lengths, self._lengths):
             self._build_k_vectors(lengths)
         fractional = frame.positions[self._index] / lengths

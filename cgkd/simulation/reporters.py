@@ -13,10 +13,9 @@ from typing import BinaryIO
 import numpy as np
 import openmm.app as app
 import openmm.unit as unit
-import torch
 from tqdm.auto import tqdm
 
-from cgkd.models.neighbors import pair_search
+from cgkd.geometry import closest_distance
 from cgkd.units import KB_KJ_PER_MOL_K
 
 
@@ -80,17 +79,6 @@ class StabilityReporter:
                 f"temperature ran away to {temperature:.0f} K (limit {self.max_temperature:.0f} K)"
             )
         return ""
-
-
-def closest_distance(positions: np.ndarray, box: np.ndarray, within: float) -> float:
-    """The smallest periodic bead distance (nm) if below ``within`` nm, else ``inf``."""
-    x = torch.as_tensor(positions, dtype=torch.float64).unsqueeze(0)
-    b = torch.as_tensor(box, dtype=torch.float64).unsqueeze(0)
-    index, shifts, _ = pair_search(x, b, within)
-    if index.shape[0] == 0:
-        return float("inf")
-    vectors = x[0, index[:, 2]] - x[0, index[:, 1]] - shifts @ b[0]
-    return float(torch.linalg.norm(vectors, dim=1).min())
 
 
 class TrajectoryReporter:

@@ -18,12 +18,9 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from cgkd.geometry import nearest_neighbours, radial_histogram, species_pairs
 from cgkd.io.frames import Frames
-from cgkd.observables.box import box_lengths, wrap
-from cgkd.observables.rdf import RDF, species_pairs
-from cgkd.observables.trajectory import Trajectory
 
 #: Selection methods.
 METHODS = ("fps", "random", "disagreement")
@@ -38,20 +35,23 @@ class Descriptors:
 
 
 def frame_descriptors(frames: Frames, *, r_max: float, n_bins: int) -> Descriptors:
-    """Per frame and species pair: the pair's g(r) on ``n_bins`` bins up to ``r_max`` nm (the
-    RDF observable's per-frame histogram; ``r_max`` at most half the box) and its closest
-    distance (nm). Orthorhombic boxes."""
-    trajectory = Trajectory.from_frames(frames)
+    """Per frame and species pair: the pair's g(r) on ``n_bins`` bins up to ``r_max`` nm (as
+    the RDF observable's per-frame histogram; ``r_max`` at most half the box) and its closest
+    distance (nm). The closest distance needs orthorhombic boxes."""
+    n_species = int(frames.types.max()) + 1
+    type_names = frames.type_names or [str(k) for k in range(n_species)]
+    edges = np.linspace(0.0, float(r_max), n_bins + 1)
     names: list[str] = []
     columns: list[np.ndarray] = []
-    for a, b in species_pairs(trajectory):
-        rdf = RDF(r_max, n_bins, pair=(a, b))
-        columns.append(rdf.frame_values(trajectory))
-        names += [f"g {a}-{b} {lo:.3f}-{hi:.3f} nm" for lo, hi in itertools.pairwise(rdf.edges)]
-        first, second = trajectory.species_mask(a), trajectory.species_mask(b)
-        frames_read = (trajectory.frame(t) for t in range(len(trajectory)))
-        closest = [_closest(f.positions, f.box, first, second) for f in frames_read]
-        columns.append(np.asarray(closest)[:, None])
+    for a, b in species_pairs(frames.types, type_names):
+        first = np.flatnonzero(frames.types == type_names.index(a))
+        second = np.flatnonzero(frames.types == type_names.index(b))
+        g, closest = [], []
+        for positions, box in zip(frames.positions, frames.boxes, strict=True):
+            g.append(radial_histogram(positions, box, first, second, edges)[0])
+            closest.append(_closest(positions, box, first, second))
+        columns += [np.stack(g), np.asarray(closest)[:, None]]
+        names += [f"g {a}-{b} {lo:.3f}-{hi:.3f} nm" for lo, hi in itertools.pairwise(edges)]
         names.append(f"closest {a}-{b} nm")
     return Descriptors(np.concatenate(columns, axis=1), names)
 
@@ -60,12 +60,10 @@ def _closest(
     positions: np.ndarray, box: np.ndarray, first: np.ndarray, second: np.ndarray
 ) -> float:
     """The smallest periodic distance (nm) between a bead of ``first`` and another bead of
-    ``second`` (boolean masks)."""
-    lengths = box_lengths(box)
-    tree = cKDTree(wrap(positions[second], lengths), boxsize=lengths)
+    ``second`` (index arrays)."""
     same = np.array_equal(first, second)
-    distances, _ = tree.query(wrap(positions[first], lengths), k=2 if same else 1)
-    return float((distances[:, 1] if same else distances).min())
+    _, distances, _ = nearest_neighbours(positions[first], positions[second], box, 2 if same else 1)
+    return float((distances[:, 1] if same else distances[:, 0]).min())
 
 
 def select_frames(

@@ -34,7 +34,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from cgkd.mapping.molecules import make_whole, reference_atoms
+from cgkd.geometry import make_whole
+from cgkd.mapping.molecules import reference_atoms
 from cgkd.models.potential import CGPotential
 from cgkd.simulation.sampling import SampledFrames, SamplerSettings, sample_md
 from cgkd.training.dataset import Targets
