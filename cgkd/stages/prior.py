@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cgkd.geometry import perpendicular_widths
 from cgkd.io.h5md import read_h5md_bonds
-from cgkd.models.neighbors import perpendicular_widths
 from cgkd.models.priors import CGTopology, fit_priors
 from cgkd.stages.base import Context, Record, Request, Stage, write_json
 from cgkd.stages.data import dataset
