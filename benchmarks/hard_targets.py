@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from cgkd_runs import run_cgkd  # noqa: E402  (benchmarks/, this script's directory)
 
 from cgkd.comparison import hydra_overrides  # noqa: E402
-from cgkd.report import RESULT_FILE  # noqa: E402
+from cgkd.results import RESULT_FILE, metric  # noqa: E402
 
 #: Settings of every run: 12 student epochs per stage, 10 ps of CG MD per model.
 COMMON = [
@@ -136,12 +136,8 @@ def curves(points: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     ]
 
 
-METRICS = (
-    ("force_rmse_mapped", "held-out force RMSE vs mapped (kJ/mol/nm)"),
-    ("rdf_mad", "RDF MAD vs reference"),
-    ("adf_jsd", "ADF JSD (bits)"),
-    ("force_rmse_soft", "force RMSE vs teacher, soft frames (kJ/mol/nm)"),
-)
+#: Panels of the figure, by result field (labels: cgkd.results.METRICS).
+METRICS = ("force_rmse_mapped", "rdf_mad", "adf_jsd", "force_rmse_soft")
 
 
 def curve(points: list[dict[str, Any]], model: str, screening: str, metric: str) -> list:
@@ -168,22 +164,22 @@ def plot(points: list[dict[str, Any]], title: str, out: Path) -> None:
     figure = Figure(figsize=(5.2 * len(METRICS), 4.2), layout="constrained")
     axes = figure.subplots(1, len(METRICS))
     soft = [p["soft_only_force_rmse_mapped"] for p in points]
-    for ax, (metric, label) in zip(axes, METRICS, strict=True):
+    for ax, column in zip(axes, METRICS, strict=True):
         for name, model, screening, style in curves(points):
-            rows = curve(points, model, screening, metric)
+            rows = curve(points, model, screening, column)
             if not rows:
                 continue
             n, mean, std, stable = (np.asarray(c) for c in zip(*rows, strict=True))
             line = ax.errorbar(n, mean, std, fmt=style, label=name, capsize=3)[0]
             unstable = stable < 1
             ax.plot(n[unstable], mean[unstable], "x", color=line.get_color(), ms=10)
-        if metric == "force_rmse_mapped":
+        if column == "force_rmse_mapped":
             ax.axhline(np.mean(soft), color="grey", ls=":", label="soft stage only (0 hard)")
-        if metric == "force_rmse_soft" and (start := _recorded(points)):
+        if column == "force_rmse_soft" and (start := _recorded(points)):
             ax.axhline(np.mean(start), color="grey", ls=":")
         ax.set_xscale("log")
         ax.set_xlabel("hard-target (reference) frames")
-        ax.set_ylabel(label)
+        ax.set_ylabel(metric(column).header)
     axes[0].legend(fontsize=8)
     figure.suptitle(f"{title} (x: a run went unstable)")
     for suffix in (".png", ".svg"):
@@ -216,12 +212,12 @@ def table(points: list[dict[str, Any]], command: str) -> str:
     soft = [p["soft_only_force_rmse_mapped"] for p in points]
     lines.append(f"| soft stage only | 0 | {np.mean(soft):.2f} | | | | |")
     for name, model, screening, _ in curves(points):
-        columns = {metric: curve(points, model, screening, metric) for metric, _ in METRICS}
+        columns = {column: curve(points, model, screening, column) for column in METRICS}
         vs_teacher = soft_errors(points, model, screening)
         for k, (n, force, spread, stable) in enumerate(columns["force_rmse_mapped"]):
             cells = [_cell(force, spread, 2)]
-            for metric, digits in (("rdf_mad", 4), ("adf_jsd", 5)):
-                rows = columns[metric]
+            for column, digits in (("rdf_mad", 4), ("adf_jsd", 5)):
+                rows = columns[column]
                 cells.append(_cell(rows[k][1], rows[k][2], digits) if k < len(rows) else "")
             cells.append(f"{stable:.2f}")
             cells.append(vs_teacher.get(n, ""))

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from md_speed import OUT, aa_box, cg_run  # noqa: E402
 
 from cgkd.models.checkpoint import load_potential  # noqa: E402
+from cgkd.results import metric  # noqa: E402
 from cgkd.simulation.export import export_flavours  # noqa: E402
 from cgkd.simulation.md import MDSettings  # noqa: E402
 from cgkd.summary import SummaryRow, summarize, write_summary  # noqa: E402
@@ -53,12 +54,8 @@ VARIANTS = {
     "order 0": ["student.model.tensor_order=0"],
     "cutoff 0.5": ["student.model.cutoff=0.5", "student.model.soft_max=0.5"],
 }
-#: Fidelity columns of the figure: (result field, axis label).
-FIDELITY = (
-    ("rdf_mad", "RDF MAD"),
-    ("adf_jsd", "ADF JSD (bits)"),
-    ("tetrahedral_jsd", "tetrahedral q JSD (bits)"),
-)
+#: Fidelity columns of the figure, by result field (labels: cgkd.results.METRICS).
+FIDELITY = ("rdf_mad", "adf_jsd", "tetrahedral_jsd")
 
 
 def sweep_dir(work: Path, system: str, variant: str) -> Path:
@@ -107,7 +104,7 @@ def plot(rows: dict[str, SummaryRow], costs: dict[str, list[float]], path: Path)
     """Fidelity against cost, one panel per fidelity column, the Pareto front joined."""
     figure = Figure(figsize=(13, 4.2))
     axes = figure.subplots(1, len(FIDELITY))
-    for ax, (column, label) in zip(axes, FIDELITY, strict=True):
+    for ax, column in zip(axes, FIDELITY, strict=True):
         names = [name for name in rows if rows[name].mean_std(column) and name in costs]
         cost = [statistics.median(costs[name]) for name in names]
         mean = [rows[name].mean_std(column)[0] for name in names]
@@ -118,7 +115,7 @@ def plot(rows: dict[str, SummaryRow], costs: dict[str, list[float]], path: Path)
         front = sorted(pareto_front(list(zip(cost, mean, strict=True))), key=lambda i: cost[i])
         ax.plot([cost[i] for i in front], [mean[i] for i in front], "-", color="tab:orange")
         ax.set_xlabel("CG MD ms/step, 1000 beads (fused export)")
-        ax.set_ylabel(label)
+        ax.set_ylabel(metric(column).header)
     figure.suptitle(
         "Student variants: cost against fidelity (mean ± std over seeds; line: Pareto front)"
     )

@@ -9,6 +9,7 @@ overlay figures of every model of every run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cgkd.observables.sources import Curves, compare_sources, load_curves, plot_sources
-from cgkd.report import REFERENCE
-
-#: Columns of the summary: (header, observable, metric).
-COLUMNS = (
-    ("RDF MAD", "rdf", "MAD"),
-    ("ADF JSD", "adf", "JSD"),
-    ("CDF JSD", "cdf", "JSD"),
-    ("q JSD", "tetrahedral", "JSD"),
-    ("q6 JSD", "q6", "JSD"),
-    ("D ratio", "msd", "D ratio"),
-)
+from cgkd.report import metrics_table
+from cgkd.results import CURVES_FILE, METRICS_FILE, REFERENCE, ModelResult, RunResult
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -35,7 +27,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.is_dir():
             raise FileNotFoundError(f"{path} is not a directory; pass cgkd run output directories")
-        found = sorted(p.parent for p in path.rglob("observables.json"))
+        found = sorted(p.parent for p in path.rglob(CURVES_FILE))
         if not found:
             raise FileNotFoundError(
                 f"no observables.json at or below {path}; run `cgkd run` there first"
@@ -66,42 +58,37 @@ def compare_runs(paths: list[Path], output_dir: Path) -> Path:
     runs = find_runs(paths)
     root = paths[0].resolve() if len(paths) == 1 else Path.cwd().resolve()
     curves: Curves = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[list[str], ModelResult]] = []
+    records: list[dict[str, Any]] = []
     labels = [run_label(run.resolve(), root) for run in runs]
     if len(set(labels)) < len(labels):
         labels = [str(run) for run in runs]
     for run, label in zip(runs, labels, strict=True):
-        run_curves = load_curves(run / "observables.json")
-        metrics = json.loads((run / "metrics.json").read_text())
+        run_curves = load_curves(run / CURVES_FILE)
+        result = RunResult.from_json(json.loads((run / METRICS_FILE).read_text()))
         if not curves:
             curves[REFERENCE] = run_curves[REFERENCE]
         deviations = compare_sources(
             {REFERENCE: curves[REFERENCE], **_without(run_curves)}, REFERENCE
         )
+        against_first = dataclasses.replace(result, observables=deviations)
         for model, results in _without(run_curves).items():
-            source = f"{label}: {model}"
-            curves[source] = results
-            row: dict[str, Any] = {"run": label, "model": model, "path": str(run)}
-            for header, observable, metric in COLUMNS:
-                row[header] = deviations.get(observable, {}).get(model, {}).get(metric)
-            row["stable fraction"] = metrics["stability"].get(model, {}).get("stable_fraction")
-            row["ms/force eval"] = metrics["timings"]["ms_per_force_evaluation"].get(model)
-            rows.append(row)
+            curves[f"{label}: {model}"] = results
+            entry = against_first.model_result(model)
+            rows.append(([label, model], entry))
+            records.append({"run": label, "model": model, "path": str(run), **entry.to_json()})
     output_dir.mkdir(parents=True, exist_ok=True)
     figures = plot_sources(curves, output_dir)
-    (output_dir / "comparison.json").write_text(json.dumps(rows, indent=2))
-    headers = ["run", "model", *(c[0] for c in COLUMNS), "stable fraction", "ms/force eval"]
+    (output_dir / "comparison.json").write_text(json.dumps(records, indent=2))
     lines = [
         f"# cgkd comparison of {len(runs)} runs",
         "",
         f"Reference: the AA-mapped observables of {runs[0]}. Metrics as in each run's report.md.",
         "",
-        "| " + " | ".join(headers) + " |",
-        "|---" * len(headers) + "|",
+        *metrics_table(["run", "model"], rows),
+        "",
+        *(f"![{name}]({path.name})\n" for name, path in figures.items()),
     ]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(h)) for h in headers) + " |")
-    lines += ["", *(f"![{name}]({path.name})\n" for name, path in figures.items())]
     path = output_dir / "comparison.md"
     path.write_text("\n".join(lines))
     return path
@@ -122,9 +109,3 @@ def main(argv: list[str]) -> None:
 
 def _without(curves: Curves) -> Curves:
     return {source: results for source, results in curves.items() if source != REFERENCE}
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,4 +1,6 @@
-"""The analyze stage: observables of reference, baseline and student, metrics, figures, report."""
+"""The run report: ``report.md``, the figures, ``metrics.json``, ``observables.json`` and the
+one-line ``result.json`` of a computed analysis (:mod:`cgkd.analysis`); and ``analyze``, the
+analyze stage, which gathers the stage records, computes and renders."""
 
 from __future__ import annotations
 
@@ -10,131 +12,53 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd import pipeline
+from cgkd.analysis import AnalysisSettings, Computed, StageRecords, compute
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md
-from cgkd.observables.sources import compare_sources, plot_sources, save_curves, scalars
-from cgkd.observables.suite import TETRAHEDRAL_MAX_COORDINATION, Analysis, evaluate
-from cgkd.observables.trajectory import Trajectory
+from cgkd.observables.sources import plot_sources, save_curves
+from cgkd.observables.suite import TETRAHEDRAL_MAX_COORDINATION
+from cgkd.results import (
+    CURVES_FILE,
+    METRICS_FILE,
+    RESULT_FILE,
+    AnalysisFacts,
+    ModelResult,
+    RunFacts,
+    RunResult,
+    measured,
+    metric,
+)
 from cgkd.simulation.export import fused_path
 from cgkd.simulation.md import model_file, time_force_evaluation
 from cgkd.training.curves import plot_loss_curves
 
 log = logging.getLogger(__name__)
 
-REFERENCE = "AA (mapped)"
-
-
-def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:
-    """The replicas of a simulate record that saved frames, streamed from their DCD files with
-    the species of the CG dataset ``frames`` and ``dt`` ps between frames."""
-    return [
-        Trajectory.from_dcd(
-            replica["trajectory"],
-            replica["topology"],
-            dt=dt,
-            types=frames.types,
-            type_names=frames.type_names,
-        )
-        for replica in run["replicas"]
-        if replica["n_frames"] > 0
-    ]
-
 
 def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run every stage (cached), compare observables with the AA reference and write
     ``metrics.json``, ``observables.json``, the figures (``structure``, ``angles``, ``order``,
-    ``dynamics``, ``cdf``; PNG and SVG), ``training.png`` and ``report.md``."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ``dynamics``, ``cdf``; PNG and SVG), ``training.png``, ``report.md``, ``result.json`` and
+    the resolved ``config.yaml``; returns the content of ``metrics.json``."""
     aa, cg = pipeline.generate(cfg), pipeline.map_stage(cfg)
     teachers = pipeline.teach(cfg) if cfg.teacher.source == "ensemble" else None
-    models, runs = pipeline.distill(cfg), pipeline.simulate(cfg)
-    if "classical" in runs:
-        models["classical"] = pipeline.classical(cfg)
-    frames = read_h5md(cg["dataset"])
-    settings = OmegaConf.to_container(cfg.analysis, resolve=True)
-    reference = Trajectory.from_frames(frames, name=str(cg["dataset"]))
-    log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
-    # The reference resolves the `auto` settings; every CG run is measured with its values.
-    analyses = {
-        REFERENCE: evaluate(
-            settings, reference, step=cfg.analysis.reference_stride, progress=cfg.progress
-        )
-    }
-    dt = cfg.simulate.report_interval * cfg.simulate.timestep
-    for name, run in runs.items():
-        replicas = cg_runs(run, frames, dt)
-        if replicas:
-            log.info("observables of the %s runs (%d replicas)", name, len(replicas))
-            analyses[name] = evaluate(analyses[REFERENCE].settings, replicas, progress=cfg.progress)
-    curves = {source: analysis.results for source, analysis in analyses.items()}
-    for source, analysis in analyses.items():
-        for observable, reason in analysis.skipped.items():
-            log.warning("%s of %s skipped: %s", observable, source, reason)
-    deviations = compare_sources(curves, REFERENCE)
-    figures = plot_sources(curves, output_dir)
-    members = teachers["members"] if teachers else []
-    histories = {f"teacher {k + 1}": m["history"] for k, m in enumerate(members)}
-    trained = ("soft_student", "student", "baseline")
-    histories.update({name: models[name]["history"] for name in trained if name in models})
-    plot_loss_curves(histories, output_dir / "training.png", title=system_name(cfg))
-    timing = _timings(cfg, teachers, models, frames)
-    metrics = {
-        "system": {"name": system_name(cfg), "n_beads": cg["n_beads"], "n_frames": cg["n_frames"]},
-        "analysis": analysis_facts(analyses),
-        "observables": deviations,
-        "scalars": scalars(curves),
-        "forces": {
-            **(
-                {
-                    "teachers": [{k: v for k, v in m.items() if k != "history"} for m in members],
-                    "teacher": _test_metrics(members[0]),
-                    "ensemble": teachers["ensemble"],
-                }
-                if teachers
-                else {}
-            ),
-            **{
-                name: _test_metrics(models[name])
-                for name in ("student", "baseline", "classical")
-                if name in models
-            },
-            "ensemble_mean_force_std": models["targets"]["mean_force_std"],
-        },
-        "timings": {
-            "aa_ns_per_day": aa.get("ns_per_day"),
-            "cg_ns_per_day": {name: run["ns_per_day"] for name, run in runs.items()},
-            "cg_ms_per_step": {name: run["ms_per_step"] for name, run in runs.items()},
-            "ms_per_force_evaluation": timing,
-        },
-        "stability": {
-            name: {
-                "stable_fraction": run["stable_fraction"],
-                "replicas": [
-                    {k: r[k] for k in ("stable", "message", "steps_completed", "seed")}
-                    for r in run["replicas"]
-                ],
-            }
-            for name, run in runs.items()
-        },
-        "artifacts": {
-            "aa": aa,
-            "cg": cg["dataset"],
-            **{
-                name: models[name]["model"]
-                for name in ("student", "baseline", "classical")
-                if name in models
-            },
-        },
-    }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    save_curves(curves, output_dir / "observables.json")
+    records = StageRecords(aa, cg, teachers, pipeline.distill(cfg), pipeline.simulate(cfg))
+    if "classical" in records.runs:
+        records.models["classical"] = pipeline.classical(cfg)
+    frames = read_h5md(records.cg["dataset"])
+    settings = AnalysisSettings(
+        observables=OmegaConf.to_container(cfg.analysis, resolve=True),
+        reference_stride=cfg.analysis.reference_stride,
+        frame_interval=cfg.simulate.report_interval * cfg.simulate.timestep,
+        progress=cfg.progress,
+    )
+    timings = _timings(cfg, records.teachers, records.models, frames)
+    computed = compute(records, frames, run_facts(cfg), settings, timings)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (output_dir / "report.md").write_text(render_report(cfg, metrics, figures))
-    line = result_line(cfg, metrics, keys={name: run["model_key"] for name, run in runs.items()})
-    (output_dir / RESULT_FILE).write_text(json.dumps(line) + "\n")
-    log.info("result: %s", json.dumps(line))
-    return metrics
+    write_run(computed, output_dir)
+    return computed.result.to_json()
 
 
 def system_name(cfg: DictConfig) -> str:
@@ -145,111 +69,24 @@ def system_name(cfg: DictConfig) -> str:
     return str(cfg.input.get("name") or Path(cfg.input.trajectory).stem)
 
 
-def analysis_facts(analyses: dict[str, Analysis]) -> dict[str, Any]:
-    """What the analysis adapted to the system: the reference's first shell (r1 in nm, the mean
-    number of beads within it, the onset of g(r) in nm, each pair's first minimum in nm), the
-    settings resolved from ``auto`` and the observables skipped, {observable: {source: why}}."""
-    reference = analyses[REFERENCE]
-    shell = reference.shell
-    skipped: dict[str, dict[str, str]] = {}
-    for source, analysis in analyses.items():
-        for observable, reason in analysis.skipped.items():
-            skipped.setdefault(observable, {})[source] = reason
-    return {
-        "first_shell": {
-            key: shell[key] for key in ("radius", "coordination", "onset", "pairs", "problem")
-        },
-        "n_species": shell["n_species"],
-        "auto": reference.auto,
-        "skipped": skipped,
-    }
-
-
-#: The one-line result every run writes, which ``cgkd summarize`` collects.
-RESULT_FILE = "result.json"
-#: Columns of a result line per model: (name, observable, metric).
-RESULT_DEVIATIONS = (
-    ("rdf_mad", "rdf", "MAD"),
-    ("adf_jsd", "adf", "JSD"),
-    ("cdf_jsd", "cdf", "JSD"),
-    ("q6_jsd", "q6", "JSD"),
-    ("tetrahedral_jsd", "tetrahedral", "JSD"),
-    ("d_ratio", "msd", "D ratio"),
-)
-
-
-def result_line(cfg: DictConfig, metrics: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
-    """One run's result in one JSON object: its seeds and loss, and per simulated model
-    (``keys``: model name -> cache key) the held-out force RMSE vs mapped forces (kJ/mol/nm)
-    and, for the student, vs its teacher labels (two-stage: both models also vs the teacher on
-    held-out soft frames, ``force_rmse_soft``), the deviations from AA, the stable fraction,
-    ms per force evaluation and the speedup over the teacher ensemble's force evaluation; and
-    the system's name, its first-shell radius r1 (nm), the settings resolved from ``auto`` and
-    the observables skipped ({observable: {source: why}})."""
-    timings = metrics["timings"]["ms_per_force_evaluation"]
-    rows = {}
-    for model, key in keys.items():
-        row: dict[str, Any] = {
-            "key": key,
-            "force_rmse_mapped": metrics["forces"][model]["force_rmse_mapped"],
-            "stable_fraction": metrics["stability"][model]["stable_fraction"],
-            "ms_per_force_evaluation": timings[model],
-        }
-        for reference in ("ensemble", "teacher"):
-            if reference in timings:  # the cgkd ensemble, else an external TorchScript teacher
-                row[f"speedup_vs_{reference}"] = timings[reference] / timings[model]
-                break
-        for error in ("force_rmse_teacher", "force_rmse_soft"):  # vs teacher labels, soft frames
-            if error in metrics["forces"][model]:
-                row[error] = metrics["forces"][model][error]
-        for name, observable, metric in RESULT_DEVIATIONS:
-            value = metrics["observables"].get(observable, {}).get(model, {}).get(metric)
-            if value is not None:
-                row[name] = value
-        rows[model] = row
-    analysis = metrics["analysis"]
-    return {
-        "system": system_name(cfg),
-        "seed": int(cfg.seed),
-        "data_seed": int(cfg.data_seed),
-        "loss": OmegaConf.to_container(cfg.loss, resolve=True),
-        "n_members": int(cfg.teacher.n_members),
-        "teacher": cfg.teacher.source,
-        "schedule": cfg.schedule.kind,
-        **_two_stage_facts(cfg, metrics["forces"]["student"]),
-        "first_shell": analysis["first_shell"]["radius"],
-        "auto": analysis["auto"],
-        "skipped": analysis["skipped"],
-        "models": rows,
-    }
-
-
-def _two_stage_facts(cfg: DictConfig, student: dict[str, Any]) -> dict[str, Any]:
-    """How many hard frames and how picked, the soft-stage student's held-out error, and how
-    much of the soft stage fine-tuning forgot (nothing for the single schedule)."""
-    if cfg.schedule.kind == "single":
-        return {}
-    return {
-        "screening": cfg.screening.method,
-        "n_hard": student["n_hard"],
-        "n_soft_mixed": student["n_soft_mixed"],
-        "soft_only_force_rmse_mapped": student["start_force_rmse_mapped"],
-        # Forgetting: the error against the teacher on held-out soft frames before fine-tuning
-        # (each model's row has it after; absent from models cached before it was recorded).
-        "soft_only_force_rmse_soft": student.get("start_force_rmse_soft"),
-    }
-
-
-def _test_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in record.items()
-        if k not in ("history", "key", "model", "torchscript", "checkpoint")
-    }
+def run_facts(cfg: DictConfig) -> RunFacts:
+    """What the run is (see :class:`RunFacts`), from its config."""
+    two_stage = cfg.schedule.kind != "single"
+    return RunFacts(
+        system=system_name(cfg),
+        seed=int(cfg.seed),
+        data_seed=int(cfg.data_seed),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        n_members=int(cfg.teacher.n_members),
+        teacher=cfg.teacher.source,
+        teacher_path=None if cfg.teacher.path is None else str(cfg.teacher.path),
+        schedule=cfg.schedule.kind,
+        screening=cfg.screening.method if two_stage else None,
+    )
 
 
 def _timings(
-    cfg: DictConfig, teachers: dict[str, Any] | None, models: dict[str, Any], frames: Any
+    cfg: DictConfig, teachers: dict[str, Any] | None, models: dict[str, Any], frames: Frames
 ) -> dict[str, float]:
     """ms per force evaluation of the student, the baseline and the CG teachers, each in the
     flavour (fused or plain) that ``simulate.kernels`` runs."""
@@ -276,10 +113,131 @@ def _timings(
     }
 
 
-def _teacher_words(cfg: DictConfig) -> str:
-    if cfg.teacher.source == "ensemble":
-        return f"{cfg.teacher.n_members} teachers"
-    return f"teacher: {cfg.teacher.source} {cfg.teacher.path or cfg.system.name}"
+def write_run(computed: Computed, output_dir: Path) -> Path:
+    """Write a computed analysis into ``output_dir``: ``metrics.json``, ``observables.json``,
+    the observable figures, ``training.png``, ``report.md`` and ``result.json``; returns the
+    report's path."""
+    result = computed.result
+    figures = plot_sources(computed.curves, output_dir)
+    plot_loss_curves(computed.histories, output_dir / "training.png", title=result.system.name)
+    (output_dir / METRICS_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str))
+    save_curves(computed.curves, output_dir / CURVES_FILE)
+    report = output_dir / "report.md"
+    report.write_text(render_report(result, figures))
+    line = result.line().to_json()
+    (output_dir / RESULT_FILE).write_text(json.dumps(line) + "\n")
+    log.info("result: %s", json.dumps(line))
+    return report
+
+
+def metrics_table(headers: list[str], rows: list[tuple[list[str], ModelResult]]) -> list[str]:
+    """Markdown lines: one row per (leading cells, model result), the leading ``headers``
+    first, then a column per metric any row measured (:data:`cgkd.results.METRICS`)."""
+    columns = measured(entry for _, entry in rows)
+    lines = [
+        "| " + " | ".join([*headers, *(m.header for m in columns)]) + " |",
+        "|---" * len(headers) + "|---:" * len(columns) + "|",
+    ]
+    for cells, entry in rows:
+        values = [m.format(entry.value(m.name)) for m in columns]
+        lines.append("| " + " | ".join([*cells, *values]) + " |")
+    return lines
+
+
+def render_report(result: RunResult, figures: dict[str, Path]) -> str:
+    """A markdown report of a run: its settings, the results per model, observables,
+    stability, forces and timings; ``figures``: {name: PNG path} of the observables."""
+    run = result.run
+    if run is None or result.analysis is None:
+        raise ValueError("a report needs the run facts and the analysis facts of the run")
+    loss = run.loss
+    lines = [
+        f"# cgkd report: {result.system.name}",
+        "",
+        f"{result.system.n_beads} beads, {result.system.n_frames} mapped AA frames; "
+        f"{_teacher_words(result)}; {run.schedule} schedule; loss weights w_F={loss['w_F']}, "
+        f"w_f={loss['w_f']}, w_E={loss['w_E']}, w_eps={loss['w_eps']}.",
+        "",
+        "## Results per model",
+        "",
+        *metrics_table(
+            ["model"], [([name], entry) for name, entry in result.line().models.items()]
+        ),
+        "",
+        "## Structure and dynamics versus the AA reference",
+        "",
+        "Metrics: MAD = mean absolute deviation over bins (units of the curve), rel. deviation ="
+        " integral of |difference| over integral of the reference, JSD = Jensen-Shannon"
+        " divergence of the distributions (bits; 0 identical, 1 disjoint), D ratio = CG over"
+        " AA diffusion coefficient.",
+        "",
+        *shell_lines(result.analysis),
+        *deviation_tables(result.observables),
+        *scalar_table(result.scalars),
+    ]
+    lines += [f"![{name}]({path.name})\n" for name, path in figures.items()]
+    lines += [
+        "## Stability of the CG runs",
+        "",
+        "| model | replica | seed | stable | steps | message |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, stability in result.stability.items():
+        for k, r in enumerate(stability.replicas):
+            lines.append(
+                f"| {model} | {k} | {r.seed} | {r.stable} | {r.steps_completed} "
+                f"| {_fmt(r.message)} |"
+            )
+    lines += ["", *force_lines(result)]
+    timings = result.timings
+    evaluation = metric("ms_per_force_evaluation")
+    lines += ["", "## Timings (this machine)", "", "| what | value |", "|---|---|"]
+    lines.append(f"| AA MD | {_fmt(timings.aa_ns_per_day, 'ns/day')} |")
+    for model, value in timings.cg_ns_per_day.items():
+        lines.append(
+            f"| CG MD, {model} | {_fmt(value, 'ns/day')} "
+            f"({_fmt(timings.cg_ms_per_step[model], 'ms/step')}) |"
+        )
+    for model, value in timings.ms_per_force_evaluation.items():
+        lines.append(f"| {evaluation.label}, {model} | {_fmt(value, evaluation.unit)} |")
+    lines += ["", "![training](training.png)", ""]
+    return "\n".join(lines)
+
+
+def force_lines(result: RunResult) -> list[str]:
+    """Markdown lines: held-out force errors of every teacher (numbered from 0, as their
+    files and ``teacher.member``), the ensemble and the models, and the teachers' spread."""
+    forces = result.forces
+    mapped, labels = metric("force_rmse_mapped"), metric("force_rmse_teacher")
+    lines = [
+        f"## Forces on held-out frames ({mapped.unit})",
+        "",
+        f"| model | {mapped.label} | {labels.label} |",
+        "|---|---|---|",
+    ]
+    for k, teacher in enumerate(forces.teachers):
+        member = teacher.facts.get("member", k)
+        lines.append(f"| teacher {member} | {_fmt(teacher.force_rmse_mapped)} | |")
+    if "ensemble" in forces.models:
+        lines.append(f"| ensemble | {_fmt(forces.models['ensemble'].force_rmse_mapped)} | |")
+    for model in ("student", "baseline", "classical"):
+        if model in forces.models:
+            held = forces.models[model]
+            teacher = "" if held.force_rmse_teacher is None else _fmt(held.force_rmse_teacher)
+            lines.append(f"| {model} | {_fmt(held.force_rmse_mapped)} | {teacher} |")
+    lines.append(
+        f"\nMean spread of the teachers' forces: "
+        f"{_fmt(forces.ensemble_mean_force_std)} {mapped.unit}."
+    )
+    return lines
+
+
+def _teacher_words(result: RunResult) -> str:
+    run = result.run
+    assert run is not None
+    if run.teacher == "ensemble":
+        return f"{run.n_members} teachers"
+    return f"teacher: {run.teacher} {run.teacher_path or result.system.name}"
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -294,10 +252,10 @@ def _fmt(value: Any, unit: str = "") -> str:
 _AUTO_UNITS = {"cutoff": "nm", "r_min": "nm", "r_max": "nm", "radius": "nm"}
 
 
-def shell_lines(analysis: dict[str, Any]) -> list[str]:
+def shell_lines(analysis: AnalysisFacts) -> list[str]:
     """Markdown lines: the reference's first shell, the settings taken from it (``auto``) and
     the observables skipped, with the reason."""
-    shell = analysis["first_shell"]
+    shell = analysis.first_shell
     if shell["radius"] is None:
         lines = [f"First shell of the AA reference: not found ({shell['problem']})."]
     else:
@@ -310,102 +268,30 @@ def shell_lines(analysis: dict[str, Any]) -> list[str]:
     if pairs:
         lines[0] += f" First minima per species pair: {', '.join(pairs)}."
     lines.append("")
-    if analysis["auto"]:
+    if analysis.auto:
         lines += ["| setting (auto) | value |", "|---|---|"]
-        for setting, value in analysis["auto"].items():
+        for setting, value in analysis.auto.items():
             lines.append(f"| analysis.{setting} | {_auto_value(setting, value, analysis)} |")
         lines.append("")
-    if analysis["skipped"]:
+    if analysis.skipped:
         lines += ["Skipped observables:", "", "| observable | source | why |", "|---|---|---|"]
-        for observable, sources in analysis["skipped"].items():
+        for observable, sources in analysis.skipped.items():
             for source, reason in sources.items():
                 lines.append(f"| {observable} | {source} | {reason} |")
         lines.append("")
     return lines
 
 
-def _auto_value(setting: str, value: Any, analysis: dict[str, Any]) -> str:
+def _auto_value(setting: str, value: Any, analysis: AnalysisFacts) -> str:
     """The table cell of a setting resolved from ``auto``, with its unit or its reason."""
     if setting != "tetrahedral.enabled":
         return _fmt(value, _AUTO_UNITS.get(setting.split(".")[-1], ""))
-    coordination = analysis["first_shell"]["coordination"]
+    coordination = analysis.first_shell["coordination"]
     return (
-        f"{'on' if value else 'off'} ({analysis['n_species']} bead species, "
+        f"{'on' if value else 'off'} ({analysis.n_species} bead species, "
         f"{_fmt(coordination)} beads within r1; on for 1 species with <= "
         f"{TETRAHEDRAL_MAX_COORDINATION:g})"
     )
-
-
-def render_report(cfg: DictConfig, metrics: dict[str, Any], figures: dict[str, Path]) -> str:
-    """A markdown report of the settings, observables, stability, forces and timings."""
-    lines = [
-        f"# cgkd report: {system_name(cfg)}",
-        "",
-        f"{metrics['system']['n_beads']} beads, {metrics['system']['n_frames']} mapped AA frames; "
-        f"{_teacher_words(cfg)}; {cfg.schedule.kind} schedule; loss weights w_F={cfg.loss.w_F}, "
-        f"w_f={cfg.loss.w_f}, "
-        f"w_E={cfg.loss.w_E}, w_eps={cfg.loss.w_eps}.",
-        "",
-        "## Structure and dynamics versus the AA reference",
-        "",
-        "Metrics: MAD = mean absolute deviation over bins (units of the curve), rel. deviation ="
-        " integral of |difference| over integral of the reference, JSD = Jensen-Shannon"
-        " divergence of the distributions (bits; 0 identical, 1 disjoint), D ratio = CG over"
-        " AA diffusion coefficient.",
-        "",
-        *shell_lines(metrics["analysis"]),
-        *deviation_tables(metrics["observables"]),
-        *scalar_table(metrics["scalars"]),
-    ]
-    lines += [f"![{name}]({path.name})\n" for name, path in figures.items()]
-    lines += [
-        "## Stability of the CG runs",
-        "",
-        "| model | replica | seed | stable | steps | message |",
-        "|---|---|---|---|---|---|",
-    ]
-    for model, stability in metrics["stability"].items():
-        for k, r in enumerate(stability["replicas"]):
-            lines.append(
-                f"| {model} | {k} | {r['seed']} | {r['stable']} | {r['steps_completed']} "
-                f"| {_fmt(r['message'])} |"
-            )
-    forces = metrics["forces"]
-    lines += [
-        "",
-        "## Forces on held-out frames (kJ/mol/nm)",
-        "",
-        "| model | RMSE vs mapped | RMSE vs teacher mean |",
-        "|---|---|---|",
-    ]
-    for k, teacher in enumerate(forces.get("teachers", [])):
-        lines.append(f"| teacher {k + 1} | {_fmt(teacher['force_rmse_mapped'])} | |")
-    if "ensemble" in forces:
-        lines.append(f"| ensemble | {_fmt(forces['ensemble']['force_rmse_mapped'])} | |")
-    for model in ("student", "baseline", "classical"):
-        if model not in forces:
-            continue
-        row = forces[model]
-        lines.append(
-            f"| {model} | {_fmt(row['force_rmse_mapped'])} "
-            f"| {_fmt(row.get('force_rmse_teacher', ''))} |"
-        )
-    lines.append(
-        f"\nMean spread of the teachers' forces: "
-        f"{_fmt(forces['ensemble_mean_force_std'])} kJ/mol/nm."
-    )
-    timings = metrics["timings"]
-    lines += ["", "## Timings (this machine)", "", "| what | value |", "|---|---|"]
-    lines.append(f"| AA MD | {_fmt(timings['aa_ns_per_day'], 'ns/day')} |")
-    for model, value in timings["cg_ns_per_day"].items():
-        lines.append(
-            f"| CG MD, {model} | {_fmt(value, 'ns/day')} "
-            f"({_fmt(timings['cg_ms_per_step'][model], 'ms/step')}) |"
-        )
-    for model, value in timings["ms_per_force_evaluation"].items():
-        lines.append(f"| force evaluation, {model} | {_fmt(value, 'ms')} |")
-    lines += ["", "![training](training.png)", ""]
-    return "\n".join(lines)
 
 
 def deviation_tables(observables: dict[str, dict[str, dict[str, float]]]) -> list[str]:

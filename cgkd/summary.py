@@ -1,6 +1,6 @@
 """``cgkd summarize DIR ... [--output DIR]``: one table, mean +- std over seeds, of a sweep.
 
-Every ``cgkd run`` writes a one-line ``result.json`` (see :func:`cgkd.report.result_line`).
+Every ``cgkd run`` writes a one-line ``result.json`` (:class:`cgkd.results.ResultLine`).
 This command collects those lines at or below the given directories and groups them into
 rows: a student row per setting of the sweep (its Hydra overrides without ``seed``), and one
 row each for the baseline, the classical model, the single teacher and the ensemble, which do
@@ -20,22 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cgkd.comparison import hydra_overrides
-from cgkd.report import RESULT_FILE
+from cgkd.results import METRICS, RESULT_FILE, Metric, ModelResult, ResultLine
 
-#: Summary columns: (result field, header, format).
-COLUMNS = (
-    ("force_rmse_mapped", "force RMSE vs mapped (kJ/mol/nm)", "{:.2f}"),
-    ("force_rmse_teacher", "student force RMSE vs its labels (kJ/mol/nm)", "{:.2f}"),
-    ("rdf_mad", "RDF MAD", "{:.4f}"),
-    ("adf_jsd", "ADF JSD (bits)", "{:.5f}"),
-    ("q6_jsd", "q6 JSD (bits)", "{:.4f}"),
-    ("tetrahedral_jsd", "tetrahedral q JSD (bits)", "{:.4f}"),
-    ("d_ratio", "D ratio CG/AA", "{:.2f}"),
-    ("stable_fraction", "stable fraction", "{:.2f}"),
-    ("ms_per_force_evaluation", "ms per force evaluation", "{:.2f}"),
-    ("speedup_vs_ensemble", "speedup vs ensemble", "{:.2f}"),
-    ("speedup_vs_teacher", "speedup vs teacher (TorchScript)", "{:.2f}"),
-)
 #: Models that do not depend on the student's loss, in row order.
 LOSS_FREE = ("baseline", "classical", "teacher", "ensemble")
 
@@ -49,12 +35,13 @@ class SummaryRow:
     seeds: list[int] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, seed: int, entry: dict[str, Any]) -> None:
+    def add(self, seed: int, entry: ModelResult) -> None:
         """Add one seed's result entry of this model."""
         self.seeds.append(seed)
-        for name, _, _ in COLUMNS:
-            if entry.get(name) is not None:
-                self.values.setdefault(name, []).append(float(entry[name]))
+        for metric in METRICS:
+            value = entry.value(metric.name)
+            if value is not None:
+                self.values.setdefault(metric.name, []).append(float(value))
 
     def mean_std(self, name: str) -> tuple[float, float] | None:
         """Mean and sample std (0 with one seed) of a column, or None when never measured."""
@@ -67,10 +54,11 @@ class SummaryRow:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: label, model, seeds, and mean/std/values per column."""
         columns = {}
-        for name, _, _ in COLUMNS:
-            stats = self.mean_std(name)
+        for metric in METRICS:
+            stats = self.mean_std(metric.name)
             if stats is not None:
-                columns[name] = {"mean": stats[0], "std": stats[1], "values": self.values[name]}
+                values = self.values[metric.name]
+                columns[metric.name] = {"mean": stats[0], "std": stats[1], "values": values}
         return {"label": self.label, "model": self.model, "seeds": self.seeds, **columns}
 
 
@@ -98,40 +86,45 @@ def summarize(paths: list[Path]) -> list[SummaryRow]:
     rows: dict[str, SummaryRow] = {}
     counted: set[str] = set()
     for path, overrides in runs:
-        result = json.loads(path.read_text())
+        result = ResultLine.from_json(json.loads(path.read_text()))
         setting = [o for o in overrides if o not in shared and not o.startswith("seed=")]
-        for model, entry in result["models"].items():
-            if entry["key"] in counted:
+        for model, entry in result.models.items():
+            if entry.key in counted:
                 continue
-            counted.add(entry["key"])
+            counted.add(entry.key)
             kept = setting
             if model in LOSS_FREE:
                 kept = [item for item in setting if not item.startswith("loss")]
             label = f"{model} ({' '.join(kept)})" if kept else model
-            rows.setdefault(label, SummaryRow(label, model)).add(result["seed"], entry)
+            rows.setdefault(label, SummaryRow(label, model)).add(result.run.seed, entry)
     order = {model: k for k, model in enumerate(LOSS_FREE)}
     return sorted(rows.values(), key=lambda row: order.get(row.model, len(order)))
 
 
-def cell(row: SummaryRow, name: str, fmt: str) -> str:
-    """The cell "mean ± std" of a column in ``fmt`` (empty when not measured)."""
-    stats = row.mean_std(name)
+def cell(row: SummaryRow, metric: Metric) -> str:
+    """The cell "mean ± std" of a metric in its format (empty when not measured)."""
+    stats = row.mean_std(metric.name)
     if stats is None:
         return ""
     mean, std = stats
-    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+    return f"{metric.format(mean)} ± {metric.format(std)}"
+
+
+def columns(rows: list[SummaryRow]) -> list[Metric]:
+    """The metrics any of ``rows`` has values of, in :data:`cgkd.results.METRICS` order."""
+    return [m for m in METRICS if any(row.values.get(m.name) for row in rows)]
 
 
 def markdown_table(rows: list[SummaryRow], labels: dict[str, str] | None = None) -> list[str]:
     """Markdown lines of the table; ``labels`` renames rows (label -> shown name)."""
     labels = labels or {}
-    columns = [c for c in COLUMNS if any(row.values.get(c[0]) for row in rows)]
+    shown = columns(rows)
     lines = [
-        "| model | seeds | " + " | ".join(header for _, header, _ in columns) + " |",
-        "|---|---:" + "|---:" * len(columns) + "|",
+        "| model | seeds | " + " | ".join(metric.header for metric in shown) + " |",
+        "|---|---:" + "|---:" * len(shown) + "|",
     ]
     for row in rows:
-        cells = [cell(row, name, fmt) for name, _, fmt in columns]
+        cells = [cell(row, metric) for metric in shown]
         lines.append(
             f"| {labels.get(row.label, row.label)} | {len(row.seeds)} | " + " | ".join(cells) + " |"
         )
@@ -144,17 +137,17 @@ def plot_summary(
     """One panel per column: each row's mean (blue) with its std as error bar and the single
     seeds as grey dots; PNG at ``path`` and an SVG beside it."""
     labels = labels or {}
-    columns = [c for c in COLUMNS if any(row.values.get(c[0]) for row in rows)]
+    shown = columns(rows)
     n_columns = 3
-    n_rows = -(-len(columns) // n_columns)
+    n_rows = -(-len(shown) // n_columns)
     figure = Figure(figsize=(5.0 * n_columns, 0.35 * len(rows) * n_rows + 2.0 * n_rows))
     axes = figure.subplots(n_rows, n_columns, squeeze=False).ravel()
     names = [labels.get(row.label, row.label) for row in rows]
     positions = np.arange(len(rows))
-    for ax, (name, header, _) in zip(axes, columns, strict=False):
-        means = [row.mean_std(name) for row in rows]
+    for ax, metric in zip(axes, shown, strict=False):
+        means = [row.mean_std(metric.name) for row in rows]
         for k, row in enumerate(rows):
-            values = row.values.get(name, [])
+            values = row.values.get(metric.name, [])
             ax.plot(values, [k] * len(values), ".", color="0.6", markersize=5)
         ax.errorbar(
             [m[0] if m else np.nan for m in means],
@@ -165,12 +158,12 @@ def plot_summary(
             capsize=3,
         )
         ax.grid(axis="x", alpha=0.3)
-        if name == "stable_fraction":
+        if metric.name == "stable_fraction":
             ax.set_xlim(-0.05, 1.05)
         ax.set_yticks(positions, names if ax in axes[::n_columns] else [""] * len(rows))
         ax.invert_yaxis()
-        ax.set_xlabel(header)
-    for ax in axes[len(columns) :]:
+        ax.set_xlabel(metric.header)
+    for ax in axes[len(shown) :]:
         ax.set_visible(False)
     if title:
         figure.suptitle(title)

@@ -425,8 +425,8 @@ def test_compare_builds_one_report_over_runs(quick_run, tmp_path):
         ("loss.w_E=1.0", "baseline"),
     ]
     metrics = json.loads((quick_run / "out" / "metrics.json").read_text())
-    assert rows[0]["RDF MAD"] == pytest.approx(metrics["observables"]["rdf"]["student"]["MAD"])
-    assert rows[1]["D ratio"] == pytest.approx(metrics["observables"]["msd"]["baseline"]["D ratio"])
+    assert rows[0]["rdf_mad"] == pytest.approx(metrics["observables"]["rdf"]["student"]["MAD"])
+    assert rows[1]["d_ratio"] == pytest.approx(metrics["observables"]["msd"]["baseline"]["D ratio"])
     for figure in ("comparison.md", "structure.png", "order.svg", "cdf.png"):
         assert (tmp_path / "cmp" / figure).is_file(), figure
     empty = cgkd("compare", str(tmp_path / "cmp"), cwd=tmp_path)

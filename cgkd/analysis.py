@@ -1,0 +1,202 @@
+"""The analyze stage's computing: from the records of the stages before it, the observables of
+the AA reference and of every CG run, their deviations, and the typed
+:class:`~cgkd.results.RunResult`. Nothing here reads the config or writes files; rendering
+is :mod:`cgkd.report`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cgkd.io.frames import Frames
+from cgkd.observables.sources import Curves, compare_sources, scalars
+from cgkd.observables.suite import Analysis, evaluate
+from cgkd.observables.trajectory import Trajectory
+from cgkd.results import (
+    REFERENCE,
+    AnalysisFacts,
+    Forces,
+    HeldOut,
+    Replica,
+    RunFacts,
+    RunResult,
+    Stability,
+    SystemFacts,
+    Timings,
+)
+
+log = logging.getLogger(__name__)
+
+#: Loss curves: {run name: ``TrainResult.history``}.
+Histories = dict[str, list[dict[str, float]]]
+#: Trained models whose loss curves the run shows, in legend order (after the teachers).
+TRAINED = ("soft_student", "student", "baseline")
+#: Keys of a stage record that are files or curves, not held-out errors.
+_NOT_ERRORS = ("history", "key", "model", "torchscript", "checkpoint")
+
+
+@dataclass
+class StageRecords:
+    """What the stages recorded, as they return it: ``aa`` (generate or import), ``cg`` (map),
+    ``teachers`` (teach; None unless the teacher is a cgkd ensemble), ``models`` (distill,
+    plus ``classical`` when it was simulated) and ``runs`` (simulate, by model)."""
+
+    aa: dict[str, Any]
+    cg: dict[str, Any]
+    teachers: dict[str, Any] | None
+    models: dict[str, Any]
+    runs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How to analyze: the ``analysis`` config section (resolved to plain data), every
+    ``reference_stride``-th reference frame, ``frame_interval`` ps between saved CG frames."""
+
+    observables: dict[str, Any]
+    reference_stride: int
+    frame_interval: float
+    progress: bool = False
+
+
+@dataclass
+class Computed:
+    """A run's analysis: its record, the observables of every source and the loss curves."""
+
+    result: RunResult
+    curves: Curves
+    histories: Histories
+
+
+def compute(
+    records: StageRecords,
+    frames: Frames,
+    run: RunFacts,
+    settings: AnalysisSettings,
+    ms_per_force_evaluation: dict[str, float],
+) -> Computed:
+    """Observables of the reference (``frames``, the CG dataset) and of every simulated
+    model's saved replicas, measured alike; their deviations and scalars; held-out force
+    errors, stability and timings (``ms_per_force_evaluation`` by model, measured by the
+    caller) as one :class:`RunResult`."""
+    reference = Trajectory.from_frames(frames, name=str(records.cg["dataset"]))
+    log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
+    # The reference resolves the `auto` settings; every CG run is measured with its values.
+    analyses = {
+        REFERENCE: evaluate(
+            settings.observables,
+            reference,
+            step=settings.reference_stride,
+            progress=settings.progress,
+        )
+    }
+    for name, record in records.runs.items():
+        replicas = cg_runs(record, frames, settings.frame_interval)
+        if replicas:
+            log.info("observables of the %s runs (%d replicas)", name, len(replicas))
+            analyses[name] = evaluate(
+                analyses[REFERENCE].settings, replicas, progress=settings.progress
+            )
+    curves = {source: analysis.results for source, analysis in analyses.items()}
+    for source, analysis in analyses.items():
+        for observable, reason in analysis.skipped.items():
+            log.warning("%s of %s skipped: %s", observable, source, reason)
+    result = RunResult(
+        run=run,
+        system=SystemFacts(run.system, records.cg["n_beads"], records.cg["n_frames"]),
+        analysis=analysis_facts(analyses),
+        observables=compare_sources(curves, REFERENCE),
+        scalars=scalars(curves),
+        forces=_forces(records),
+        timings=Timings(
+            aa_ns_per_day=records.aa.get("ns_per_day"),
+            cg_ns_per_day={name: r["ns_per_day"] for name, r in records.runs.items()},
+            cg_ms_per_step={name: r["ms_per_step"] for name, r in records.runs.items()},
+            ms_per_force_evaluation=ms_per_force_evaluation,
+        ),
+        stability={name: _stability(r) for name, r in records.runs.items()},
+        keys={name: r["model_key"] for name, r in records.runs.items()},
+        artifacts={
+            "aa": records.aa,
+            "cg": records.cg["dataset"],
+            **{
+                name: records.models[name]["model"]
+                for name in ("student", "baseline", "classical")
+                if name in records.models
+            },
+        },
+    )
+    return Computed(result, curves, histories(records))
+
+
+def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:
+    """The replicas of a simulate record that saved frames, streamed from their DCD files with
+    the species of the CG dataset ``frames`` and ``dt`` ps between frames."""
+    return [
+        Trajectory.from_dcd(
+            replica["trajectory"],
+            replica["topology"],
+            dt=dt,
+            types=frames.types,
+            type_names=frames.type_names,
+        )
+        for replica in run["replicas"]
+        if replica["n_frames"] > 0
+    ]
+
+
+def analysis_facts(analyses: dict[str, Analysis]) -> AnalysisFacts:
+    """What the analysis adapted to the system (see :class:`AnalysisFacts`), from the
+    analyses of every source (the reference's under :data:`REFERENCE`)."""
+    reference = analyses[REFERENCE]
+    shell = reference.shell
+    skipped: dict[str, dict[str, str]] = {}
+    for source, analysis in analyses.items():
+        for observable, reason in analysis.skipped.items():
+            skipped.setdefault(observable, {})[source] = reason
+    return AnalysisFacts(
+        first_shell={
+            key: shell[key] for key in ("radius", "coordination", "onset", "pairs", "problem")
+        },
+        n_species=shell["n_species"],
+        auto=reference.auto,
+        skipped=skipped,
+    )
+
+
+def histories(records: StageRecords) -> Histories:
+    """The loss curves of every ensemble member ("teacher 0", ... by member index) and of the
+    trained models (:data:`TRAINED`)."""
+    members = records.teachers["members"] if records.teachers else []
+    curves = {f"teacher {m['member']}": m["history"] for m in members}
+    curves.update(
+        {name: records.models[name]["history"] for name in TRAINED if name in records.models}
+    )
+    return curves
+
+
+def _forces(records: StageRecords) -> Forces:
+    """Held-out force errors of the teachers, the trained models and the classical model."""
+    models: dict[str, HeldOut] = {}
+    teachers: list[HeldOut] = []
+    if records.teachers:
+        members = records.teachers["members"]
+        teachers = [HeldOut.from_json(_without(m, ("key", "history"))) for m in members]
+        models["teacher"] = HeldOut.from_json(_without(members[0], _NOT_ERRORS))
+        models["ensemble"] = HeldOut.from_json(records.teachers["ensemble"])
+    for name in ("student", "baseline", "classical"):
+        if name in records.models:
+            models[name] = HeldOut.from_json(_without(records.models[name], _NOT_ERRORS))
+    return Forces(models, teachers, records.models["targets"]["mean_force_std"])
+
+
+def _stability(run: dict[str, Any]) -> Stability:
+    replicas = [
+        Replica(r["seed"], r["stable"], r["steps_completed"], r["message"]) for r in run["replicas"]
+    ]
+    return Stability(run["stable_fraction"], replicas)
+
+
+def _without(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in keys}
