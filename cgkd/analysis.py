@@ -6,7 +6,7 @@ is :mod:`cgkd.report`."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cgkd.io.frames import Frames
@@ -72,14 +72,14 @@ class Computed:
 def compute(
     records: StageRecords,
     frames: Frames,
-    run: RunFacts,
     settings: AnalysisSettings,
     ms_per_force_evaluation: dict[str, float],
 ) -> Computed:
     """Observables of the reference (``frames``, the CG dataset) and of every simulated
     model's saved replicas, measured alike; their deviations and scalars; held-out force
     errors, stability and timings (``ms_per_force_evaluation`` by model, measured by the
-    caller) as one :class:`RunResult`."""
+    caller) as one :class:`RunResult`. What the run is (its :class:`RunFacts` and the system's
+    name) is the config's, added when it is rendered (:func:`named`)."""
     reference = Trajectory.from_frames(frames, name=str(records.cg["dataset"]))
     log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
     # The reference resolves the `auto` settings; every CG run is measured with its values.
@@ -103,8 +103,8 @@ def compute(
         for observable, reason in analysis.skipped.items():
             log.warning("%s of %s skipped: %s", observable, source, reason)
     result = RunResult(
-        run=run,
-        system=SystemFacts(run.system, records.cg["n_beads"], records.cg["n_frames"]),
+        run=None,
+        system=SystemFacts("", records.cg["n_beads"], records.cg["n_frames"]),
         analysis=analysis_facts(analyses),
         observables=compare_sources(curves, REFERENCE),
         scalars=scalars(curves),
@@ -128,6 +128,11 @@ def compute(
         },
     )
     return Computed(result, curves, histories(records))
+
+
+def named(result: RunResult, run: RunFacts) -> RunResult:
+    """``result`` as the result of the run ``run`` (its facts, and its system's name)."""
+    return replace(result, run=run, system=replace(result.system, name=run.system))
 
 
 def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:
@@ -188,7 +193,8 @@ def _forces(records: StageRecords) -> Forces:
     for name in ("student", "baseline", "classical"):
         if name in records.models:
             models[name] = HeldOut.from_json(_without(records.models[name], _NOT_ERRORS))
-    return Forces(models, teachers, records.models["targets"]["mean_force_std"])
+    targets = records.models.get("targets")  # none when no student or baseline was simulated
+    return Forces(models, teachers, None if targets is None else targets["mean_force_std"])
 
 
 def _stability(run: dict[str, Any]) -> Stability:

@@ -1,6 +1,6 @@
 """The run report: ``report.md``, the figures, ``metrics.json``, ``observables.json`` and the
-one-line ``result.json`` of a computed analysis (:mod:`cgkd.analysis`); and ``analyze``, the
-analyze stage, which gathers the stage records, computes and renders."""
+one-line ``result.json`` of the analyze stage's measurements (:mod:`cgkd.stages.analyze`),
+with the facts of the run that asked for them (:func:`render`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cgkd import pipeline
-from cgkd.analysis import AnalysisSettings, Computed, StageRecords, compute
-from cgkd.io.frames import Frames
-from cgkd.io.h5md import read_h5md
-from cgkd.observables.sources import plot_sources, save_curves
+from cgkd.analysis import Computed, named
+from cgkd.observables.sources import load_curves, plot_sources, save_curves
 from cgkd.observables.suite import TETRAHEDRAL_MAX_COORDINATION
 from cgkd.results import (
     CURVES_FILE,
@@ -28,32 +25,23 @@ from cgkd.results import (
     measured,
     metric,
 )
-from cgkd.simulation.export import fused_path
-from cgkd.simulation.md import model_file, time_force_evaluation
 from cgkd.training.curves import plot_loss_curves
 
 log = logging.getLogger(__name__)
 
 
-def analyze(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Run every stage (cached), compare observables with the AA reference and write
-    ``metrics.json``, ``observables.json``, the figures (``structure``, ``angles``, ``order``,
-    ``dynamics``, ``cdf``; PNG and SVG), ``training.png``, ``report.md``, ``result.json`` and
-    the resolved ``config.yaml``; returns the content of ``metrics.json``."""
-    aa, cg = pipeline.generate(cfg), pipeline.map_stage(cfg)
-    teachers = pipeline.teach(cfg) if cfg.teacher.source == "ensemble" else None
-    records = StageRecords(aa, cg, teachers, pipeline.distill(cfg), pipeline.simulate(cfg))
-    if "classical" in records.runs:
-        records.models["classical"] = pipeline.classical(cfg)
-    frames = read_h5md(records.cg["dataset"])
-    settings = AnalysisSettings(
-        observables=OmegaConf.to_container(cfg.analysis, resolve=True),
-        reference_stride=cfg.analysis.reference_stride,
-        frame_interval=cfg.simulate.report_interval * cfg.simulate.timestep,
-        progress=cfg.progress,
+def render(cfg: DictConfig, analysis: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Render the analyze stage's record (``analysis``) as the run of ``cfg`` into
+    ``output_dir``: ``metrics.json``, ``observables.json``, the figures (``structure``,
+    ``angles``, ``order``, ``dynamics``, ``cdf``; PNG and SVG), ``training.png``,
+    ``report.md``, ``result.json`` and the resolved ``config.yaml``; returns the content of
+    ``metrics.json``."""
+    measured = RunResult.from_json(json.loads(Path(analysis["metrics"]).read_text()))
+    computed = Computed(
+        named(measured, run_facts(cfg)),
+        load_curves(analysis["curves"]),
+        json.loads(Path(analysis["histories"]).read_text()),
     )
-    timings = _timings(cfg, records.teachers, records.models, frames)
-    computed = compute(records, frames, run_facts(cfg), settings, timings)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -83,34 +71,6 @@ def run_facts(cfg: DictConfig) -> RunFacts:
         schedule=cfg.schedule.kind,
         screening=cfg.screening.method if two_stage else None,
     )
-
-
-def _timings(
-    cfg: DictConfig, teachers: dict[str, Any] | None, models: dict[str, Any], frames: Frames
-) -> dict[str, float]:
-    """ms per force evaluation of the student, the baseline and the CG teachers, each in the
-    flavour (fused or plain) that ``simulate.kernels`` runs."""
-    files = {
-        name: Path(models[name]["model"])
-        for name in ("student", "baseline", "classical")
-        if name in models
-    }
-    if teachers:
-        files["teacher"] = Path(teachers["dir"]) / "teacher_0.ts"
-        files["ensemble"] = Path(teachers["dir"]) / "ensemble.ts"
-    elif cfg.teacher.source == "torchscript":
-        files["teacher"] = Path(cfg.teacher.path)
-    settings = pipeline.md_settings(cfg)
-    return {
-        name: time_force_evaluation(
-            model_file(path, fused_path(path), settings),
-            frames.positions[-1],
-            frames.boxes[-1],
-            frames.masses,
-            cfg.analysis.timing_repeats,
-        )
-        for name, path in files.items()
-    }
 
 
 def write_run(computed: Computed, output_dir: Path) -> Path:

@@ -1,20 +1,30 @@
 """Observables and metrics of every simulated model against the AA reference (``analyze``).
 
-The stage computes (observables, deviations, force errors, timings) and caches the numbers;
-rendering them (report.md, figures, result.json) into a run's output directory is
-:func:`cgkd.report.render`'s job.
+The stage measures (observables, deviations, held-out force errors, stability, timings) and
+caches the numbers: ``metrics.json`` (a :class:`~cgkd.results.RunResult` without the run's
+facts), ``observables.json`` and ``histories.json``. Rendering them with the run's facts
+(report.md, figures, result.json) into a run's output directory is :func:`cgkd.report.render`.
 """
 
 from __future__ import annotations
 
-from cgkd.stages.base import Context, Record, Request, Stage
+import json
+from pathlib import Path
+
+from cgkd.analysis import AnalysisSettings, StageRecords, compute
+from cgkd.observables.sources import save_curves
+from cgkd.results import CURVES_FILE, METRICS_FILE
+from cgkd.simulation.md import MDSettings, model_file, time_force_evaluation
+from cgkd.stages.base import Context, Record, Request, Stage, write_json
+from cgkd.stages.data import dataset
 from cgkd.stages.distill import schedule
 from cgkd.stages.reference import reference_request
-from cgkd.stages.simulate import model_request, simulated_models
+from cgkd.stages.simulate import model_files, model_request, simulated_models
 
-#: What a record's force metrics come from, by simulated model (teacher and ensemble: the
-#: teach record).
+#: Models whose stage record holds their held-out force errors (teacher and ensemble: teach).
 _TRAINED = ("student", "baseline", "classical")
+#: The loss curves of the trained models and ensemble members.
+HISTORIES_FILE = "histories.json"
 
 
 def _needs(context: Context) -> dict[str, Request]:
@@ -31,13 +41,71 @@ def _needs(context: Context) -> dict[str, Request]:
     if {"student", "baseline"} & set(names):
         two_stage = schedule(context) == "two_stage"
         needs["targets"] = Request("sample") if two_stage else Request("label")
+        if two_stage and "student" in names:
+            needs["soft_student"] = Request("soft_student")
     return needs
 
 
-def _analyze(context: Context) -> Record:
-    from cgkd.report import measure
+def _records(context: Context) -> StageRecords:
+    """The upstream records as the analysis takes them."""
+    upstream, names = context.upstream, simulated_models(context)
+    runs = {}
+    for name in names:
+        model = upstream[f"simulate_{name}"]
+        made_by = upstream.get(name) or upstream.get("teach") or upstream["teacher"]
+        key = made_by["key"] if name in _TRAINED else f"{made_by['key']}-{name}"
+        runs[name] = {**model, "model_key": key}
+    models = {
+        name: upstream[name] for name in (*_TRAINED, "soft_student", "targets") if name in upstream
+    }
+    return StageRecords(upstream["aa"], upstream["cg"], upstream.get("teach"), models, runs)
 
-    return measure(context)
+
+def _timings(context: Context, records: StageRecords) -> dict[str, float]:
+    """ms per force evaluation of every simulated model and, with a cgkd ensemble, of its
+    member 0 and the whole ensemble, each in the flavour ``simulate.kernels`` runs on
+    ``simulate.platform``."""
+    settings = MDSettings(
+        kernels=context("simulate.kernels"), platform=context("simulate.platform")
+    )
+    files = {name: Path(run["model_file"]) for name, run in records.runs.items()}
+    if records.teachers:
+        for name in ("teacher", "ensemble"):
+            files.setdefault(name, model_file(*model_files(name, records.teachers), settings))
+    elif "teacher" in context.upstream:  # an external TorchScript teacher
+        files.setdefault("teacher", model_files("teacher", context.upstream["teacher"])[0])
+    frames = dataset(records.cg)
+    return {
+        name: time_force_evaluation(
+            path,
+            frames.positions[-1],
+            frames.boxes[-1],
+            frames.masses,
+            context("analysis.timing_repeats"),
+        )
+        for name, path in files.items()
+    }
+
+
+def _analyze(context: Context) -> Record:
+    records = _records(context)
+    settings = AnalysisSettings(
+        observables=context("analysis"),
+        reference_stride=context("analysis.reference_stride"),
+        frame_interval=context("simulate.report_interval") * context("simulate.timestep"),
+        progress=context.progress,
+    )
+    timings = _timings(context, records)
+    computed = compute(records, dataset(records.cg), settings, timings)
+    out = context.directory
+    write_json(out / METRICS_FILE, computed.result.to_json())
+    save_curves(computed.curves, out / CURVES_FILE)
+    (out / HISTORIES_FILE).write_text(json.dumps(computed.histories))
+    return {
+        "metrics": str(out / METRICS_FILE),
+        "curves": str(out / CURVES_FILE),
+        "histories": str(out / HISTORIES_FILE),
+    }
 
 
 ANALYZE = Stage(
@@ -50,6 +118,7 @@ ANALYZE = Stage(
         "simulate.report_interval",
         "simulate.timestep",
         "simulate.kernels",
+        "simulate.platform",
         "teacher.source",
         "schedule.kind",
         "input.trajectory",
