@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from cgkd.analysis import AnalysisSettings, StageRecords, compute
+from cgkd.analysis import AnalysisSettings, Computed, StageRecords, compute, named
 from cgkd.comparison import compare_runs
 from cgkd.io.frames import Frames
 from cgkd.report import run_facts, system_name, write_run
@@ -148,7 +148,8 @@ def computed(tmp_path_factory):
     observables["rdf"].update(r_max=0.95, n_bins=95)
     settings = AnalysisSettings(observables, reference_stride=1, frame_interval=1.0)
     ms = {"student": 0.25, "teacher": 0.5, "ensemble": 1.0}
-    result = compute(records(directory), fcc_crystal(), run_facts(cfg), settings, ms)
+    measured = compute(records(directory), fcc_crystal(), settings, ms)
+    result = Computed(named(measured.result, run_facts(cfg)), measured.curves, measured.histories)
     write_run(result, directory)
     return result, directory
 
