@@ -216,3 +216,18 @@ def test_failed_stage_keeps_only_what_a_rerun_resumes_from(tmp_path):
     assert not stage.path.exists()
     record = stage.run(lambda out: {"ok": True}, {})
     assert record == {"key": "abc", "ok": True} and stage.done
+
+
+def test_the_drawn_graph_is_the_code_s():
+    """docs/guide/pipeline.md draws the stage graphs of the default and the two-stage run as
+    ``python -m cgkd.stages.graph`` prints them."""
+    import re
+
+    from cgkd.stages.graph import config_graph
+
+    page = (CONFIG_DIR.parent / "docs" / "guide" / "pipeline.md").read_text()
+    drawn = re.findall(r"```mermaid\n(.*?)\n```", page, flags=re.S)
+    assert drawn == [
+        config_graph(config(), "run", "mermaid"),
+        config_graph(config("schedule=two_stage"), "run", "mermaid"),
+    ]
