@@ -7,6 +7,7 @@ first imported, and the openmmtorch plugin needs the libraries torch loads.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -36,17 +37,10 @@ def build_system(model_path: str, masses: np.ndarray, box: np.ndarray) -> openmm
     """An OpenMM System of beads (masses in amu) in the periodic ``box`` [3, 3] (nm, rows are
     box vectors) whose only force is the exported model as a TorchForce, or, for a ``.xml``
     model (a classical model's native System, :mod:`cgkd.simulation.native`), that System
-    with these masses and box.
-
-    Switches this process's TorchScript to the executor that optimises a model once, at its
-    first call (the default re-optimises it after profiling calls, so the first calls round
-    differently from later ones and a run restarted from a checkpoint would not repeat the
-    original bit for bit; measured here, it is also about 15% faster for a 1000-bead student).
+    with these masses and box (see :func:`torch_force` for what it sets in this process).
     """
     if Path(model_path).suffix == ".xml":
         return _native_system(Path(model_path), masses, box)
-    _check_torch_plugin()
-    torch._C._jit_set_profiling_executor(False)
     system = openmm.System()
     for mass in masses:
         system.addParticle(float(mass))
@@ -72,7 +66,17 @@ def _native_system(path: Path, masses: np.ndarray, box: np.ndarray) -> openmm.Sy
 def torch_force(model_path: str | Path) -> TorchForce:
     """The TorchForce (periodic) of a model file: an exported cgkd model, whose metadata says
     whether it returns its forces (the fused flavour, whose kernels are loaded here first),
-    or any TorchScript file with the openmmtorch contract."""
+    or any TorchScript file with the openmmtorch contract.
+
+    Readies this process first: loads the openmmtorch plugin again if OpenMM could not load
+    it at import (openmm imported before torch), and switches TorchScript to the executor
+    that optimises a model once, at its first call (the default re-optimises it after
+    profiling calls, so the first calls round differently from later ones and a run
+    restarted from a checkpoint would not repeat the original bit for bit; measured here, it
+    is also about 15% faster for a 1000-bead student).
+    """
+    _load_torch_plugin()
+    torch._C._jit_set_profiling_executor(False)
     outputs_forces = is_fused(Path(model_path))
     if outputs_forces:
         ops.library_path()
@@ -118,11 +122,20 @@ def select_platform(name: str = "auto", threads: int | None = None) -> tuple[ope
     return openmm.Platform.getPlatformByName(name), properties
 
 
-def _check_torch_plugin() -> None:
-    """Raise if OpenMM failed to load the openmmtorch kernels (openmm imported before torch)."""
-    failures = [f for f in openmm.Platform.getPluginLoadFailures() if "TorchReference" in f]
-    if failures:
-        raise RuntimeError(
-            f"OpenMM could not load the openmmtorch plugin ({failures[0].split(': ', 1)[-1]}); "
-            "import torch (or cgkd) before openmm in your script"
-        )
+@functools.cache
+def _load_torch_plugin() -> None:
+    """Load the openmmtorch plugins that OpenMM failed to load at import because torch's
+    libraries were not loaded yet (openmm imported before torch, as ``import openmmml`` does);
+    raise if the CPU one (TorchReference) still fails. Once per process."""
+    for failure in openmm.Platform.getPluginLoadFailures():
+        path = failure.removeprefix("Error loading library ").split(": ", 1)[0]
+        if not Path(path).name.startswith("libOpenMMTorch"):
+            continue
+        try:
+            openmm.Platform.loadPluginLibrary(path)
+        except openmm.OpenMMException as error:
+            if "TorchReference" in path:
+                raise RuntimeError(
+                    f"OpenMM could not load the openmmtorch plugin ({str(error).strip()}); "
+                    "check that openmmtorch matches the installed torch"
+                ) from None
