@@ -53,13 +53,13 @@ from cgkd.simulation.export import export_flavours, export_torchscript, fused_pa
 from cgkd.simulation.md import MDSettings, model_file, run_replicas
 from cgkd.simulation.native import export_native
 from cgkd.simulation.sampling import SamplerSettings
+from cgkd.simulation.teachers import EnsembleTeacher, OpenMMTeacher, Teacher, TorchScriptTeacher
 from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
 from cgkd.training.curves import plot_loss_curves
 from cgkd.training.dataset import Splits, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.screening import METHODS, frame_descriptors, select_frames
-from cgkd.training.teachers import EnsembleTeacher, OpenMMTeacher, Teacher, TorchScriptTeacher
 from cgkd.training.trainer import TrainSettings, evaluate, train_potential
 from cgkd.units import kt
 

@@ -20,13 +20,13 @@ import openmm.unit as unit
 from cgkd import pipeline
 from cgkd.io.frames import Frames
 from cgkd.simulation.sampling import SamplerSettings, sample_md
+from cgkd.simulation.teachers import OpenMMTeacher, TorchScriptTeacher
 from cgkd.training.screening import (
     farthest_point_sampling,
     frame_descriptors,
     select_frames,
 )
 from cgkd.training.targets import label_frames
-from cgkd.training.teachers import OpenMMTeacher, TorchScriptTeacher
 from tests.conftest import random_liquid
 
 FORCE_UNIT = unit.kilojoule_per_mole / unit.nanometer

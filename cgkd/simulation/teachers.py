@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 # isort: off
-from cgkd.simulation.export import is_fused
-from cgkd.simulation.system import build_system, select_platform  # before openmm
+from cgkd.simulation.engine import create_simulation, make_integrator  # before openmm
 import openmm
 import openmm.unit as unit
 
@@ -36,7 +35,9 @@ from tqdm.auto import tqdm
 
 from cgkd.mapping.molecules import make_whole, reference_atoms
 from cgkd.models.potential import CGPotential
+from cgkd.simulation.export import is_fused
 from cgkd.simulation.sampling import SampledFrames, SamplerSettings, sample_md
+from cgkd.simulation.system import build_system
 from cgkd.training.dataset import Targets
 from cgkd.training.targets import label_frames
 
@@ -220,8 +221,11 @@ class OpenMMTeacher(Teacher):
         return atoms
 
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
-        platform, properties = select_platform(self.platform, self.threads)
-        context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), platform, properties)
+        verlet = make_integrator("verlet", 0.001)
+        simulation = create_simulation(
+            self.system, verlet, platform=self.platform, threads=self.threads
+        )
+        context = simulation.context
         forces, energies = [], []
         for x, box in tqdm(
             zip(self.to_particles(positions, boxes), boxes, strict=True),
