@@ -1,12 +1,13 @@
 """CG molecular dynamics of an exported model in OpenMM (openmmtorch TorchForce), watched,
 checkpointed and resumable.
 
-A run is an OpenMM ``Simulation`` with reporters, in this order: the stability monitor
-(so nothing after it sees a bad frame), the DCD trajectory, the state data (energies,
-temperature, speed) and an atomic checkpoint, all at ``report_interval``. A run that finds
-its checkpoint continues from it, trimming frames and rows written after it, so a killed
-run resumes where it stopped. A run that goes bad stops, writes the last good frame and
-reports the step; it does not raise, so sweeps can count stable runs.
+A run is a Simulation of the engine (:mod:`cgkd.simulation.engine`) with reporters, in
+this order: the stability monitor (so nothing after it sees a bad frame), the DCD trajectory,
+the state data (energies, temperature, speed), an atomic checkpoint and the progress bar, all
+at ``report_interval``. A run that finds its checkpoint continues from it, trimming frames
+and rows written after it, so a killed run resumes where it stopped. A run that goes bad
+stops, writes the last good frame and reports the step; it does not raise, so sweeps can
+count stable runs.
 """
 
 from __future__ import annotations
