@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # isort: off
-from cgkd.simulation.system import build_system, select_platform  # noqa: E402 (torch first)
+from cgkd.simulation.engine import select_platform  # noqa: E402 (torch first)
+from cgkd.simulation.system import build_system  # noqa: E402
 import openmm  # noqa: E402
 import openmm.unit as unit  # noqa: E402
 # isort: on

@@ -55,7 +55,8 @@ def aa_box(molecules: int, steps: int) -> tuple[Callable[[], float], np.ndarray,
     """(a function timing ``steps`` AA steps in ms/step, CG start positions [N, 3] and box
     [3, 3] in nm) of a TIP3P box of ``molecules`` waters after a 100-step warm-up."""
     spec = WaterBoxSpec(n_molecules=molecules, equilibration=0.0, production=1.0)
-    context, integrator, _ = prepare(spec)
+    simulation, _ = prepare(spec)
+    context, integrator = simulation.context, simulation.integrator
     integrator.step(100)
     state = context.getState(getPositions=True)
     x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer).reshape(-1, 3, 3)

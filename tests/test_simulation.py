@@ -285,7 +285,7 @@ def test_bad_settings_are_one_line_errors():
     with pytest.raises(ValueError, match=r"not a multiple of simulate\.report_interval"):
         MDSettings(steps=250, report_interval=100)
     with pytest.raises(ValueError, match="platform 'Metal' is not available"):
-        from cgkd.simulation.system import select_platform
+        from cgkd.simulation.engine import select_platform
 
         select_platform("Metal")
 

@@ -19,6 +19,7 @@ import openmm.unit as unit
 
 from cgkd.io.frames import Frames
 from cgkd.simulation.sampling import SamplerSettings, sample_md
+from cgkd.simulation.teachers import OpenMMTeacher, TorchScriptTeacher
 from cgkd.stages import Context, Pipeline, run_command
 from cgkd.stages.data import reference_splits
 from cgkd.stages.distill import student_loss
@@ -28,7 +29,6 @@ from cgkd.training.screening import (
     select_frames,
 )
 from cgkd.training.targets import label_frames
-from cgkd.training.teachers import OpenMMTeacher, TorchScriptTeacher
 from tests.conftest import random_liquid
 
 FORCE_UNIT = unit.kilojoule_per_mole / unit.nanometer
@@ -175,9 +175,7 @@ def test_openmm_teacher_labels_in_bead_order_with_molecules_made_whole():
     order = np.random.default_rng(0).permutation(len(positions))
     rank = np.argsort(order)  # bead of each particle
     bonds = np.sort(rank[np.arange(len(positions)).reshape(-1, 2)], axis=1)
-    teacher = OpenMMTeacher(
-        system, order, {"openmm_teacher": "argon"}, bonds=bonds, platform="Reference"
-    )
+    teacher = OpenMMTeacher(system, order, bonds=bonds, platform="Reference")
     rng = np.random.default_rng(5)
     whole = positions[None] + 0.02 * rng.normal(size=(2, *positions.shape)) - 0.05
     boxes = np.repeat(box[None], 2, axis=0)
@@ -199,7 +197,7 @@ def test_openmm_teacher_labels_in_bead_order_with_molecules_made_whole():
     assert np.allclose(targets.bead_energies.sum(1), targets.energies)
     assert not targets.force_std.any()
     with pytest.raises(ValueError, match="not a one-to-one map"):
-        OpenMMTeacher(system, order[:-1], {"openmm_teacher": "argon"})
+        OpenMMTeacher(system, order[:-1])
 
 
 def test_torchscript_teacher_labels_like_the_batched_labeller(potential, tmp_path):

@@ -14,11 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 
 # isort: off
-from cgkd.simulation.system import build_system, openmm_seed, select_platform  # before openmm
+from cgkd.simulation.engine import (  # before openmm
+    create_simulation,
+    make_integrator,
+    model_simulation,
+    run,
+    start,
+)
 import openmm
+import openmm.app as app
 import openmm.unit as unit
 # isort: on
 
+from cgkd.simulation.reporters import CallbackReporter
 from cgkd.units import kt
 
 
@@ -55,39 +63,29 @@ def nve_energy_drift(
     ``positions`` [N, 3] nm in ``box`` [3, 3] nm, after ``equilibration_steps`` of Langevin
     dynamics at ``temperature`` K with ``equilibration_timestep`` (ps; the same for every
     ``timestep``, so that runs at different time steps start from the same state)."""
-    system = build_system(model_path, masses, box)
-    chosen, properties = select_platform(platform)
-    thermostat = openmm.LangevinMiddleIntegrator(
-        temperature * unit.kelvin, 1.0 / unit.picosecond, equilibration_timestep * unit.picosecond
+    thermostat = make_integrator(
+        "langevin", equilibration_timestep, temperature=temperature, friction=1.0, seed=seed
     )
-    thermostat.setRandomNumberSeed(openmm_seed(seed))
-    context = openmm.Context(system, thermostat, chosen, properties)
-    context.setPositions(np.asarray(positions))
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed))
-    thermostat.step(equilibration_steps)
-    state = context.getState(getPositions=True, getVelocities=True)
-    del context
+    simulation = model_simulation(model_path, masses, box, thermostat, platform=platform)
+    start(simulation, positions, minimize=(10.0, 200), temperature=temperature, seed=seed)
+    equilibrated = run(simulation, equilibration_steps)
+    state = simulation.context.getState(getPositions=True, getVelocities=True)
+    system, topology = simulation.system, simulation.topology
+    del simulation  # one model context at a time
+    verlet = make_integrator("verlet", timestep)
+    nve = create_simulation(system, verlet, topology=topology, platform=platform)
+    start(nve, state.getPositions(), velocities=state.getVelocities())
+    energies = [_total_energy(nve.context.getState(getEnergy=True))]
 
-    verlet = openmm.VerletIntegrator(timestep * unit.picosecond)
-    context = openmm.Context(system, verlet, chosen, properties)
-    context.setPositions(state.getPositions())
-    context.setVelocities(state.getVelocities())
-    energies = []
-    n_reports = steps // report_interval
-    for _ in range(n_reports + 1):
-        energy_state = context.getState(getEnergy=True)
-        energies.append(
-            (energy_state.getPotentialEnergy() + energy_state.getKineticEnergy()).value_in_unit(
-                unit.kilojoule_per_mole
-            )
-        )
-        if len(energies) <= n_reports:
-            verlet.step(report_interval)
+    def record(simulation: app.Simulation, state: openmm.State) -> None:
+        energies.append(_total_energy(state))
+
+    reporter = CallbackReporter(report_interval, record, ("energy",))
+    outcome = run(nve, steps // report_interval * report_interval, [reporter])
     total = np.asarray(energies)
     times = np.arange(len(total)) * report_interval * timestep
     n_beads = len(masses)
-    stable = bool(np.isfinite(total).all())
+    stable = equilibrated.stable and outcome.stable and bool(np.isfinite(total).all())
     if stable:
         slope, intercept = np.polyfit(times, total, 1)
         residual = total - (slope * times + intercept)
@@ -105,3 +103,9 @@ def nve_energy_drift(
         times_ps=times,
         total_energies=total,
     )
+
+
+def _total_energy(state: openmm.State) -> float:
+    """Potential plus kinetic energy of ``state``, kJ/mol."""
+    energy = state.getPotentialEnergy() + state.getKineticEnergy()
+    return energy.value_in_unit(unit.kilojoule_per_mole)

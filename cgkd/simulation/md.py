@@ -1,19 +1,18 @@
 """CG molecular dynamics of an exported model in OpenMM (openmmtorch TorchForce), watched,
 checkpointed and resumable.
 
-A run is an OpenMM ``Simulation`` with reporters, in this order: the stability monitor
-(so nothing after it sees a bad frame), the DCD trajectory, the state data (energies,
-temperature, speed) and an atomic checkpoint, all at ``report_interval``. A run that finds
-its checkpoint continues from it, trimming frames and rows written after it, so a killed
-run resumes where it stopped. A run that goes bad stops, writes the last good frame and
-reports the step; it does not raise, so sweeps can count stable runs.
+A run is a Simulation of the engine (:mod:`cgkd.simulation.engine`) with reporters, in
+this order: the stability monitor (so nothing after it sees a bad frame), the DCD trajectory,
+the state data (energies, temperature, speed), an atomic checkpoint and the progress bar, all
+at ``report_interval``. A run that finds its checkpoint continues from it, trimming frames
+and rows written after it, so a killed run resumes where it stopped. A run that goes bad
+stops, writes the last good frame and reports the step; it does not raise, so sweeps can
+count stable runs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,13 +21,16 @@ import numpy as np
 import torch
 
 # isort: off
-from cgkd.simulation.system import (  # before openmm
-    bead_topology,
-    build_system,
-    openmm_seed,
+from cgkd.simulation.engine import (  # before openmm
+    INTEGRATORS,
+    RunOutcome,
+    make_integrator,
+    model_simulation,
+    resume,
+    run,
     select_platform,
+    start,
 )
-import openmm
 import openmm.app as app
 import openmm.unit as unit
 # isort: on
@@ -38,14 +40,13 @@ from cgkd.simulation.reporters import (
     CheckpointReporter,
     ProgressReporter,
     StabilityReporter,
+    StateReporter,
     TrajectoryReporter,
-    UnstableSimulationError,
 )
 from cgkd.units import ns_per_day
 
 log = logging.getLogger(__name__)
 
-INTEGRATORS = ("langevin", "nose_hoover", "verlet")
 KERNELS = ("auto", "fused", "plain")
 FILES = ("trajectory.dcd", "topology.pdb", "state.csv", "checkpoint.chk", "last_good.pdb")
 
@@ -140,23 +141,6 @@ def model_file(plain: Path, fused: Path | None, settings: MDSettings) -> Path:
     return Path(fused)
 
 
-def make_integrator(settings: MDSettings, seed: int) -> openmm.Integrator:
-    """The integrator ``settings.integrator`` with the settings' time step and thermostat."""
-    temperature = settings.temperature * unit.kelvin
-    timestep = settings.timestep * unit.picosecond
-    if settings.integrator == "langevin":
-        integrator = openmm.LangevinMiddleIntegrator(
-            temperature, settings.friction / unit.picosecond, timestep
-        )
-        integrator.setRandomNumberSeed(openmm_seed(seed))
-        return integrator
-    if settings.integrator == "nose_hoover":
-        return openmm.NoseHooverIntegrator(
-            temperature, settings.friction / unit.picosecond, timestep
-        )
-    return openmm.VerletIntegrator(timestep)
-
-
 def create_simulation(
     model_path: Path,
     masses: np.ndarray,
@@ -167,18 +151,27 @@ def create_simulation(
     bead_names: list[str] | None = None,
     bonds: np.ndarray | None = None,
 ) -> app.Simulation:
-    """An OpenMM Simulation of the exported model at ``model_path`` (no positions yet).
-
-    ``bonds`` [K, 2] become topology bonds, so that trajectory writers keep molecules whole.
-    """
-    topology = bead_topology(len(masses), box, bead_names)
-    atoms = list(topology.atoms())
-    for i, j in np.asarray(bonds if bonds is not None else np.zeros((0, 2)), dtype=int):
-        topology.addBond(atoms[i], atoms[j])
-    system = build_system(str(model_path), masses, box)
-    platform, properties = select_platform(settings.platform, settings.threads)
-    integrator = make_integrator(settings, settings.seed if seed is None else seed)
-    return app.Simulation(topology, system, integrator, platform, properties)
+    """An OpenMM Simulation of the exported model at ``model_path`` with the integrator,
+    platform and threads of ``settings`` (no positions yet); ``seed`` (default
+    ``settings.seed``) seeds the thermostat. ``bonds`` [K, 2] become topology bonds, so that
+    trajectory writers keep molecules whole."""
+    integrator = make_integrator(
+        settings.integrator,
+        settings.timestep,
+        temperature=settings.temperature,
+        friction=settings.friction,
+        seed=settings.seed if seed is None else seed,
+    )
+    return model_simulation(
+        model_path,
+        masses,
+        box,
+        integrator,
+        platform=settings.platform,
+        threads=settings.threads,
+        bead_names=bead_names,
+        bonds=bonds,
+    )
 
 
 def run_cg_md(
@@ -209,82 +202,56 @@ def run_cg_md(
     simulation = create_simulation(
         model_path, masses, box, settings, seed=seed, bead_names=bead_names, bonds=bonds
     )
-    resumed = paths["checkpoint.chk"].is_file()
-    if resumed:
-        simulation.loadCheckpoint(str(paths["checkpoint.chk"]))
-        _trim_outputs(paths, simulation.currentStep // settings.report_interval)
+    interval = settings.report_interval
+    monitor = StabilityReporter(
+        interval, settings.min_distance, settings.max_temperature_factor * settings.temperature
+    )
+    reporters = [
+        monitor,
+        TrajectoryReporter(paths["trajectory.dcd"], interval),
+        StateReporter(paths["state.csv"], interval),
+        CheckpointReporter(paths["checkpoint.chk"], interval),
+        ProgressReporter(interval, settings.steps, enabled=progress),
+    ]
+    if resume(simulation, paths["checkpoint.chk"], reporters):
         log.info("CG MD resumes at step %d from %s", simulation.currentStep, out)
     else:
         for name in ("trajectory.dcd", "state.csv", "last_good.pdb"):
             paths[name].unlink(missing_ok=True)
-        simulation.context.setPositions(np.asarray(positions))
-        if settings.minimize:
-            simulation.minimizeEnergy(tolerance=10.0, maxIterations=200)
-        simulation.context.setVelocitiesToTemperature(
-            settings.temperature * unit.kelvin, openmm_seed(seed)
+        start(
+            simulation,
+            positions,
+            minimize=(10.0, 200) if settings.minimize else None,
+            temperature=settings.temperature,
+            seed=seed,
         )
         state = simulation.context.getState(getPositions=True)
         with open(paths["topology.pdb"], "w") as handle:
             app.PDBFile.writeFile(simulation.topology, state.getPositions(), handle)
 
-    interval = settings.report_interval
-    start_step = simulation.currentStep
-    monitor = StabilityReporter(
-        interval, settings.min_distance, settings.max_temperature_factor * settings.temperature
-    )
-    current = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
-    monitor.last_good = np.asarray(current.value_in_unit(unit.nanometer))
-    monitor.last_good_step = start_step
-    bar = ProgressReporter(interval, settings.steps, start_step) if progress else None
-    trajectory = TrajectoryReporter(paths["trajectory.dcd"], interval, append=resumed)
-    state_data = app.StateDataReporter(
-        str(paths["state.csv"]),
-        interval,
-        step=True,
-        time=True,
-        potentialEnergy=True,
-        kineticEnergy=True,
-        totalEnergy=True,
-        temperature=True,
-        speed=True,
-        separator=",",
-        append=resumed,
-    )
-    simulation.reporters = [
-        monitor,
-        trajectory,
-        state_data,
-        CheckpointReporter(paths["checkpoint.chk"], interval),
-        *([bar] if bar else []),
-    ]
-    stable, message = True, "completed"
-    start = time.perf_counter()
-    try:
-        simulation.step(settings.steps - start_step)
-    except UnstableSimulationError as error:
-        stable, message = False, str(error)
-    except (openmm.OpenMMException, ValueError) as error:
-        stable = False
-        message = f"OpenMM failed after step {monitor.last_good_step}: {error}".splitlines()[0]
-    elapsed = time.perf_counter() - start
-    if bar:
-        bar.close()
-    trajectory.close()
-    simulation.reporters.clear()
-    del state_data  # OpenMM's StateDataReporter closes its file when deleted
-    done = monitor.last_good_step if not stable else simulation.currentStep
-    if not stable:
+    outcome = run(simulation, settings.steps - simulation.currentStep, reporters)
+    if not outcome.stable:
         with open(paths["last_good.pdb"], "w") as handle:
             app.PDBFile.writeFile(simulation.topology, monitor.last_good * unit.nanometer, handle)
-        log.warning("CG MD stopped: %s (last good frame: %s)", message, paths["last_good.pdb"])
-    run_steps = max(done - start_step, 0)
+        log.warning(
+            "CG MD stopped: %s (last good frame: %s)", outcome.message, paths["last_good.pdb"]
+        )
+    return _result(outcome, settings, seed, paths)
+
+
+def _result(
+    outcome: RunOutcome, settings: MDSettings, seed: int, paths: dict[str, Path]
+) -> MDResult:
+    """The MDResult of a CG run that ended as ``outcome``."""
+    done = outcome.last_good_step
+    run_steps = max(done - outcome.start_step, 0)
     return MDResult(
-        stable=stable,
-        message=message,
+        stable=outcome.stable,
+        message=outcome.message,
         steps_completed=done,
-        n_frames=done // interval,
-        ms_per_step=1000.0 * elapsed / max(run_steps, 1),
-        ns_per_day=ns_per_day(run_steps * settings.timestep, elapsed),
+        n_frames=done // settings.report_interval,
+        ms_per_step=1000.0 * outcome.elapsed / max(run_steps, 1),
+        ns_per_day=ns_per_day(run_steps * settings.timestep, outcome.elapsed),
         seed=seed,
         trajectory=str(paths["trajectory.dcd"]),
         topology=str(paths["topology.pdb"]),
@@ -342,39 +309,6 @@ def run_replicas(
     return results
 
 
-def _trim_outputs(paths: dict[str, Path], n_frames: int) -> None:
-    """Drop the frames and state rows written after the checkpoint (first ``n_frames`` kept)."""
-    kept = truncate_dcd(paths["trajectory.dcd"], n_frames)
-    if kept < n_frames:
-        raise RuntimeError(
-            f"{paths['trajectory.dcd']} holds {kept} frames, fewer than the {n_frames} its "
-            f"checkpoint needs; delete {paths['checkpoint.chk'].parent} to start the run afresh"
-        )
-    lines = paths["state.csv"].read_text().splitlines(keepends=True)
-    paths["state.csv"].write_text("".join(lines[: n_frames + 1]))  # header + one row per frame
-
-
-def truncate_dcd(path: Path, n_frames: int) -> int:
-    """Keep at most the first ``n_frames`` complete frames of an OpenMM-written DCD file
-    (header updated); returns the number of frames kept."""
-    with open(path, "r+b") as handle:
-        header = handle.read(276)
-        count, first_step, interval = struct.unpack_from("<3i", header, 8)
-        (box_flag,) = struct.unpack_from("<i", header, 48)
-        (comment_bytes,) = struct.unpack_from("<i", header, 92)
-        (n_atoms,) = struct.unpack_from("<i", header, 104 + comment_bytes)
-        start = 112 + comment_bytes  # the atom-count record ends the header
-        frame = (56 if box_flag else 0) + 3 * (8 + 4 * n_atoms)
-        complete = (handle.seek(0, os.SEEK_END) - start) // frame
-        keep = min(count, complete, n_frames)
-        handle.truncate(start + keep * frame)
-        handle.seek(8)
-        handle.write(struct.pack("<i", keep))
-        handle.seek(20)
-        handle.write(struct.pack("<i", first_step + max(keep - 1, 0) * interval))
-    return keep
-
-
 def time_force_evaluation(
     model_path: Path,
     positions: np.ndarray,
@@ -386,16 +320,15 @@ def time_force_evaluation(
 ) -> float:
     """Milliseconds per energy + force evaluation of an exported model inside OpenMM, at
     positions jittered by 1e-4 nm (fresh forces every call, the Verlet list reused)."""
-    system = build_system(str(model_path), masses, box)
-    chosen, properties = select_platform(platform)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), chosen, properties)
+    verlet = make_integrator("verlet", 0.001)
+    context = model_simulation(model_path, masses, box, verlet, platform=platform).context
     rng = np.random.default_rng(0)
     # Warm-up: TorchScript's profiling executor optimises the graph over the first calls.
     for _ in range(warmup):
         context.setPositions(positions + rng.normal(0.0, 1e-4, positions.shape))
         context.getState(getEnergy=True, getForces=True)
-    start = time.perf_counter()
+    begin = time.perf_counter()
     for _ in range(repeats):
         context.setPositions(positions + rng.normal(0.0, 1e-4, positions.shape))
         context.getState(getEnergy=True, getForces=True)
-    return 1000.0 * (time.perf_counter() - start) / repeats
+    return 1000.0 * (time.perf_counter() - begin) / repeats

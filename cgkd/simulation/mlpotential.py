@@ -94,8 +94,9 @@ class CGKDPotentialImpl(MLPotentialImpl):
 
     def _torch_force(self, n_particles: int) -> openmm.Force:
         """The TorchForce of the export that ``kernels`` picks, checked against the system."""
+        from cgkd.simulation.engine import select_platform
         from cgkd.simulation.export import fused_path, is_fused, read_export_metadata
-        from cgkd.simulation.system import select_platform, torch_force
+        from cgkd.simulation.system import torch_force
 
         path = self.model_file
         _check_count(path, read_export_metadata(path)["n_beads"], n_particles)

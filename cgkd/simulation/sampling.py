@@ -17,14 +17,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # isort: off
-from cgkd.simulation.system import openmm_seed, select_platform  # before openmm
+from cgkd.simulation.engine import (  # before openmm
+    RunOutcome,
+    create_simulation,
+    make_integrator,
+    run,
+    start,
+)
 import openmm
+import openmm.app as app
 import openmm.unit as unit
 # isort: on
 
 from tqdm.auto import tqdm
 
-from cgkd.simulation.reporters import StabilityReporter, UnstableSimulationError
+from cgkd.simulation.reporters import CallbackReporter, StabilityReporter
 
 
 @dataclass(frozen=True)
@@ -105,65 +112,87 @@ def sample_md(
     """
     if len(positions) == 0:
         raise ValueError("sample_md needs at least one starting frame")
-    platform, properties = select_platform(settings.platform, settings.threads)
-    collected: dict[str, list[np.ndarray]] = {"positions": [], "boxes": [], "t": [], "runs": []}
+    frames: list[tuple[np.ndarray, np.ndarray, float, int]] = []
     failures: list[str] = []
     plan = [(t, k) for t in settings.temperatures for k in range(settings.starts)]
     run_steps = settings.equilibration + settings.frames_per_run * settings.save_interval
     bar = tqdm(total=len(plan) * run_steps, desc="teacher MD", unit="step", disable=not progress)
-    for run, (temperature, start) in enumerate(plan):
-        integrator = openmm.LangevinMiddleIntegrator(
-            temperature * unit.kelvin, settings.friction / unit.picosecond, settings.timestep
+    for index, (temperature, first) in enumerate(plan):
+        frame = first % len(positions)
+        kept, outcome = _sample_run(
+            system, positions[frame], boxes[frame], temperature, settings, seed + index
         )
-        integrator.setRandomNumberSeed(openmm_seed(seed + run))
-        context = openmm.Context(system, integrator, platform, properties)
-        frame = start % len(positions)
-        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in boxes[frame]])
-        context.setPositions(np.asarray(positions[frame]))
-        context.applyConstraints(1e-6)
-        context.setVelocitiesToTemperature(temperature * unit.kelvin, openmm_seed(seed + run))
-        monitor = StabilityReporter(
-            settings.save_interval,
-            settings.min_distance,
-            settings.max_temperature_factor * temperature,
-        )
-        done = 0
-        try:
-            integrator.step(settings.equilibration)
-            done += settings.equilibration
-            for _ in range(settings.frames_per_run):
-                integrator.step(settings.save_interval)
-                done += settings.save_interval
-                state = context.getState(getPositions=True, getEnergy=True)
-                x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-                box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-                problem = monitor.check(
-                    x,
-                    box,
-                    state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-                    state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole),
-                )
-                if problem:
-                    raise UnstableSimulationError(done, problem)
-                collected["positions"].append(np.asarray(x))
-                collected["boxes"].append(np.asarray(box))
-                collected["t"].append(temperature)
-                collected["runs"].append(run)
-        except (UnstableSimulationError, openmm.OpenMMException) as error:
-            reason = str(error).splitlines()[0]
-            failures.append(f"run {run} at {temperature:.1f} K, step {done}: {reason}")
+        frames += [(x, box, temperature, index) for x, box in kept]
+        if not outcome.stable:
+            reason = str(outcome.error).splitlines()[0]
+            failures.append(
+                f"run {index} at {temperature:.1f} K, step {outcome.failed_step}: {reason}"
+            )
         bar.update(run_steps)
-        del context, integrator
     bar.close()
-    if not collected["positions"]:
+    if not frames:
         raise RuntimeError(
             "teacher MD kept no frame: " + "; ".join(failures) + "; lower the sampler's "
             "temperature_factors or timestep"
         )
+    x, box, temperatures, runs = zip(*frames, strict=True)
     return SampledFrames(
-        positions=np.stack(collected["positions"]),
-        boxes=np.stack(collected["boxes"]),
-        temperatures=np.asarray(collected["t"], dtype=float),
-        runs=np.asarray(collected["runs"], dtype=int),
+        positions=np.stack(x),
+        boxes=np.stack(box),
+        temperatures=np.asarray(temperatures, dtype=float),
+        runs=np.asarray(runs, dtype=int),
         failures=failures,
     )
+
+
+def _sample_run(
+    system: openmm.System,
+    positions: np.ndarray,
+    box: np.ndarray,
+    temperature: float,
+    settings: SamplerSettings,
+    seed: int,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], RunOutcome]:
+    """One teacher MD run at ``temperature`` K from ``positions`` in ``box`` (nm): the
+    (positions, box) of every frame it kept, unwrapped, and how it ended."""
+    integrator = make_integrator(
+        "langevin",
+        settings.timestep,
+        temperature=temperature,
+        friction=settings.friction,
+        seed=seed,
+    )
+    simulation = create_simulation(
+        system, integrator, platform=settings.platform, threads=settings.threads
+    )
+    start(
+        simulation,
+        positions,
+        box=box,
+        constraint_tolerance=1e-6,
+        temperature=temperature,
+        seed=seed,
+    )
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def keep(simulation: app.Simulation, state: openmm.State) -> None:
+        kept.append(
+            (
+                np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)),
+                np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)),
+            )
+        )
+
+    outcome = run(simulation, settings.equilibration)
+    if outcome.stable:
+        every = {"start": settings.equilibration, "periodic": False}  # as the frames are kept
+        monitor = StabilityReporter(
+            settings.save_interval,
+            settings.min_distance,
+            settings.max_temperature_factor * temperature,
+            **every,
+        )
+        recorder = CallbackReporter(settings.save_interval, keep, ("positions",), **every)
+        steps = settings.frames_per_run * settings.save_interval
+        outcome = run(simulation, steps, [monitor, recorder])
+    return kept, outcome

@@ -1,5 +1,5 @@
-"""The OpenMM side of CG MD: a System of beads with the exported model, its topology and the
-platform to run it on.
+"""The OpenMM side of CG MD: a System of beads with the exported model and its topology (the
+engine that runs it is :mod:`cgkd.simulation.engine`).
 
 Import this module (or torch) before anything imports openmm: OpenMM loads its plugins when
 first imported, and the openmmtorch plugin needs the libraries torch loads.
@@ -28,9 +28,6 @@ logging.disable(logging.NOTSET)
 
 from cgkd import ops  # noqa: E402
 from cgkd.simulation.export import is_fused  # noqa: E402
-
-#: Platforms tried in order by ``platform="auto"``.
-AUTO_PLATFORMS = ("CUDA", "CPU")
 
 
 def build_system(model_path: str, masses: np.ndarray, box: np.ndarray) -> openmm.System:
@@ -104,22 +101,6 @@ def bead_topology(n_beads: int, box: np.ndarray, names: list[str] | None = None)
         topology.addAtom(name[:4].upper(), None, residue)
     topology.setPeriodicBoxVectors([openmm.Vec3(*row) for row in np.asarray(box)])
     return topology
-
-
-def select_platform(name: str = "auto", threads: int | None = None) -> tuple[openmm.Platform, dict]:
-    """The OpenMM platform ``name`` (``auto``: CUDA when OpenMM has it, else CPU) and its
-    properties (``threads`` for the CPU platform)."""
-    available = [
-        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
-    ]
-    if name == "auto":
-        name = next(p for p in AUTO_PLATFORMS if p in available)
-    elif name not in available:
-        raise ValueError(
-            f"OpenMM platform '{name}' is not available here; use one of {available} or auto"
-        )
-    properties = {"Threads": str(threads)} if threads and name == "CPU" else {}
-    return openmm.Platform.getPlatformByName(name), properties
 
 
 @functools.cache

@@ -12,11 +12,11 @@ import openmm
 
 from cgkd.io.h5md import read_h5md_bonds
 from cgkd.models.checkpoint import merge_members
+from cgkd.simulation.teachers import EnsembleTeacher, OpenMMTeacher, Teacher, TorchScriptTeacher
 from cgkd.stages.base import Context, Record, Request, Stage
 from cgkd.stages.data import dataset
 from cgkd.stages.teach import load_members
 from cgkd.systems import spec_from_config
-from cgkd.training.teachers import EnsembleTeacher, OpenMMTeacher, Teacher, TorchScriptTeacher
 
 #: Where teachers come from (``teacher.source``).
 TEACHER_SOURCES = ("ensemble", "torchscript", "openmm")
@@ -136,11 +136,10 @@ def has_bead_energies(teacher: Record) -> bool:
 def load_teacher(teacher: Record, cg: Record, *, threads: int | None = None) -> Teacher:
     """The :class:`Teacher` of a teacher record, labelling in the bead order of the CG dataset
     of the map record ``cg``; ``threads``: the CPU threads of an OpenMM teacher."""
-    key = {"teacher": teacher["key"]}
     if teacher["source"] == "ensemble":
         labeller, _ = merge_members(load_members(teacher["members"]))
         md_model = None if teacher["md_model"] is None else Path(teacher["md_model"])
-        return EnsembleTeacher(labeller, dataset(cg).types, md_model, key)
+        return EnsembleTeacher(labeller, dataset(cg).types, md_model)
     if teacher["source"] == "torchscript":
         return TorchScriptTeacher(Path(teacher["path"]))
     matrices = np.load(Path(cg["dataset"]).with_name("mapping.npz"))
@@ -148,7 +147,6 @@ def load_teacher(teacher: Record, cg: Record, *, threads: int | None = None) -> 
     return OpenMMTeacher(
         system,
         matrices["position_map_indices"],
-        key,
         bonds=read_h5md_bonds(cg["dataset"]),
         threads=threads,
     )

@@ -43,8 +43,10 @@ class AASpec(abc.ABC):
     Monte Carlo barostat (skipped when 0; the box is then set to the mean volume of its second
     half); ``equilibration`` ps of NVT; ``production`` ps of NVT saving positions, forces and
     the box every ``save_interval`` steps. All phases use a Langevin middle integrator.
-    ``threads`` sets the CPU platform's thread count (``None``: OpenMM's default, the run's
-    ``threads``).
+    ``platform`` and ``threads`` as :func:`cgkd.simulation.engine.select_platform` (``auto``:
+    CUDA when present, else CPU; ``threads`` set the CPU platform's thread count, ``None``:
+    OpenMM's default, the run's ``threads``); forces are deterministic where the platform
+    offers it.
     A run is reproducible for the same seed, platform and thread count.
     """
 

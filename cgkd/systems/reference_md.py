@@ -16,20 +16,30 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# isort: off
+from cgkd.simulation.engine import create_simulation, make_integrator, run, start  # before openmm
 import openmm
-from matplotlib.figure import Figure
 from openmm import app, unit
-from tqdm.auto import tqdm
+# isort: on
+
+from matplotlib.figure import Figure
 
 from cgkd.io.atomic import atomic_path
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDWriter
+from cgkd.simulation.engine import RunOutcome
+from cgkd.simulation.reporters import (
+    CallbackReporter,
+    ProgressReporter,
+    UnstableSimulationError,
+)
+from cgkd.simulation.system import openmm_seed
 from cgkd.systems.base import AASpec, BuiltSystem
 from cgkd.units import AVOGADRO, NM3_PER_CM3, ns_per_day
 
@@ -65,16 +75,20 @@ class GeneratedSystem:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-def prepare(spec: AASpec) -> tuple[openmm.Context, openmm.Integrator, BuiltSystem]:
-    """Build ``spec`` into an NVT Langevin Context, minimised, with velocities at temperature."""
+def prepare(spec: AASpec) -> tuple[app.Simulation, BuiltSystem]:
+    """Build ``spec`` into an NVT Langevin Simulation, minimised, with velocities at
+    temperature."""
     built = spec.build()
-    seeds = np.random.default_rng(spec.seed).integers(1, 2**31 - 1, 3)
-    context, integrator = _context(built.system, spec, int(seeds[0]))
-    context.setPositions(built.positions)
-    context.computeVirtualSites()
-    openmm.LocalEnergyMinimizer.minimize(context, _MINIMISE_TOLERANCE, _MINIMISE_MAX_ITERATIONS)
-    context.setVelocitiesToTemperature(spec.temperature * unit.kelvin, int(seeds[1]))
-    return context, integrator, built
+    seeds = _seeds(spec)
+    simulation = _simulation(built.system, built.topology, spec, seeds[0])
+    start(
+        simulation,
+        built.positions,
+        minimize=(_MINIMISE_TOLERANCE, _MINIMISE_MAX_ITERATIONS),
+        temperature=spec.temperature,
+        seed=seeds[1],
+    )
+    return simulation, built
 
 
 def generate(
@@ -90,14 +104,14 @@ def generate(
     speed and densities. NPT densities, if any, also go to ``out_dir/npt.csv`` and ``npt.png``.
     """
     out_dir = Path(out_dir)
-    context, integrator, built = prepare(spec)
+    simulation, built = prepare(spec)
     system = built.system
     npt_density: tuple[float, float] | None = None
     if spec.npt_steps > 0:
-        context, integrator, npt_density = _npt(context, built, spec, out_dir, progress)
-    _advance(
-        integrator, spec.equilibration_steps, spec.save_interval, "NVT equilibration", progress
-    )
+        simulation, npt_density = _npt(simulation, built, spec, out_dir, progress)
+    steps = spec.equilibration_steps
+    bar = ProgressReporter(spec.save_interval, steps, "NVT equilibration", enabled=progress)
+    _raise_if_failed(run(simulation, steps, [bar]), spec, "NVT equilibration")
 
     real = np.array([i for i in range(system.getNumParticles()) if not system.isVirtualSite(i)])
     masses = np.array([system.getParticleMass(int(i)).value_in_unit(unit.dalton) for i in real])
@@ -109,10 +123,10 @@ def generate(
         "system": {"kind": type(spec).__name__, **asdict(spec)},
         "facts": built.facts,
     }
-    context.setTime(0.0)
-    context.setStepCount(0)
+    simulation.context.setTime(0.0)
+    simulation.currentStep = 0
     n_frames = spec.production_steps // spec.save_interval
-    start = time.perf_counter()
+    frame: Frames | None = None
     with H5MDWriter(
         out_dir / "aa.h5md",
         masses=masses,
@@ -121,19 +135,23 @@ def generate(
         config=record,
         constraints=_real_constraints(system, real),
     ) as writer:
-        for _ in tqdm(range(n_frames), desc="production", unit="frame", disable=not progress):
-            integrator.step(spec.save_interval)
-            frame, step = _snapshot(context, real, masses, types, type_names)
+
+        def write(simulation: app.Simulation, state: openmm.State) -> None:
+            nonlocal frame
+            frame = _snapshot(state, real, masses, types, type_names)
             if not (np.isfinite(frame.positions).all() and np.isfinite(frame.forces).all()):
-                raise ValueError(
-                    f"{type(spec).__name__} simulation became non-finite at production step "
-                    f"{step}; use a smaller timestep (now {spec.timestep} ps) or a longer "
-                    "equilibration"
-                )
-            writer.append(frame, steps=np.array([step]))
-        speed = ns_per_day(
-            n_frames * spec.save_interval * spec.timestep, time.perf_counter() - start
-        )
+                raise UnstableSimulationError(simulation.currentStep, "non-finite")
+            writer.append(frame, steps=np.array([simulation.currentStep]))
+
+        reporters = [
+            CallbackReporter(spec.save_interval, write, ("positions", "forces"), periodic=True),
+            ProgressReporter(
+                spec.save_interval, n_frames * spec.save_interval, "production", enabled=progress
+            ),
+        ]
+        outcome = run(simulation, n_frames * spec.save_interval, reporters)
+        _raise_if_failed(outcome, spec, "production")
+        speed = ns_per_day(n_frames * spec.save_interval * spec.timestep, outcome.elapsed)
         writer.config["ns_per_day"] = speed
         if npt_density is not None:
             writer.config["npt_density_g_cm3"] = list(npt_density)
@@ -157,77 +175,81 @@ def density(mass_amu: float, volume_nm3: float) -> float:
     return float(mass_amu / AVOGADRO / (volume_nm3 / NM3_PER_CM3))
 
 
-def _context(
-    system: openmm.System, spec: AASpec, seed: int
-) -> tuple[openmm.Context, openmm.Integrator]:
-    integrator = openmm.LangevinMiddleIntegrator(
-        spec.temperature * unit.kelvin,
-        spec.friction / unit.picosecond,
-        spec.timestep * unit.picosecond,
+def _seeds(spec: AASpec) -> list[int]:
+    """The seeds of a protocol: thermostat, velocities, barostat."""
+    return [int(k) for k in np.random.default_rng(spec.seed).integers(0, 2**31 - 2, 3)]
+
+
+def _simulation(
+    system: openmm.System, topology: app.Topology, spec: AASpec, seed: int
+) -> app.Simulation:
+    """A Langevin Simulation of ``system`` on the platform of ``spec`` (deterministic forces)."""
+    integrator = make_integrator(
+        "langevin", spec.timestep, temperature=spec.temperature, friction=spec.friction, seed=seed
     )
-    integrator.setRandomNumberSeed(seed)
-    platform, properties = _platform(spec)
-    return openmm.Context(system, integrator, platform, properties), integrator
+    return create_simulation(
+        system,
+        integrator,
+        topology=topology,
+        platform=spec.platform,
+        threads=spec.threads,
+        deterministic=True,
+    )
 
 
-def _platform(spec: AASpec) -> tuple[openmm.Platform, dict[str, str]]:
-    """The OpenMM platform named in ``spec`` and its properties (deterministic forces, threads)."""
-    names = [
-        openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
-    ]
-    if spec.platform not in names:
+def _raise_if_failed(outcome: RunOutcome, spec: AASpec, phase: str) -> None:
+    """Raise the error that stopped a phase; non-finite frames as one line naming the step."""
+    if isinstance(outcome.error, UnstableSimulationError):
         raise ValueError(
-            f"OpenMM platform {spec.platform!r} is not available; choose one of {names}"
+            f"{type(spec).__name__} simulation became non-finite at {phase} step "
+            f"{outcome.error.step}; use a smaller timestep (now {spec.timestep} ps) or a longer "
+            "equilibration"
         )
-    platform = openmm.Platform.getPlatformByName(spec.platform)
-    supported = platform.getPropertyNames()
-    properties = {"DeterministicForces": "true"} if "DeterministicForces" in supported else {}
-    if spec.threads is not None:
-        if "Threads" not in supported:
-            raise ValueError(f"threads is set but OpenMM platform {spec.platform!r} has no threads")
-        properties["Threads"] = str(spec.threads)
-    return platform, properties
+    if outcome.error is not None:
+        raise outcome.error
 
 
 def _npt(
-    nvt_context: openmm.Context,
+    nvt: app.Simulation,
     built: BuiltSystem,
     spec: AASpec,
     out_dir: Path,
     progress: bool,
-) -> tuple[openmm.Context, openmm.Integrator, tuple[float, float]]:
-    """Run the NPT phase; return an NVT context at the mean NPT volume and (density, std)."""
-    seeds = np.random.default_rng(spec.seed).integers(1, 2**31 - 1, 3)
+) -> tuple[app.Simulation, tuple[float, float]]:
+    """Run the NPT phase from ``nvt``'s state; return an NVT Simulation at the mean NPT volume
+    and the (mean, std) density of the phase's second half, g/cm^3."""
+    seeds = _seeds(spec)
     npt_system = openmm.XmlSerializer.clone(built.system)
     barostat = openmm.MonteCarloBarostat(
         spec.pressure * unit.bar, spec.temperature * unit.kelvin, spec.barostat_interval
     )
-    barostat.setRandomNumberSeed(int(seeds[2]))
+    barostat.setRandomNumberSeed(openmm_seed(seeds[2]))
     npt_system.addForce(barostat)
-    context, integrator = _context(npt_system, spec, int(seeds[0]))
-    state = nvt_context.getState(positions=True, velocities=True)
-    context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
-    context.setPositions(state.getPositions())
-    context.setVelocities(state.getVelocities())
+    simulation = _simulation(npt_system, built.topology, spec, seeds[0])
+    state = nvt.context.getState(positions=True, velocities=True)
+    box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+    start(simulation, state.getPositions(), box=box, velocities=state.getVelocities())
+    del nvt
 
     mass = sum(
         built.system.getParticleMass(i).value_in_unit(unit.dalton)
         for i in range(built.system.getNumParticles())
     )
-    rows = []
-    sample = spec.save_interval
-    with tqdm(
-        total=spec.npt_steps, desc="NPT equilibration", unit="step", disable=not progress
-    ) as bar:
-        done = 0
-        while done < spec.npt_steps:
-            todo = min(sample, spec.npt_steps - done)
-            integrator.step(todo)
-            done += todo
-            bar.update(todo)
-            volume = context.getState().getPeriodicBoxVolume().value_in_unit(unit.nanometer**3)
-            rows.append((done * spec.timestep, volume, density(mass, volume)))
-            bar.set_postfix(density=f"{rows[-1][2]:.4f}")
+    rows: list[tuple[float, float, float]] = []
+    bar = ProgressReporter(
+        spec.save_interval, spec.npt_steps, "NPT equilibration", enabled=progress
+    )
+
+    def record(simulation: app.Simulation, state: openmm.State) -> None:
+        volume = state.getPeriodicBoxVolume().value_in_unit(unit.nanometer**3)
+        rows.append((simulation.currentStep * spec.timestep, volume, density(mass, volume)))
+        if bar.bar is not None:
+            bar.bar.set_postfix(density=f"{rows[-1][2]:.4f}")
+
+    reporters = [CallbackReporter(spec.save_interval, record), bar]
+    _raise_if_failed(run(simulation, spec.npt_steps, reporters), spec, "NPT equilibration")
+    if spec.npt_steps % spec.save_interval:
+        record(simulation, simulation.context.getState())  # the end of the phase
     with atomic_path(out_dir / "npt.csv") as tmp, open(tmp, "w", newline="") as handle:
         table = csv.writer(handle)
         table.writerow(["time_ps", "volume_nm3", "density_g_cm3"])
@@ -237,24 +259,21 @@ def _npt(
     stats = (float(second_half[:, 2].mean()), float(second_half[:, 2].std()))
     _plot_density(np.array(rows), stats, out_dir / "npt.png")
 
-    state = context.getState(positions=True, velocities=True)
+    state = simulation.context.getState(positions=True, velocities=True)
     positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
     scale = (mean_volume / abs(np.linalg.det(box))) ** (1.0 / 3.0)
     masses = np.array(
         [npt_system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(len(positions))]
     )
-    for molecule in context.getMolecules():
+    for molecule in simulation.context.getMolecules():
         atoms = np.asarray(molecule)
         weights = masses[atoms] if masses[atoms].sum() > 0 else np.ones(len(atoms))
         centre = np.average(positions[atoms], axis=0, weights=weights)
         positions[atoms] += centre * (scale - 1.0)
-    nvt, nvt_integrator = _context(built.system, spec, int(seeds[0]) + 1)
-    nvt.setPeriodicBoxVectors(*(box * scale))
-    nvt.setPositions(positions)
-    nvt.computeVirtualSites()
-    nvt.setVelocities(state.getVelocities())
-    return nvt, nvt_integrator, stats
+    nvt = _simulation(built.system, built.topology, spec, seeds[0] + 1)
+    start(nvt, positions, box=box * scale, velocities=state.getVelocities())
+    return nvt, stats
 
 
 def _plot_density(rows: np.ndarray, stats: tuple[float, float], path: Path) -> None:
@@ -272,29 +291,15 @@ def _plot_density(rows: np.ndarray, stats: tuple[float, float], path: Path) -> N
         figure.savefig(tmp, dpi=120, format="png")
 
 
-def _advance(
-    integrator: openmm.Integrator, n_steps: int, chunk: int, desc: str, progress: bool
-) -> None:
-    """Advance ``n_steps`` MD steps in chunks, with a progress bar."""
-    with tqdm(total=n_steps, desc=desc, unit="step", disable=not progress) as bar:
-        done = 0
-        while done < n_steps:
-            todo = min(chunk, n_steps - done)
-            integrator.step(todo)
-            done += todo
-            bar.update(todo)
-
-
 def _snapshot(
-    context: openmm.Context,
+    state: openmm.State,
     real: np.ndarray,
     masses: np.ndarray,
     types: np.ndarray,
     type_names: list[str],
-) -> tuple[Frames, int]:
-    """The current positions, forces and box of the real atoms as one frame, and the step."""
-    state = context.getState(positions=True, forces=True, enforcePeriodicBox=True)
-    frame = Frames(
+) -> Frames:
+    """The positions, forces and box of the real atoms in ``state`` as one frame."""
+    return Frames(
         positions=state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[None, real],
         forces=state.getForces(asNumpy=True).value_in_unit(_FORCE_UNIT)[None, real],
         boxes=state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)[None],
@@ -303,7 +308,6 @@ def _snapshot(
         types=types,
         type_names=type_names,
     )
-    return frame, state.getStepCount()
 
 
 def _real_constraints(system: openmm.System, real: np.ndarray) -> np.ndarray:
@@ -338,8 +342,8 @@ def _write_topology(
         partners.setdefault(i, []).append(j)
         partners.setdefault(j, []).append(i)
     for i in sorted(partners):
-        for start in range(0, len(partners[i]), 4):
-            bonded = "".join(serials[j] for j in partners[i][start : start + 4])
+        for first in range(0, len(partners[i]), 4):
+            bonded = "".join(serials[j] for j in partners[i][first : first + 4])
             lines.append(f"CONECT{serials[i]}{bonded}")
     path = out_dir / "aa_topology.pdb"
     with atomic_path(path) as tmp:

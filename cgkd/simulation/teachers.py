@@ -17,15 +17,13 @@ Labels of a teacher without per-bead energies split its total energy evenly over
 from __future__ import annotations
 
 import abc
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # isort: off
-from cgkd.simulation.export import is_fused
-from cgkd.simulation.system import build_system, select_platform  # before openmm
+from cgkd.simulation.engine import create_simulation, make_integrator  # before openmm
 import openmm
 import openmm.unit as unit
 
@@ -37,7 +35,9 @@ from tqdm.auto import tqdm
 from cgkd.geometry import make_whole
 from cgkd.mapping.molecules import reference_atoms
 from cgkd.models.potential import CGPotential
+from cgkd.simulation.export import is_fused
 from cgkd.simulation.sampling import SampledFrames, SamplerSettings, sample_md
+from cgkd.simulation.system import build_system
 from cgkd.training.dataset import Targets
 from cgkd.training.targets import label_frames
 
@@ -50,11 +50,6 @@ class Teacher(abc.ABC):
     has_bead_energies: bool = False
     #: How many models' mean the labels are (their spread is zero for one).
     n_teachers: int = 1
-
-    @property
-    @abc.abstractmethod
-    def key(self) -> dict[str, str]:
-        """What identifies the teacher in cache keys."""
 
     @abc.abstractmethod
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
@@ -117,15 +112,9 @@ class EnsembleTeacher(_TorchScriptMD):
 
     has_bead_energies = True
 
-    def __init__(
-        self, labeller: CGPotential, species: np.ndarray, md_model: Path | None, key: dict
-    ):
-        self.labeller, self.species, self.md_model, self._key = labeller, species, md_model, key
+    def __init__(self, labeller: CGPotential, species: np.ndarray, md_model: Path | None):
+        self.labeller, self.species, self.md_model = labeller, species, md_model
         self.n_teachers = len(labeller.networks)
-
-    @property
-    def key(self) -> dict[str, str]:
-        return self._key
 
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
         return label_frames(self.labeller, positions, boxes, self.species, progress=progress)
@@ -149,11 +138,6 @@ class TorchScriptTeacher(_TorchScriptMD):
         self.md_model = path
         self.module = torch.jit.load(str(path))
         self.has_bead_energies = hasattr(self.module, "bead_energies")
-        self._digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-    @property
-    def key(self) -> dict[str, str]:
-        return {"torchscript_teacher": self._digest}
 
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
         forces, bead_energies, energies = [], [], []
@@ -188,7 +172,6 @@ class OpenMMTeacher(Teacher):
         self,
         system: openmm.System,
         atom_of_bead: np.ndarray,
-        key: dict[str, str],
         *,
         bonds: np.ndarray | None = None,
         platform: str = "CPU",
@@ -203,16 +186,12 @@ class OpenMMTeacher(Teacher):
                 "identity mapping (one bead per atom, e.g. mapping=identity_water) and a System "
                 "without virtual sites"
             )
-        self.system, self._key = system, key
+        self.system = system
         self.platform, self.threads = platform, threads
         n_beads = len(self.atom_of_bead)
         pairs = np.zeros((0, 2), dtype=int) if bonds is None else np.asarray(bonds, dtype=int)
         graph = sparse.coo_matrix((np.ones(len(pairs)), pairs.T), shape=(n_beads, n_beads))
         self._anchor = reference_atoms(connected_components(graph, directed=False)[1])
-
-    @property
-    def key(self) -> dict[str, str]:
-        return self._key
 
     def to_particles(self, beads: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Bead positions [T, N, 3] as the System's particle positions, molecules whole."""
@@ -221,8 +200,11 @@ class OpenMMTeacher(Teacher):
         return atoms
 
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
-        platform, properties = select_platform(self.platform, self.threads)
-        context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), platform, properties)
+        verlet = make_integrator("verlet", 0.001)
+        simulation = create_simulation(
+            self.system, verlet, platform=self.platform, threads=self.threads
+        )
+        context = simulation.context
         forces, energies = [], []
         for x, box in tqdm(
             zip(self.to_particles(positions, boxes), boxes, strict=True),
