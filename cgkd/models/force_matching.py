@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cgkd.models.neighbors import neighbor_pairs, pair_search
+from cgkd.geometry import pair_search
+from cgkd.models.neighbors import neighbor_pairs
 from cgkd.models.pair_table import PairTable, pair_index, spline_basis
 from cgkd.models.priors import Priors
 

@@ -34,8 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cgkd.geometry import pair_search, perpendicular_widths
 from cgkd.models.hipnn import HipnnTS
-from cgkd.models.neighbors import canonical_order, pair_search, perpendicular_widths
+from cgkd.models.neighbors import canonical_order
 from cgkd.models.potential import CGPotential
 
 #: Default Verlet skin (nm): pairs within cutoff + skin are listed and reused.
