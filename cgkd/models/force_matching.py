@@ -24,7 +24,6 @@ from cgkd.models.neighbors import neighbor_pairs, pair_search
 from cgkd.models.pair_table import PairTable, pair_index, spline_basis
 from cgkd.models.priors import Priors
 
-
 #: The forces a classical model can be matched to.
 TARGETS = ("mapped", "teacher")
 

@@ -96,9 +96,9 @@ class LossSettings:
     (1: a single teacher, None: all); ``uncertainty_weighting`` of the teacher-force term
     (needs n_teachers > 1). The defaults: the ensemble-mean teacher forces alone."""
 
-    w_F: float = 0.0
+    w_F: float = 0.0  # noqa: N815 - the config key, after the paper's symbols
     w_f: float = 1.0
-    w_E: float = 0.0
+    w_E: float = 0.0  # noqa: N815
     w_eps: float = 0.0
     n_teachers: int | None = None
     uncertainty_weighting: bool = False
