@@ -16,7 +16,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd import pipeline
-from cgkd.config import SYSTEM_SCHEMAS, to_settings
+from cgkd.config import SYSTEM_SCHEMAS, to_settings, valid_keys
 from cgkd.config import schema as schemas
 from cgkd.mapping.definition import MappingSpec
 from cgkd.models.force_matching import TableSettings
@@ -113,6 +113,17 @@ def test_typos_and_wrong_types_are_refused_naming_the_key(override: str, message
     key = override.lstrip("+").split("=")[0]
     assert key in str(error.value)
     assert message in str(error.value.__cause__)
+
+
+def test_an_unknown_key_error_names_the_valid_keys() -> None:
+    with pytest.raises(ConfigCompositionException) as error:
+        config("simulate.stepz=5")
+    hint = valid_keys(error.value)
+    assert hint is not None and hint.startswith("simulate takes: friction, integrator, kernels")
+    assert "steps" in hint and "seed" not in hint  # the seed is the code's
+    with pytest.raises(ConfigCompositionException) as error:
+        config("simulate.steps=many")
+    assert valid_keys(error.value) is None
 
 
 def test_values_are_typed() -> None:

@@ -8,9 +8,17 @@ For example, with ``cfg`` composed from ``conf/config.yaml``::
     to_settings(cfg.system, seed=cfg.data_seed) # a WaterBoxSpec or RelineSpec
 """
 
-from cgkd.config.derive import derive, to_settings
+from cgkd.config.derive import derive, to_settings, valid_keys
 from cgkd.config.schema import SCHEMA_NAME, SYSTEM_SCHEMAS, Config, register
 
-__all__ = ["SCHEMA_NAME", "SYSTEM_SCHEMAS", "Config", "derive", "register", "to_settings"]
+__all__ = [
+    "SCHEMA_NAME",
+    "SYSTEM_SCHEMAS",
+    "Config",
+    "derive",
+    "register",
+    "to_settings",
+    "valid_keys",
+]
 
 register()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,3 +147,18 @@ def _schema_default(default: Any) -> dataclasses.Field:
         schema, values = _SCHEMAS[type(default)], dataclasses.asdict(default)
         return dataclasses.field(default_factory=lambda: schema(**values))
     return dataclasses.field(default=default)
+
+
+def valid_keys(error: BaseException) -> str | None:
+    """For an error (or one it was raised from) about an unknown key of a typed section, the
+    line naming the section's valid keys, e.g. ``simulate takes: friction, integrator, ...``;
+    None for other errors."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ConfigKeyError | ConfigAttributeError):
+        cause = cause.__cause__
+    object_type = getattr(cause, "object_type", None)
+    if cause is None or not dataclasses.is_dataclass(object_type):
+        return None
+    section = (cause.full_key or "").rpartition(".")[0] or "the config"
+    names = sorted(field.name for field in dataclasses.fields(object_type))
+    return f"{section} takes: {', '.join(names)}"
