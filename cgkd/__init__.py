@@ -5,3 +5,6 @@
 import torch  # noqa: F401
 
 __version__ = "0.1.0"
+
+# The config schema (cgkd.config) is in Hydra's ConfigStore whenever cgkd is used.
+import cgkd.config  # noqa: F401

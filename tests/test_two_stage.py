@@ -151,6 +151,8 @@ def test_teacher_md_that_goes_bad_keeps_nothing_and_says_why():
     system, positions, box = _argon()
     settings = SamplerSettings(
         temperature=100.0,
+        temperature_factors=(1.0,),
+        starts=1,
         steps=20,
         save_interval=10,
         equilibration=0,

@@ -106,7 +106,7 @@ def build_mapping(
     """Compile ``spec`` on ``universe`` and build its force map. Virtual sites (atoms of zero
     mass and zero force in frames spread over ``reader``) belong to no bead. ``constraints``
     ``None`` (no record in the data) means: detect them from constant distances, virtual sites
-    left out. The optimal map is fitted on ``spec.optimal["fit_frames"]`` frames spread evenly
+    left out. The optimal map is fitted on ``spec.optimal.fit_frames`` frames spread evenly
     over ``reader``'s frames before ``fit_stop`` (all by default). A basic map crossed by a
     constraint is refused: it would be biased."""
     sample = spread_frames(reader)
@@ -127,7 +127,7 @@ def build_mapping(
     forces = None
     if spec.force_map == "optimal":
         available = reader.n_frames if fit_stop is None else min(fit_stop, reader.n_frames)
-        n_fit = min(available, int(spec.optimal.get("fit_frames", 100)))
+        n_fit = min(available, spec.optimal.fit_frames)
         picked = np.unique(np.linspace(0, available - 1, n_fit).round().astype(int))
         forces = np.concatenate([reader.read(int(t), int(t) + 1).forces for t in picked])
     force_map = build_force_map(
@@ -136,7 +136,7 @@ def build_mapping(
         constraints,
         forces=forces,
         molecules=compiled.molecules,
-        ridge=float(spec.optimal.get("ridge", 1e-6)),
+        ridge=spec.optimal.ridge,
     )
     # Tolerance for float32 data and a solved (not exact) map.
     problems = force_map_violations(compiled.position_map, force_map, constraints, atol=1e-6)

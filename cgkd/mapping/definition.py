@@ -30,7 +30,7 @@ import hashlib
 import json
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -88,15 +88,28 @@ class BeadKind:
 
 
 @dataclass(frozen=True)
+class OptimalMapSettings:
+    """The minimum-variance (``optimal``) force map's fit: on ``fit_frames`` frames spread
+    evenly over the data, with the force second-moment matrix regularised by ``ridge``
+    (relative)."""
+
+    fit_frames: int = 100
+    ridge: float = 1e-6
+
+
+@dataclass(frozen=True)
 class MappingSpec:
-    """A whole mapping: bead kinds, position weights, force map and its settings."""
+    """A whole mapping: bead kinds, position weights (``mass``: centre of mass, ``geometry``:
+    centre of geometry), force map (``basic``, ``constraint_aware`` or ``optimal``), whether an
+    atom may belong to several beads, and the optimal map's fit. The schema of the ``mapping``
+    config section."""
 
     name: str
     beads: tuple[BeadKind, ...]
     weights: str = "mass"
     force_map: str = "basic"
     allow_overlap: bool = False
-    optimal: dict[str, Any] = field(default_factory=dict)
+    optimal: OptimalMapSettings = field(default_factory=OptimalMapSettings)
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS:
@@ -129,9 +142,8 @@ class MappingSpec:
                 )
             beads.append(BeadKind(**bead))
         values = {k: v for k, v in config.items() if k != "beads"}
-        return cls(
-            **{**values, "beads": tuple(beads), "optimal": dict(config.get("optimal") or {})}
-        )
+        optimal = OptimalMapSettings(**(config.get("optimal") or {}))
+        return cls(**{**values, "beads": tuple(beads), "optimal": optimal})
 
     def to_dict(self) -> dict[str, Any]:
         """The definition as plain data (what is recorded with a CG data set)."""
@@ -144,7 +156,7 @@ class MappingSpec:
             "weights": self.weights,
             "force_map": self.force_map,
             "allow_overlap": self.allow_overlap,
-            "optimal": self.optimal,
+            "optimal": asdict(self.optimal),
         }
 
     def describe(self) -> str:

@@ -25,6 +25,9 @@ from cgkd.models.neighbors import neighbor_pairs
 from cgkd.models.pair_table import PairTable, pair_index, spline_basis
 from cgkd.models.priors import Priors
 
+#: The forces a classical model can be matched to.
+TARGETS = ("mapped", "teacher")
+
 
 @dataclass(frozen=True)
 class TableSettings:
@@ -33,17 +36,24 @@ class TableSettings:
     ``cutoff`` (nm): range of the tables; ``spacing`` (nm): between knots; the first knot is
     at half the closest distance any pair reaches in the data. ``smoothing``: weight of the
     curvature penalty sum_k (y_k-1 - 2 y_k + y_k+1)^2 relative to the mean diagonal of G.
+    ``targets``: the forces matched, ``mapped`` (the AA forces: MS-CG) or ``teacher`` (the
+    teacher's labels). The schema of the ``classical`` config section.
     """
 
     cutoff: float = 0.6
     spacing: float = 0.01
     smoothing: float = 1e-3
+    targets: str = "mapped"
 
     def __post_init__(self) -> None:
         if self.cutoff <= 0 or self.spacing <= 0 or self.smoothing < 0:
             raise ValueError(
                 f"classical.cutoff ({self.cutoff}) and classical.spacing ({self.spacing}) must be "
                 f"positive and classical.smoothing ({self.smoothing}) not negative"
+            )
+        if self.targets not in TARGETS:
+            raise ValueError(
+                f"classical.targets={self.targets!r} is unknown; use one of {list(TARGETS)}"
             )
 
 

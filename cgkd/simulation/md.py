@@ -65,6 +65,8 @@ class MDSettings:
     ``replicas`` independent runs differ in seed (``seed + k``) and starting frame.
     ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
     the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.
+    ``models``: the models the simulate stage runs (student, baseline, teacher, ensemble,
+    classical). The schema of the ``simulate`` config section; ``seed`` is set by the code.
     """
 
     integrator: str = "langevin"
@@ -81,6 +83,7 @@ class MDSettings:
     max_temperature_factor: float = 3.0
     replicas: int = 1
     kernels: str = "auto"
+    models: tuple[str, ...] = ("student", "baseline")
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:

@@ -39,15 +39,18 @@ class SamplerSettings:
     """Teacher MD for soft targets. Units: K (via factors of ``temperature``), ps, 1/ps, nm.
 
     ``starts`` runs per temperature, each from its own reference frame, each ``steps`` long
-    after ``equilibration`` unsaved steps, saving every ``save_interval`` steps.
+    after ``equilibration`` unsaved steps, saving every ``save_interval`` steps. A run ends
+    when two particles come closer than ``min_distance`` (nm) or the temperature exceeds
+    ``max_temperature_factor`` times its own (the frames so far are kept). The schema of the
+    ``sampler`` config section.
     """
 
     temperature: float = 300.0
-    temperature_factors: tuple[float, ...] = (1.0,)
-    starts: int = 1
+    temperature_factors: tuple[float, ...] = (1.0, 1.15, 1.3)
+    starts: int = 2
     steps: int = 1000
-    equilibration: int = 100
-    save_interval: int = 10
+    equilibration: int = 200
+    save_interval: int = 20
     timestep: float = 0.005
     friction: float = 1.0
     min_distance: float = 0.05

@@ -75,6 +75,8 @@ class RelineSpec(AASpec):
     switch_distance: float = 1.0
     temperature: float = 328.0
     npt_equilibration: float = 100.0
+    production: float = 100.0
+    save_interval: int = 250
 
     def __post_init__(self) -> None:
         super().__post_init__()

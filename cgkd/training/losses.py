@@ -86,3 +86,32 @@ class LossWeights:
     def needs_teacher(self) -> bool:
         """Whether any term uses teacher labels."""
         return self.teacher_forces > 0 or self.energy > 0 or self.bead_energies > 0
+
+
+@dataclass
+class LossSettings:
+    """The student's loss terms, the schema of the ``loss`` config section: the weights w_F
+    (mapped forces), w_f (teacher forces), w_E (total energy), w_eps (per-bead energies) of
+    :class:`LossWeights`; ``n_teachers``, how many of the ensemble's members label the frames
+    (1: a single teacher, None: all); ``uncertainty_weighting`` of the teacher-force term
+    (needs n_teachers > 1). The defaults: the ensemble-mean teacher forces alone."""
+
+    w_F: float = 0.0  # noqa: N815 - the config key, after the paper's symbols
+    w_f: float = 1.0
+    w_E: float = 0.0  # noqa: N815
+    w_eps: float = 0.0
+    n_teachers: int | None = None
+    uncertainty_weighting: bool = False
+
+    def weights(self, error: str, hierarchicality: float) -> LossWeights:
+        """The loss weights, with the student's error kind and hierarchicality weight (its
+        ``train`` section's)."""
+        return LossWeights(
+            mapped_forces=self.w_F,
+            teacher_forces=self.w_f,
+            energy=self.w_E,
+            bead_energies=self.w_eps,
+            hierarchicality=hierarchicality,
+            error=error,
+            uncertainty_weighting=self.uncertainty_weighting,
+        )

@@ -27,6 +27,19 @@ METHODS = ("fps", "random", "disagreement")
 
 
 @dataclass
+class ScreeningSettings:
+    """Which reference training frames get hard labels, the schema of the ``screening``
+    config section: ``method`` (one of :data:`METHODS`), ``fraction`` of the training frames
+    (at least one frame), and the descriptors' pair-distance histogram: ``r_max`` (nm, at
+    most half the box's smallest width) and ``n_bins``."""
+
+    method: str = "fps"
+    fraction: float = 0.1
+    r_max: float = 0.6
+    n_bins: int = 12
+
+
+@dataclass
 class Descriptors:
     """Per-frame descriptors [T, F] and the name of each of the F features."""
 

@@ -31,15 +31,30 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Adam, learning rate reduced on a validation plateau, early stopping on validation loss."""
+    """Adam, learning rate reduced on a validation plateau, early stopping on validation loss;
+    the schema of a ``train`` config section (``teacher.train``, ``student.train``).
+
+    ``learning_rate`` is multiplied by ``lr_factor`` after ``lr_patience`` epochs without a
+    better validation loss; training stops after ``early_stopping`` such epochs and keeps the
+    best epoch. ``grad_clip``: the largest gradient norm. The reference frames are split at
+    random into ``val_fraction`` validation and ``test_fraction`` test frames, the rest
+    training. ``error``: the error of every loss term over all force components, rmse, mae
+    or rmse_mae (their sum); ``hierarchicality``: the weight of the regulariser that keeps
+    later HIP-NN layers small corrections (both go into the model's ``LossWeights``).
+    ``seed`` is set by the code (the run's, or a teacher member's), not by the config.
+    """
 
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 1e-3
     lr_factor: float = 0.5
-    lr_patience: int = 3
+    lr_patience: int = 2
     early_stopping: int = 8
     grad_clip: float = 10.0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    error: str = "rmse_mae"
+    hierarchicality: float = 0.0
     seed: int = 0
 
 
