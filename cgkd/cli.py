@@ -25,6 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from cgkd.config import valid_keys
 from cgkd.runtime import keep_freed_memory_in_heap, use_threads
 from cgkd.stages.commands import COMMANDS as STAGES
 from cgkd.stages.commands import run_command
@@ -55,10 +56,8 @@ def _check_overrides(overrides: list[str]) -> str:
             compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         first = str(error).strip().splitlines()[0]
-        return (
-            f"{first} (see `cgkd {_stage_name} --cfg job` for the valid keys; "
-            "use +key=value to add a new one)"
-        )
+        valid = valid_keys(error) or f"see `cgkd {_stage_name} --cfg job` for the valid keys"
+        return f"{first} ({valid})"
     return ""
 
 

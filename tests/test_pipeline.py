@@ -234,7 +234,10 @@ def test_unknown_config_key_is_one_line_naming_it(tmp_path):
     result = cgkd("run", "no_such_key=3", cwd=tmp_path)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert "no_such_key" in last and "+key=value" in last
+    assert "no_such_key" in last and "the config takes:" in last
+    typo = cgkd("run", "simulate.stepz=5", cwd=tmp_path)
+    last = typo.stderr.strip().splitlines()[-1]
+    assert "stepz" in last and "simulate takes:" in last and "steps" in last
 
 
 def test_unknown_stage_is_refused(tmp_path):

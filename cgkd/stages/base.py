@@ -61,6 +61,10 @@ Paths = tuple[str, ...] | Callable[["Context"], tuple[str, ...]]
 class Stage:
     """A step of the pipeline (see the module docstring).
 
+    ``ignores`` names config paths under a read section that the stage's result does not
+    depend on (``simulate.models`` for the run of one model): with the execution settings
+    (:data:`EXECUTION`) they are left out of the key.
+
     ``build(context)`` makes the stage's files in ``context.out`` and returns its record (a
     JSON-able dict); ``keep`` names files (glob patterns) a failed build leaves for the next
     try (training checkpoints, MD replicas). An uncached stage (``cached=False``) writes
@@ -74,6 +78,7 @@ class Stage:
     reads: Paths = ()
     files: Paths = ()
     needs: Callable[[Context], dict[str, Request]] = lambda context: {}
+    ignores: tuple[str, ...] = ()
     version: int = 1
     keep: tuple[str, ...] = ()
     cached: bool = True
@@ -118,10 +123,13 @@ class Context:
         """A context that may read any path of ``config`` (for tools and tests, not stages)."""
         return cls(config, Stage("config", "the whole config", build=lambda context: {}))
 
-    def node(self, path: str) -> Any:
-        """The config node at ``path`` (for conversion into a settings dataclass)."""
+    def settings(self, path: str, **runtime: Any) -> Any:
+        """The settings object of the config section at ``path`` (a declared read), with the
+        ``runtime`` fields the code sets (e.g. ``seed``); see :func:`cgkd.config.to_settings`."""
+        from cgkd.config import to_settings
+
         self(path)  # checks the path is declared
-        return OmegaConf.select(self.config, path)
+        return to_settings(OmegaConf.select(self.config, path), **runtime)
 
     @property
     def progress(self) -> bool:
@@ -139,6 +147,17 @@ class Context:
 def covered(path: str, reads: tuple[str, ...]) -> bool:
     """Whether ``path`` is one of ``reads`` or lies under one."""
     return any(path == read or path.startswith(f"{read}.") for read in reads)
+
+
+def without(value: Any, path: str, left_out: tuple[str, ...]) -> Any:
+    """The plain config ``value`` at ``path`` without the entries at the paths ``left_out``."""
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: without(item, f"{path}.{key}", left_out)
+        for key, item in value.items()
+        if f"{path}.{key}" not in left_out
+    }
 
 
 def plain(value: Any) -> Any:

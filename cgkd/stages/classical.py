@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cgkd.models.checkpoint import build_potential, save_potential
-from cgkd.models.force_matching import TableSettings, fit_pair_table
+from cgkd.models.force_matching import TARGETS, TableSettings, fit_pair_table
 from cgkd.models.priors import build_priors
 from cgkd.simulation.export import export_torchscript
 from cgkd.simulation.native import export_native
@@ -23,9 +23,6 @@ from cgkd.training.trainer import evaluate
 
 log = logging.getLogger(__name__)
 
-#: Labels the classical fit can match (``classical.targets``).
-TARGETS = ("mapped", "teacher")
-
 
 def _targets(context: Context) -> str:
     targets = context("classical.targets")
@@ -35,9 +32,8 @@ def _targets(context: Context) -> str:
 
 
 def _classical(context: Context) -> Record:
-    section = context("classical")
-    targets = section.pop("targets")
-    settings = TableSettings(**section)
+    settings: TableSettings = context.settings("classical")
+    targets = settings.targets
     frames, out = dataset(context.upstream["cg"]), context.directory
     splits = reference_splits(context, frames.n_frames)
     labels = None

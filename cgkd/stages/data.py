@@ -42,23 +42,11 @@ def fitted_prior(prior: Record) -> dict[str, Any] | None:
     return fitted
 
 
-#: Keys of a train section that are not optimiser settings.
-_LOSS_KEYS = ("error", "hierarchicality")
-_SPLIT_KEYS = ("val_fraction", "test_fraction")
-
-
 def train_settings(context: Context, section: str, seed: int) -> TrainSettings:
-    """The optimiser settings of the train section at ``section`` (e.g. student.train)."""
-    values = context(section)
-    skip = (*_LOSS_KEYS, *_SPLIT_KEYS)
-    return TrainSettings(**{k: v for k, v in values.items() if k not in skip}, seed=seed)
+    """The training settings of the train section at ``section`` (e.g. student.train)."""
+    return context.settings(section, seed=seed)
 
 
-def loss_options(context: Context, section: str) -> dict[str, Any]:
-    """The loss settings that live in a train section: error kind and hierarchicality."""
-    return {key: context(f"{section}.{key}") for key in _LOSS_KEYS}
-
-
-def force_matching(context: Context, section: str) -> LossWeights:
-    """Loss weights of plain force matching with the train section's error settings."""
-    return LossWeights(**loss_options(context, section))
+def force_matching(settings: TrainSettings) -> LossWeights:
+    """Loss weights of plain force matching with a train section's error settings."""
+    return LossWeights(error=settings.error, hierarchicality=settings.hierarchicality)

@@ -28,7 +28,6 @@ from cgkd.stages.data import (
     dataset,
     fitted_prior,
     force_matching,
-    loss_options,
     reference_splits,
     train_settings,
 )
@@ -55,23 +54,17 @@ def student_loss(context: Context, teacher: Record | None = None) -> LossWeights
     """The student's loss weights: the ``loss`` section with the student's error kind and
     hierarchicality weight. With a ``teacher`` record, terms its labels cannot serve are
     refused."""
-    loss = context("loss")
-    weights = LossWeights(
-        mapped_forces=loss["w_F"],
-        teacher_forces=loss["w_f"],
-        energy=loss["w_E"],
-        bead_energies=loss["w_eps"],
-        uncertainty_weighting=loss["uncertainty_weighting"],
-        **loss_options(context, "student.train"),
-    )
+    loss = context.settings("loss")
+    train = train_settings(context, "student.train", context("seed"))
+    weights = loss.weights(train.error, train.hierarchicality)
     if teacher is not None and weights.bead_energies > 0 and not has_bead_energies(teacher):
         raise ValueError(
-            f"loss.w_eps={loss['w_eps']} needs per-bead energies, which a teacher.source="
+            f"loss.w_eps={loss.w_eps} needs per-bead energies, which a teacher.source="
             f"{teacher['source']} teacher does not give; set loss.w_eps=0"
         )
     if schedule(context) == "two_stage" and weights.mapped_forces > 0:
         raise ValueError(
-            f"loss.w_F={loss['w_F']}: with schedule=two_stage the soft stage has no mapped "
+            f"loss.w_F={loss.w_F}: with schedule=two_stage the soft stage has no mapped "
             "forces (the hard stage fits them); set loss.w_F=0"
         )
     return weights
@@ -219,7 +212,7 @@ def _fine_tune(context: Context, frames: Frames, splits: Splits) -> Record:
         context,
         TrainingData.from_frames(combined),
         tune,
-        force_matching(context, "student.train"),
+        force_matching(base),
         settings=settings,
         start=Path(context.upstream["soft_student"]["checkpoint"]),
         extra={"n_hard": len(hard), "n_soft_mixed": int(n_mix)},
@@ -236,7 +229,7 @@ def _baseline(context: Context) -> Record:
         splits = Splits(hard, splits.val, splits.test)
         _, soft_data, soft_splits = soft_dataset(context, frames)
         soft_test = (soft_data, soft_splits.test)
-    weights = force_matching(context, "student.train")
+    weights = force_matching(train_settings(context, "student.train", context("seed")))
     data = TrainingData.from_frames(frames)
     return train_model(context, data, splits, weights, soft_test=soft_test)
 

@@ -9,6 +9,7 @@ from typing import Any
 from MDAnalysis import Universe
 from omegaconf import DictConfig
 
+from cgkd.config import to_settings
 from cgkd.io.atoms import atom_masses
 from cgkd.io.h5md import H5MDReader
 from cgkd.io.reader import open_trajectory
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def _map(context: Context) -> Record:
     aa, out = context.upstream["aa"], context.directory
-    spec = MappingSpec.from_config(context("mapping"))
+    spec: MappingSpec = context.settings("mapping")
     mapped = map_trajectory(
         aa["topology"],
         aa["trajectory"],
@@ -59,7 +60,7 @@ def beads(cfg: DictConfig, reference: Record | None = None) -> dict[str, Any]:
     frames of ``input.trajectory``. A built-in system uses its generated reference
     (``reference``, the generate record).
     """
-    spec = MappingSpec.from_config(plain(cfg.mapping))
+    spec: MappingSpec = to_settings(cfg.mapping)
     if reference is not None:
         with H5MDReader(reference["trajectory"]) as reader:
             sites = virtual_sites(reader.masses, spread_frames(reader).forces)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from cgkd.io.trajectory import FrameScreen, FrameSelection, import_trajectory
 from cgkd.stages.base import Context, Record, Request, Stage
-from cgkd.systems import spec_from_config
 from cgkd.systems.reference_md import generate as generate_system
 
 log = logging.getLogger(__name__)
@@ -28,8 +27,8 @@ def reference_request(context: Context) -> Request:
 
 
 def _generate(context: Context) -> Record:
-    system, seed = context("system"), context("data_seed")
-    spec = spec_from_config(system, seed=seed)
+    system = context("system")
+    spec = context.settings("system", seed=context("data_seed"))
     log.info("generating the AA reference: %s", system["name"])
     made = generate_system(
         spec, context.directory, config={"system": system}, progress=context.progress

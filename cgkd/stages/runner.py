@@ -13,6 +13,7 @@ from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf
 
 from cgkd.stages.base import (
+    EXECUTION,
     Context,
     Record,
     Request,
@@ -22,6 +23,7 @@ from cgkd.stages.base import (
     derive_key,
     file_identity,
     plain,
+    without,
 )
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,8 @@ class Pipeline:
         context.declared = reads
         file_paths = stage.paths(stage.files, context)
         context.declared = (*reads, *file_paths)
-        values = {path: context(path) for path in reads}
+        left_out = (*EXECUTION, *stage.ignores)
+        values = {path: without(context(path), path, left_out) for path in reads}
         files = {path: _identity(path, context(path)) for path in file_paths}
         upstream = {role: self.plan(wanted) for role, wanted in stage.needs(context).items()}
         key = derive_key(

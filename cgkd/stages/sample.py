@@ -16,14 +16,10 @@ from cgkd.training.dataset import Targets
 
 log = logging.getLogger(__name__)
 
-#: Sampler settings that say how, not what, it runs (in base.EXECUTION).
-_SAMPLER_EXECUTION = ("platform", "threads")
-
 
 def sampler_settings(context: Context) -> SamplerSettings:
     """The teacher MD settings of the ``sampler`` section."""
-    values = {key: context(f"sampler.{key}") for key in context.config.sampler}
-    return SamplerSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return context.settings("sampler")
 
 
 def _sample(context: Context) -> Record:
@@ -80,9 +76,6 @@ SAMPLE = Stage(
     name="sample",
     summary="teacher MD at the sampler's temperatures, labelled: soft targets (two-stage)",
     build=_sample,
-    reads=lambda context: (
-        *(f"sampler.{key}" for key in context.config.sampler if key not in _SAMPLER_EXECUTION),
-        *SPLIT_READS,
-    ),
+    reads=("sampler", *SPLIT_READS),
     needs=lambda context: {"cg": Request("map"), "teacher": Request("teacher")},
 )

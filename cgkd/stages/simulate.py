@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 #: Models the simulate stage can run: the distilled ones, the teachers used directly and the
 #: classical force-matched pair potential.
 SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble", "classical")
-#: ``simulate`` settings that choose what runs or how, not what a run computes.
-_NOT_KEYED = ("models", "threads")
 
 
 def simulated_models(context: Context) -> list[str]:
@@ -71,8 +69,7 @@ def model_files(name: str, record: Record) -> tuple[Path, Path | None]:
 
 def md_settings(context: Context) -> MDSettings:
     """The CG MD settings of the ``simulate`` section."""
-    values = {key: context(f"simulate.{key}") for key in context.config.simulate if key != "models"}
-    return MDSettings(**values, seed=context("seed"))
+    return context.settings("simulate", seed=context("seed"))
 
 
 def _simulate(context: Context) -> Record:
@@ -114,11 +111,8 @@ SIMULATE = Stage(
     name="simulate",
     summary="CG MD in OpenMM of one model of simulate.models (simulate[student], ...)",
     build=_simulate,
-    reads=lambda context: (
-        *(f"simulate.{key}" for key in context.config.simulate if key not in _NOT_KEYED),
-        "seed",
-        "teacher.source",
-    ),
+    reads=("simulate", "seed", "teacher.source"),
+    ignores=("simulate.models",),
     needs=lambda context: {
         "cg": Request("map"),
         "model": model_request(str(context.param), context("teacher.source")),

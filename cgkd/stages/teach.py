@@ -51,12 +51,13 @@ def _member(context: Context) -> Record:
         )
     network = {**context("teacher.model"), "n_species": len(cg["type_names"])}
     potential = build_potential([network], prior, seeds=[seed])
+    settings = train_settings(context, "teacher.train", seed)
     result = train_potential(
         potential,
         TrainingData.from_frames(frames),
         splits,
-        force_matching(context, "teacher.train"),
-        train_settings(context, "teacher.train", seed),
+        force_matching(settings),
+        settings,
         description=f"teacher.member={member}",
         progress=context.progress,
         checkpoint=out / "checkpoint.pt",

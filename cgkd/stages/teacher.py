@@ -16,7 +16,6 @@ from cgkd.simulation.teachers import EnsembleTeacher, OpenMMTeacher, Teacher, To
 from cgkd.stages.base import Context, Record, Request, Stage
 from cgkd.stages.data import dataset
 from cgkd.stages.teach import load_members
-from cgkd.systems import spec_from_config
 
 #: Where teachers come from (``teacher.source``).
 TEACHER_SOURCES = ("ensemble", "torchscript", "openmm")
@@ -110,7 +109,7 @@ def _openmm_teacher(context: Context) -> Record:
             "teacher.source=openmm with your own input data needs teacher.path=<system.xml>"
         )
     else:
-        spec = spec_from_config(context("system"), seed=context("data_seed"))
+        spec = context.settings("system", seed=context("data_seed"))
         system_xml.write_text(openmm.XmlSerializer.serialize(spec.build().system))
     return {"source": "openmm", "system": str(system_xml)}
 
