@@ -144,7 +144,7 @@ def model_file(plain: Path, fused: Path | None, settings: MDSettings) -> Path:
     return Path(fused)
 
 
-def create_simulation(
+def cg_simulation(
     model_path: Path,
     masses: np.ndarray,
     box: np.ndarray,
@@ -202,7 +202,7 @@ def run_cg_md(
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in FILES}
     seed = settings.seed if seed is None else seed
-    simulation = create_simulation(
+    simulation = cg_simulation(
         model_path, masses, box, settings, seed=seed, bead_names=bead_names, bonds=bonds
     )
     interval = settings.report_interval
