@@ -15,7 +15,6 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from cgkd import pipeline
 from cgkd.config import SYSTEM_SCHEMAS, to_settings, valid_keys
 from cgkd.config import schema as schemas
 from cgkd.mapping.definition import MappingSpec
@@ -24,6 +23,10 @@ from cgkd.models.hipnn import HipnnTS
 from cgkd.observables.settings import AnalysisSettings
 from cgkd.simulation.md import MDSettings
 from cgkd.simulation.sampling import SamplerSettings
+from cgkd.stages import Context
+from cgkd.stages.distill import student_loss
+from cgkd.stages.sample import sampler_settings
+from cgkd.stages.simulate import md_settings
 from cgkd.systems import SYSTEM_KINDS
 from cgkd.systems.reline import RelineSpec
 from cgkd.systems.water import WaterBoxSpec
@@ -55,25 +58,23 @@ def config(*overrides: str) -> DictConfig:
 
 
 def check_sections(cfg: DictConfig) -> None:
-    """Every section converts to its settings class, and the pipeline's builders run."""
+    """Every section converts to its settings class with the config's values, and the stages'
+    builders run on it."""
     assert isinstance(to_settings(cfg.system, seed=7), SYSTEM_KINDS[cfg.system.kind])
     assert to_settings(cfg.system, seed=7).seed == 7
     assert isinstance(to_settings(cfg.mapping), MappingSpec)
     for role in (cfg.teacher, cfg.student):
-        loss_and_splits = {
-            key: role.train[key]
-            for key in ("val_fraction", "test_fraction", "error", "hierarchicality")
-        }
-        by_pipeline = dataclasses.replace(pipeline._settings(role.train, 3), **loss_and_splits)
-        assert to_settings(role.train, seed=3) == by_pipeline
+        train = dataclasses.asdict(to_settings(role.train, seed=3))
+        assert train == {**OmegaConf.to_container(role.train, resolve=True), "seed": 3}
         HipnnTS(n_species=2, **OmegaConf.to_container(role.model, resolve=True))
     settings = to_settings(cfg.simulate, seed=cfg.seed)
     assert isinstance(settings, MDSettings) and settings.models == tuple(cfg.simulate.models)
-    assert settings == dataclasses.replace(pipeline.md_settings(cfg), models=settings.models)
-    assert to_settings(cfg.sampler) == pipeline.sampler_settings(cfg)
+    context = Context.unchecked(cfg)
+    assert md_settings(context) == settings
+    assert sampler_settings(context).temperatures[0] == pytest.approx(cfg.simulate.temperature)
     assert isinstance(to_settings(cfg.classical), TableSettings)
     loss, train = to_settings(cfg.loss), cfg.student.train
-    assert loss.weights(train.error, train.hierarchicality) == pipeline.student_loss(cfg)
+    assert loss.weights(train.error, train.hierarchicality) == student_loss(context)
     assert isinstance(to_settings(cfg.screening), ScreeningSettings)
     assert isinstance(to_settings(cfg.analysis), AnalysisSettings)
     assert OmegaConf.to_container(cfg.analysis, resolve=True)["rdf"]["r_max"] > 0
