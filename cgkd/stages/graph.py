@@ -36,13 +36,13 @@ def reads_text(plan: Plan, separator: str = ", ") -> str:
 
 def table(pipeline: Pipeline, roots: list[Plan]) -> str:
     """One line per stage the roots need, upstream first: name, key, whether it is cached,
-    the stages it needs (role=stage) and the config it reads."""
-    rows = [("stage", "key", "cached", "needs", "reads")]
+    the config it reads and the stages it needs (role=stage)."""
+    rows = [("stage", "key", "cached", "reads", "needs")]
     for plan in _plans(pipeline, roots):
         done = StageDir(Path(pipeline.cfg.cache_dir) / plan.directory_name, plan.key).done
         needs = ",".join(f"{role}={child.request}" for role, child in plan.upstream.items())
         cached = ("yes" if done else "no") if plan.stage.cached else "-"
-        rows.append((str(plan.request), plan.key, cached, needs or "-", reads_text(plan) or "-"))
+        rows.append((str(plan.request), plan.key, cached, reads_text(plan) or "-", needs or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
