@@ -376,7 +376,7 @@ def test_cli_your_own_water_with_your_own_mapping_to_priors(tip4p, tmp_path):
     temperature = read_h5md_config(imported / "aa.h5md")["source"]["temperature"]["value"]
     assert 270 < temperature < 330 and temperature != 300.0
     prior = yaml.safe_load(next((tmp_path / "cache").glob("prior-*/config.yaml")).read_text())
-    assert prior["temperature"] == pytest.approx(temperature)
+    assert prior["reads"]["system.temperature"] == pytest.approx(temperature)
 
 
 def test_cli_without_a_temperature_stops_with_one_line(tmp_path):

@@ -160,7 +160,7 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
         "prior.repulsion.epsilon_kt=1.5",
     )
     cache = quick_run / "cache"
-    before = set(cache.glob("teacher-*"))
+    before = set(cache.glob("member-*"))
     submitit = cgkd(
         "teach-member",
         "--multirun",
@@ -180,7 +180,7 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
         cwd=quick_run,
     )
     assert joblib.returncode == 0, joblib.stderr[-3000:]
-    new = set(cache.glob("teacher-*")) - before
+    new = set(cache.glob("member-*")) - before
     trained = {path: (path / "done.json").stat().st_mtime for path in new}
     assert len(trained) == 3
     assert len(list(cache.glob("prior-*"))) == 2  # the quick run's and the new setting's
@@ -188,7 +188,7 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
     assert members == {0, 1, 2}
     teach = cgkd("teach", *common, "teacher.n_jobs=2", cwd=quick_run)
     assert teach.returncode == 0, teach.stderr[-3000:]
-    assert len(set(cache.glob("teacher-*")) - before) == 4  # member 3 trained by teach
+    assert len(set(cache.glob("member-*")) - before) == 4  # member 3 trained by teach
     for path, stamp in trained.items():
         assert (path / "done.json").stat().st_mtime == stamp  # reused, not retrained
     record = max(cache.glob("teach-*/done.json"), key=lambda p: p.stat().st_mtime)
@@ -506,8 +506,10 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
     for label in single:
         targets = np.load(label / "targets.npz")
         assert np.all(targets["force_std"] == 0.0)
-        teachers = OmegaConf.load(label / "config.yaml")["teachers"]
-        record = json.loads((quick_run / "cache" / f"teach-{teachers}" / "done.json").read_text())
+        cache = quick_run / "cache"  # label <- teacher <- teach, by their config.yaml
+        teacher = OmegaConf.load(label / "config.yaml")["upstream"]["teacher"]
+        teach = OmegaConf.load(cache / teacher / "config.yaml")["upstream"]["teach"]
+        record = json.loads((cache / teach / "done.json").read_text())
         member, _ = load_potential(quick_run / record["members"][0]["model"])
         frames = read_h5md(next((quick_run / "cache").glob("map-*/cg.h5md")))
         forces, _ = predict_members(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import openmm
@@ -16,9 +15,9 @@ from openmm import unit
 
 from cgkd.observables import NotComputableError, ObservableResult, Trajectory, first_minimum
 from cgkd.observables.rdf import RDF, coordination_number
+from cgkd.observables.settings import AnalysisSettings
 from cgkd.observables.suite import evaluate
 
-DEFAULTS = Path(__file__).resolve().parent.parent / "conf" / "analysis" / "default.yaml"
 #: Argon-like Lennard-Jones: sigma (nm), epsilon (kJ/mol, 120 K), mass (amu).
 SIGMA, EPSILON, MASS = 0.34, 0.998, 39.95
 FCC = [(0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)]
@@ -26,8 +25,9 @@ DIAMOND = FCC + [(x + 0.25, y + 0.25, z + 0.25) for x, y, z in FCC]
 
 
 def default_settings(**changes: dict) -> dict:
-    """conf/analysis/default.yaml as a dict, with sections updated from ``changes``."""
-    settings = OmegaConf.to_container(OmegaConf.load(DEFAULTS))
+    """The default analysis settings (the AnalysisSettings schema) as a dict, with sections
+    updated from ``changes``."""
+    settings = OmegaConf.to_container(OmegaConf.structured(AnalysisSettings))
     for section, values in changes.items():
         settings[section].update(values)
     return settings

@@ -70,7 +70,7 @@ def _import(context: Context) -> Record:
     }
 
 
-FILES = ("input.topology", "input.trajectory")
+FILES = ("input.trajectory", "input.topology")
 
 GENERATE = Stage(
     name="generate",
