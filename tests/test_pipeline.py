@@ -75,13 +75,16 @@ def test_quick_run_produces_every_artifact(quick_run):
         "generate",
         "map",
         "prior",
-        "teacher",
+        "member-0",
+        "member-1",
         "teach",
+        "teacher",
         "label",
         "student",
         "baseline",
         "simulate-student",
         "simulate-baseline",
+        "analyze",
     }
     for stage in (quick_run / "cache").glob("[!.]*"):
         assert (stage / "done.json").is_file() and (stage / "config.yaml").is_file()
