@@ -199,10 +199,12 @@ def _recorded(points: list[dict[str, Any]]) -> list[float]:
     return [p["soft_only_force_rmse_soft"] for p in points if p["soft_only_force_rmse_soft"]]
 
 
-def table(points: list[dict[str, Any]], command: str) -> str:
+def table(points: list[dict[str, Any]], command: str, title: str) -> str:
     """Markdown: every curve's points, with each model's error against the teacher on held-out
     soft frames (the two-stage student's before -> after fine-tuning: what it forgot)."""
     lines = [
+        f"# Two-stage distillation: {title}",
+        "",
         f"Regenerate: `{command}`",
         "",
         "| curve | hard frames | force RMSE vs mapped (kJ/mol/nm) | RDF MAD | ADF JSD | stable "
@@ -269,7 +271,7 @@ def main() -> None:
             + (f" --set {' '.join(args.set)}" if args.set else "")
             + (f" --tag {args.tag}" if args.tag else "")
         )
-        (out / "table.md").write_text(table(points, command))
+        (out / "table.md").write_text(table(points, command, name))
         print((out / "table.md").read_text(), flush=True)
 
 

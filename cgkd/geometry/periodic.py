@@ -64,7 +64,7 @@ def box_widths(box: np.ndarray) -> np.ndarray:
 
 def box_volume(box: np.ndarray) -> float:
     """Volume (nm^3) of a box [3, 3]: the product of the edges of an orthorhombic box,
-    |det(box)| otherwise."""
+    ``|det(box)|`` otherwise."""
     box = np.asarray(box, dtype=np.float64)
     if is_orthorhombic(box):
         return float(np.prod(box_lengths(box)))

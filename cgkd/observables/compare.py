@@ -25,13 +25,14 @@ DYNAMICS = ("msd",)
 
 
 def mean_absolute_deviation(ref: ObservableResult, other: ObservableResult) -> float:
-    """Mean over bins of |other.y - ref.y|, in the units of y (e.g. g(r) or 1/deg)."""
+    """Mean over bins of ``|other.y - ref.y|``, in the units of y (e.g. g(r) or 1/deg)."""
     _check_same_bins(ref, other)
     return float(np.mean(np.abs(other.y - ref.y)))
 
 
 def relative_integrated_deviation(ref: ObservableResult, other: ObservableResult) -> float:
-    """Integral of |other.y - ref.y| over the integral of |ref.y| (dimensionless; 0 is identical).
+    """Integral of ``|other.y - ref.y|`` over the integral of ``|ref.y|`` (dimensionless; 0 is
+    identical).
 
     On uniform bins the integrals are bin sums; unlike the mean absolute deviation it does not
     depend on the scale of y, so RDF and ADF deviations can be put side by side.

@@ -116,7 +116,7 @@ class TetrahedralOrder(PerBeadDistribution):
 class Steinhardt(PerBeadDistribution):
     """Steinhardt bond order q_l of each centre bead, density over [0, 1].
 
-    q_l(i) = sqrt(4 pi / (2l + 1) sum_m |q_lm(i)|^2) with q_lm(i) the mean of Y_lm over the
+    ``q_l(i) = sqrt(4 pi / (2l + 1) sum_m |q_lm(i)|^2)`` with q_lm(i) the mean of Y_lm over the
     bonds to the neighbours within ``cutoff`` (nm). Beads without neighbours are left out;
     ``attrs["fraction_without_neighbours"]`` is their share of the centre bead-frames.
     Perfect lattices: fcc q4 = 0.19094, q6 = 0.57452; bcc (8 neighbours) q4 = 0.50918,

@@ -1,10 +1,10 @@
 """Static structure factor S(q): from an RDF by Fourier transform, or directly from densities.
 
 Both give S(q) = <|rho(k)|^2> / N with rho(k) = sum_j exp(i k.r_j) over the beads considered
-(all beads, or one species: the partial S_aa(q) = <|rho_a(k)|^2> / N_a), q = |k| in nm^-1.
+(all beads, or one species: the partial ``S_aa(q) = <|rho_a(k)|^2> / N_a``), ``q = |k|`` in nm^-1.
 :func:`structure_factor` transforms a finished g(r) (cheap, any q, but truncated at the RDF's
 r_max); :class:`StructureFactor` sums over the box's reciprocal-lattice vectors (exact for the
-frames, only at q = |k| of the lattice, no truncation).
+frames, only at ``q = |k|`` of the lattice, no truncation).
 """
 
 from __future__ import annotations
@@ -76,12 +76,12 @@ def structure_factor(
 
 
 class StructureFactor(HistogramObservable):
-    """S(q) = |sum_j exp(i k.r_j)|^2 / N averaged over reciprocal-lattice vectors in q shells.
+    """``S(q) = |sum_j exp(i k.r_j)|^2 / N`` averaged over reciprocal-lattice vectors in q shells.
 
-    The box's vectors k = 2 pi (nx/Lx, ny/Ly, nz/Lz) with ``q_min`` <= |k| < ``q_max`` (nm^-1;
-    k = 0 always left out) are binned into ``n_bins`` uniform shells of |k|; each frame gives
-    the mean of |rho(k)|^2 / N over its k in each shell, and frames are averaged. Only one of
-    k and -k is summed (same |rho(k)|^2). ``species`` (name or index) restricts the beads to
+    The box's vectors k = 2 pi (nx/Lx, ny/Ly, nz/Lz) with ``q_min <= |k| < q_max`` (nm^-1;
+    k = 0 always left out) are binned into ``n_bins`` uniform shells of ``|k|``; each frame gives
+    the mean of ``|rho(k)|^2 / N`` over its k in each shell, and frames are averaged. Only one of
+    k and -k is summed (same ``|rho(k)|^2``). ``species`` (name or index) restricts the beads to
     one species, giving the partial S_aa(q); by default all beads. The k-vectors are rebuilt
     whenever the box changes, so a shell can hold k-vectors in some frames only: it is
     averaged over those frames, and is NaN (y and yerr) when no frame had any. The result's
@@ -123,7 +123,7 @@ class StructureFactor(HistogramObservable):
 
         The sum runs over the block nx in [0, n_x], ny in [-n_y, n_y], nz in [-n_z, n_z]
         (n = floor(q_max L / 2 pi)) as one matrix product; ``_take`` picks its half-space
-        entries with q_min <= |k| < q_max.
+        entries with ``q_min <= |k| < q_max``.
         """
         n_max = np.floor(self.q_max * lengths / (2.0 * np.pi)).astype(np.int64)
         self._nx = np.arange(n_max[0] + 1)
