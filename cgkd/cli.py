@@ -25,12 +25,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from cgkd.config import valid_keys
+from cgkd.config import CONFIG_DIR, valid_keys
 from cgkd.runtime import keep_freed_memory_in_heap, use_threads
 from cgkd.stages.commands import COMMANDS as STAGES
 from cgkd.stages.commands import run_command
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 #: Commands outside the Hydra pipeline.
 COMMANDS = {
     "compare": "one report over several runs: cgkd compare RUN_DIR ... [-o DIR]",

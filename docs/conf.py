@@ -12,12 +12,15 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
-import cgkd  # noqa: E402
+# isort: off
+import cgkd  # noqa: E402  (torch before openmm)
 import openmmml  # noqa: E402, F401  (loads cgkd's openmm-ml plugin the way OpenMM users do)
+
+# isort: on
 
 project = "cgkd"
 author = "the cgkd developers"
-copyright = "2026, the cgkd developers"  # noqa: A001
+copyright = "2026, the cgkd developers"
 release = cgkd.__version__
 version = release
 

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from cgkd.cli import CONFIG_DIR
+from cgkd.config import CONFIG_DIR
 from cgkd.stages.base import EXECUTION, Context, Request, Stage, StageDir, UndeclaredReadError
 from cgkd.stages.commands import requests
 from cgkd.stages.runner import Pipeline, Plan

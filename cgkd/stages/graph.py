@@ -79,13 +79,9 @@ def config_graph(cfg: DictConfig, command: str = "run", style: str = "table") ->
 
 def main(argv: list[str]) -> None:
     """Print the Mermaid graph of ``cgkd run`` for the config with Hydra ``argv`` overrides."""
-    from hydra import compose, initialize_config_dir
+    from cgkd.config import compose
 
-    from cgkd.cli import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=argv)
-    print(config_graph(cfg, "run", "mermaid"))
+    print(config_graph(compose(argv), "run", "mermaid"))
 
 
 if __name__ == "__main__":
