@@ -27,7 +27,7 @@ COMMANDS = {
     "distill": "student and baseline models (schedule: single or two_stage)",
     "classical": "the classical pair-table baseline (MS-CG), a native OpenMM System",
     "simulate": "CG MD in OpenMM of simulate.models (student, baseline, teacher, ...)",
-    "analyze": "observables and metrics of every simulated model against the reference",
+    "analyze": "same as run: observables and metrics against the reference, the report",
     "graph": "the stages a run needs, their cache keys and whether they are cached",
 }
 
