@@ -120,7 +120,7 @@ def test_an_unknown_key_error_names_the_valid_keys() -> None:
     with pytest.raises(ConfigCompositionException) as error:
         config("simulate.stepz=5")
     hint = valid_keys(error.value)
-    assert hint is not None and hint.startswith("simulate takes: friction, integrator, kernels")
+    assert hint is not None and hint.startswith("simulate takes: dpd_cutoff, friction, frictions")
     assert "steps" in hint and "seed" not in hint  # the seed is the code's
     with pytest.raises(ConfigCompositionException) as error:
         config("simulate.steps=many")
@@ -194,3 +194,12 @@ def test_no_yaml_file_repeats_a_default(group: str, option: str) -> None:
         if key in ("name", "kind", "method", "beads"):  # what tells the options apart
             continue
         assert defaults.get(key) != value, f"{group}/{option}.yaml repeats {key}: {value}"
+
+
+def test_mappings_by_name_are_set_from_the_command_line() -> None:
+    """Values by atom or bead name (input.masses, simulate.frictions) take a whole mapping as
+    one override, as the docs show."""
+    cfg = config("input.masses={OW: 16.0, HW: 1.008}", "simulate.frictions={W: 5.0}")
+    assert OmegaConf.to_container(cfg.input.masses) == {"OW": 16.0, "HW": 1.008}
+    assert to_settings(cfg.simulate, seed=0).frictions == {"W": 5.0}
+    assert to_settings(config().simulate, seed=0).frictions is None

@@ -262,13 +262,20 @@ def test_nve_energy_fluctuation_grows_as_the_timestep_squared(liquid, tmp_path, 
     assert abs(runs[0].drift_kt_per_ns_per_bead) < 0.01
 
 
-@pytest.mark.parametrize("integrator", ["langevin", "nose_hoover", "verlet"])
+@pytest.mark.parametrize("integrator", ["langevin", "dpd", "nose_hoover", "verlet"])
 def test_every_integrator_runs_the_fluid_near_its_temperature(
     prior_fluid, liquid, tmp_path, integrator
 ):
     positions, box, _ = liquid
-    settings = MDSettings(integrator=integrator, steps=400, report_interval=100, timestep=0.002)
-    result = run_liquid(prior_fluid, positions, box, settings, tmp_path / integrator)
+    # Langevin and DPD with a friction per bead type (B's named, A's the default).
+    frictions = {"B": 5.0} if integrator in ("langevin", "dpd") else None
+    settings = MDSettings(
+        integrator=integrator, steps=400, report_interval=100, timestep=0.002, frictions=frictions
+    )
+    names = ["A", "B"] * (positions.shape[1] // 2)
+    result = run_liquid(
+        prior_fluid, positions, box, settings, tmp_path / integrator, bead_names=names
+    )
     assert result.stable, result.message
     rows = np.loadtxt(result.state_log, delimiter=",", comments="#")
     # Started at a minimum with 300 K of velocities: about half the kinetic energy goes into

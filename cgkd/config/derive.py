@@ -129,8 +129,19 @@ def _settings_fields(settings: type) -> list[tuple[str, Any, Any]]:
 
 
 def _schema_type(kind: Any) -> Any:
-    """``kind``, or the derived schema when it is a settings class."""
+    """``kind``, or the derived schema when it is a settings class. A mapping by name (e.g.
+    masses or frictions per type, ``dict[str, float] | None``) is left untyped: in a typed
+    section a dict refuses new keys, so ``key='{A: 1.0}'`` could not set it."""
+    if _is_mapping(kind):
+        return Any
     return _SCHEMAS.get(kind, kind)
+
+
+def _is_mapping(kind: Any) -> bool:
+    """Whether ``kind`` is ``dict[...]``, possibly optional."""
+    if typing.get_origin(kind) is dict:
+        return True
+    return any(typing.get_origin(arg) is dict for arg in typing.get_args(kind))
 
 
 def _schema_default(default: Any) -> dataclasses.Field:

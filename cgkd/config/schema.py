@@ -89,7 +89,7 @@ class InputSettings:
     time_stop: float | None = None
     max_force: float = 1.0e5
     on_bad_frame: str = "error"
-    masses: dict[str, float] | None = None
+    masses: Any = None  # {name: amu}; untyped, so that input.masses={...} can set it
     temperature: float | None = None
 
 

@@ -3,7 +3,9 @@ the NVE drift check, force timings, OpenMM labels) is built and driven here.
 
 - :func:`select_platform`: the platform (``auto``: CUDA when OpenMM has it, else CPU) and
   its properties (threads on the CPU platform; deterministic forces on request).
-- :func:`make_integrator`: Langevin middle (NVT), Nose-Hoover (NVT) or velocity Verlet (NVE).
+- :func:`make_integrator`: Langevin middle (NVT; one friction, or one per bead type),
+  dissipative particle dynamics (NVT, momentum conserving; one friction per pair of types),
+  Nose-Hoover (NVT) or velocity Verlet (NVE).
 - :func:`create_simulation` / :func:`model_simulation`: an ``openmm.app.Simulation`` of an
   OpenMM System, or of an exported model file (TorchScript, fused, native ``.xml``).
 - :func:`start`: positions, box, constraints, minimisation and velocities.
@@ -32,11 +34,12 @@ import openmm.unit as unit
 # isort: on
 
 from cgkd.simulation.reporters import StabilityReporter, UnstableSimulationError
+from cgkd.simulation.thermostats import dpd, pair_frictions, per_particle_langevin
 
 #: Platforms tried in order by ``platform="auto"``.
 AUTO_PLATFORMS = ("CUDA", "CPU")
 #: Integrators of :func:`make_integrator`.
-INTEGRATORS = ("langevin", "nose_hoover", "verlet")
+INTEGRATORS = ("langevin", "dpd", "nose_hoover", "verlet")
 
 
 def select_platform(
@@ -72,12 +75,28 @@ def make_integrator(
     temperature: float = 300.0,
     friction: float = 1.0,
     seed: int = 0,
+    types: np.ndarray | None = None,
+    type_frictions: np.ndarray | None = None,
+    dpd_cutoff: float = 0.6,
 ) -> openmm.Integrator:
     """The integrator ``kind`` (:data:`INTEGRATORS`) with ``timestep`` ps: ``langevin``
-    (Langevin middle at ``temperature`` K, ``friction`` 1/ps, random numbers from ``seed``),
+    (Langevin middle at ``temperature`` K, ``friction`` 1/ps, random numbers from ``seed``;
+    with ``type_frictions`` [T] and the particles' ``types`` [N], one friction per type),
+    ``dpd`` (dissipative particle dynamics within ``dpd_cutoff`` nm, pair friction the mean of
+    the two types' frictions, ``friction`` for all without ``type_frictions``),
     ``nose_hoover`` (``friction`` is the thermostat's collision frequency, 1/ps) or
     ``verlet`` (NVE)."""
     step = timestep * unit.picosecond
+    if kind in ("langevin", "dpd") and (type_frictions is not None or kind == "dpd"):
+        if types is None:
+            raise ValueError(f"integrator '{kind}' with frictions per type needs the types")
+        n_types = int(np.max(types)) + 1
+        per_type = np.full(n_types, friction) if type_frictions is None else type_frictions
+        if kind == "dpd":
+            pairs = pair_frictions(per_type)
+            return dpd(temperature, pairs, dpd_cutoff, timestep, types, seed)
+        frictions = np.asarray(per_type, dtype=float)[np.asarray(types, dtype=int)]
+        return per_particle_langevin(temperature, frictions, timestep, seed)
     if kind == "langevin":
         integrator = openmm.LangevinMiddleIntegrator(
             temperature * unit.kelvin, friction / unit.picosecond, step

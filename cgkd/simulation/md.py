@@ -43,6 +43,7 @@ from cgkd.simulation.reporters import (
     StateReporter,
     TrajectoryReporter,
 )
+from cgkd.simulation.thermostats import named_frictions
 from cgkd.units import ns_per_day
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ class MDSettings:
     ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
     the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.
     ``models``: the models the simulate stage runs (student, baseline, teacher, ensemble,
-    classical). The schema of the ``simulate`` config section; ``seed`` is set by the code.
+    classical). ``integrator``: also ``dpd`` (dissipative particle dynamics: momentum
+    conserving, pair friction within ``dpd_cutoff`` nm). ``frictions``: a friction (1/ps) per
+    bead type name for ``langevin`` and ``dpd`` (the types not named keep ``friction``; a DPD
+    pair gets the mean of its two types'). The schema of the ``simulate`` config section;
+    ``seed`` is set by the code.
     """
 
     integrator: str = "langevin"
@@ -84,6 +89,8 @@ class MDSettings:
     replicas: int = 1
     kernels: str = "auto"
     models: tuple[str, ...] = ("student", "baseline")
+    frictions: dict[str, float] | None = None
+    dpd_cutoff: float = 0.6
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
@@ -158,12 +165,22 @@ def cg_simulation(
     platform and threads of ``settings`` (no positions yet); ``seed`` (default
     ``settings.seed``) seeds the thermostat. ``bonds`` [K, 2] become topology bonds, so that
     trajectory writers keep molecules whole."""
+    types, type_frictions = None, None
+    if settings.frictions or settings.integrator == "dpd":
+        if bead_names is None:
+            raise ValueError("frictions per bead type (or DPD) need the beads' type names")
+        names, types = np.unique(np.asarray(bead_names), return_inverse=True)
+        named = settings.frictions or {}
+        type_frictions = named_frictions(list(names), named, settings.friction)
     integrator = make_integrator(
         settings.integrator,
         settings.timestep,
         temperature=settings.temperature,
         friction=settings.friction,
         seed=settings.seed if seed is None else seed,
+        types=types,
+        type_frictions=type_frictions,
+        dpd_cutoff=settings.dpd_cutoff,
     )
     return model_simulation(
         model_path,

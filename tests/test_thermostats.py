@@ -1,0 +1,109 @@
+"""Thermostats with a friction per bead type: Langevin damps each type at its own rate
+(velocity autocorrelation exp(-gamma t) for free particles) and holds the temperature; DPD
+holds the temperature and conserves total momentum, which Langevin does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# isort: off
+from cgkd.simulation.engine import make_integrator  # before openmm
+import openmm
+import openmm.unit as unit
+
+# isort: on
+
+from cgkd.simulation.thermostats import named_frictions
+
+MASS, TEMPERATURE, EDGE, STEP = 18.0, 300.0, 3.0, 0.002  # amu, K, nm, ps
+KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+
+
+def context(n: int, integrator: openmm.Integrator, *, soft_pairs: bool = False):
+    """``n`` particles of ``MASS`` in a periodic cube, free or with a soft pair repulsion,
+    on a grid, velocities drawn at ``TEMPERATURE``."""
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) for row in np.eye(3) * EDGE))
+    for _ in range(n):
+        system.addParticle(MASS)
+    if soft_pairs:
+        force = openmm.CustomNonbondedForce("10*(1-r/0.5)^2")
+        force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+        force.setCutoffDistance(0.5)
+        for _ in range(n):
+            force.addParticle([])
+        system.addForce(force)
+    side = int(np.ceil(n ** (1 / 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n]
+    platform = openmm.Platform.getPlatformByName("Reference")
+    simulation = openmm.Context(system, integrator, platform)
+    simulation.setPositions((grid + 0.5) * EDGE / side)
+    simulation.setVelocitiesToTemperature(TEMPERATURE, 7)
+    return simulation
+
+
+def velocities(simulation) -> np.ndarray:
+    return simulation.getState(getVelocities=True).getVelocities(asNumpy=True)._value
+
+
+def test_each_type_is_damped_at_its_own_friction():
+    """Free particles of two types with frictions 1 and 20 1/ps: the velocity autocorrelation
+    after 0.05 ps is exp(-gamma t) for each type, and each type holds 300 K."""
+    types = np.arange(400) % 2
+    frictions = np.array([1.0, 20.0])
+    integrator = make_integrator(
+        "langevin", STEP, temperature=TEMPERATURE, types=types, type_frictions=frictions, seed=3
+    )
+    simulation = context(400, integrator)
+    integrator.step(500)  # equilibrate
+    lag, correlations, squares = 25, [[], []], [[], []]
+    for _ in range(12):
+        start = velocities(simulation)
+        integrator.step(lag)
+        end = velocities(simulation)
+        for kind in (0, 1):
+            mask = types == kind
+            correlations[kind].append(np.sum(start[mask] * end[mask]))
+            squares[kind].append(np.sum(start[mask] ** 2))
+    for kind, friction in enumerate(frictions):
+        measured = np.sum(correlations[kind]) / np.sum(squares[kind])
+        assert measured == pytest.approx(np.exp(-friction * lag * STEP), abs=0.04), kind
+        kinetic = 0.5 * MASS * np.mean(squares[kind]) / (types == kind).sum()
+        assert kinetic / (1.5 * KB) == pytest.approx(TEMPERATURE, rel=0.08), kind
+
+
+def test_dpd_conserves_momentum_and_holds_the_temperature():
+    """DPD (pair frictions 5 and 20 1/ps): the total momentum stays where it started while
+    Langevin's wanders; the temperature stays near 300 K."""
+    types = np.arange(216) % 2
+    momenta = {}
+    for kind in ("dpd", "langevin"):
+        integrator = make_integrator(
+            kind,
+            STEP,
+            temperature=TEMPERATURE,
+            types=types,
+            type_frictions=np.array([5.0, 20.0]),
+            dpd_cutoff=0.5,
+            seed=5,
+        )
+        simulation = context(216, integrator, soft_pairs=True)
+        before = MASS * velocities(simulation).sum(axis=0)
+        integrator.step(1000)  # about 1 ps to share the energy with the pair repulsion
+        temperatures = []
+        for _ in range(5):
+            integrator.step(200)
+            after = velocities(simulation)
+            temperatures.append(MASS * np.mean(np.sum(after**2, axis=1)) / (3 * KB))
+        momenta[kind] = np.linalg.norm(MASS * after.sum(axis=0) - before)
+        assert np.mean(temperatures) == pytest.approx(TEMPERATURE, rel=0.08), kind
+    typical = MASS * np.sqrt(3 * KB * TEMPERATURE / MASS) * np.sqrt(216)  # a random walk's
+    assert momenta["langevin"] > 0.1 * typical
+    assert momenta["dpd"] < 1e-6 * typical
+
+
+def test_frictions_are_named_by_bead_type():
+    assert named_frictions(["CH", "CL", "UR"], {"UR": 4.0}, 1.0).tolist() == [1.0, 1.0, 4.0]
+    with pytest.raises(ValueError, match=r"simulate.frictions names \['W'\]"):
+        named_frictions(["CH", "CL"], {"W": 2.0}, 1.0)
