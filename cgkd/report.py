@@ -148,6 +148,12 @@ def render_report(result: RunResult, figures: dict[str, Path]) -> str:
                 f"| {model} | {k} | {r.seed} | {r.stable} | {r.steps_completed} "
                 f"| {_fmt(r.message)} |"
             )
+    frictions = {m: s.frictions for m, s in result.stability.items() if s.frictions}
+    if frictions:
+        lines += ["", "Friction per bead type (1/ps):", "", "| model | bead type | friction |"]
+        lines.append("|---|---|---|")
+        for model, values in frictions.items():
+            lines += [f"| {model} | {kind} | {value:.3g} |" for kind, value in values.items()]
     lines += ["", *force_lines(result)]
     timings = result.timings
     evaluation = metric("ms_per_force_evaluation")

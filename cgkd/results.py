@@ -228,23 +228,27 @@ class Replica:
 
 @dataclass
 class Stability:
-    """The CG runs of one model: the fraction that stayed stable and every replica."""
+    """The CG runs of one model: the fraction that stayed stable, every replica, and the
+    friction of each bead type (1/ps) when it was set per type (``simulate.frictions``, or
+    fitted to the AA diffusion with ``simulate.friction=matched``)."""
 
     stable_fraction: float
     replicas: list[Replica] = field(default_factory=list)
+    frictions: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data."""
         return {
             "stable_fraction": self.stable_fraction,
             "replicas": [r.__dict__.copy() for r in self.replicas],
+            "frictions": self.frictions,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stability:
         """The section :meth:`to_json` wrote."""
         replicas = [Replica(**r) for r in data.get("replicas", [])]
-        return cls(data["stable_fraction"], replicas)
+        return cls(data["stable_fraction"], replicas, data.get("frictions"))
 
 
 @dataclass

@@ -524,3 +524,34 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
         np.testing.assert_allclose(targets["forces"][:2], forces[0].numpy(), rtol=1e-4, atol=1e-3)
     missing = cgkd("summarize", "cache", cwd=quick_run)
     assert missing.returncode != 0 and "no result.json" in missing.stderr
+
+
+@pytest.mark.slow
+def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
+    """simulate.friction=matched: a calibrate stage fits one friction per bead type from
+    short runs, and the student's CG MD runs with them (recorded and in the report)."""
+    result = cgkd(
+        "run",
+        "experiment=quick",
+        "progress=false",
+        "simulate.friction=matched",
+        "simulate.calibration_steps=600",
+        "simulate.models=[student]",
+        "hydra.run.dir=matched",
+        cwd=quick_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    calibration = json.loads(
+        next((quick_run / "cache").glob("calibrate-student-*/done.json")).read_text()
+    )
+    assert set(calibration["frictions"]) == {"HOH"}
+    assert set(calibration["runs"]) == {"1", "10", "30"}
+    fit = calibration["fits"]["HOH"]
+    assert fit["diffusion"][0] > fit["diffusion"][-1] > 0  # more friction, slower beads
+    simulated = [
+        json.loads(path.read_text())
+        for path in (quick_run / "cache").glob("simulate-student-*/done.json")
+    ]
+    assert any(record.get("frictions") == calibration["frictions"] for record in simulated)
+    report = (quick_run / "matched" / "report.md").read_text()
+    assert "Friction per bead type (1/ps):" in report and "| student | HOH |" in report

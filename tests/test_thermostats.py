@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 # isort: off
 from cgkd.simulation.engine import make_integrator  # before openmm
@@ -107,3 +108,64 @@ def test_frictions_are_named_by_bead_type():
     assert named_frictions(["CH", "CL", "UR"], {"UR": 4.0}, 1.0).tolist() == [1.0, 1.0, 4.0]
     with pytest.raises(ValueError, match=r"simulate.frictions names \['W'\]"):
         named_frictions(["CH", "CL"], {"W": 2.0}, 1.0)
+
+
+def test_the_fit_recovers_a_known_friction(tmp_path):
+    """A CG fluid run at friction 5 1/ps is the "reference": calibration runs of the same
+    model at 1, 10 and 30 1/ps, fitted per bead type, give back about 5 for both types."""
+    from conftest import NETWORK, PRIOR, random_liquid
+
+    from cgkd.models import build_potential
+    from cgkd.observables.trajectory import Trajectory
+    from cgkd.simulation import export_torchscript
+    from cgkd.simulation.friction import diffusion_by_type, fit_friction
+    from cgkd.simulation.md import MDSettings, run_cg_md
+
+    species = torch.as_tensor(np.arange(40) % 2)
+    model = build_potential([NETWORK], PRIOR)
+    with torch.no_grad():
+        for network in model.networks:
+            network.energy_scale.fill_(0.0)  # the repulsive prior alone: a soft-sphere fluid
+    path = export_torchscript(model, species, tmp_path / "fluid.ts")
+    positions, box = random_liquid(40, 1.5, seed=3), np.eye(3) * 1.5
+    names = ["A", "B"] * 20
+
+    def diffusion(friction: float) -> dict[str, tuple[float, float]]:
+        settings = MDSettings(
+            friction=friction, steps=3000, report_interval=20, timestep=0.004, seed=2
+        )
+        out = tmp_path / f"gamma_{friction:g}"
+        result = run_cg_md(
+            path, positions, box, np.full(40, 18.0), settings, out, bead_names=names, progress=False
+        )
+        assert result.stable, result.message
+        trajectory = Trajectory.from_dcd(
+            result.trajectory,
+            result.topology,
+            dt=0.08,
+            types=species.numpy(),
+            type_names=["A", "B"],
+        )
+        return diffusion_by_type(trajectory, "longer runs")
+
+    reference = diffusion(5.0)
+    tried = (1.0, 10.0, 30.0)
+    runs = {gamma: diffusion(gamma) for gamma in tried}
+    for kind in ("A", "B"):
+        fit = fit_friction(tried, [runs[g][kind][0] for g in tried], reference[kind][0])
+        assert 3.0 < fit.matched < 8.0, (kind, fit)
+
+
+def test_a_reference_too_short_for_a_diffusion_coefficient_is_a_one_line_error():
+    from cgkd.observables.trajectory import Trajectory
+    from cgkd.simulation.friction import diffusion_by_type
+
+    two_frames = Trajectory(
+        np.zeros((2, 4, 3)),
+        np.repeat(np.eye(3)[None], 2, axis=0),
+        types=np.zeros(4, int),
+        type_names=["W"],
+        times=np.array([0.0, 1.0]),
+    )
+    with pytest.raises(ValueError, match=r"no diffusion coefficient of W: .*; set it longer"):
+        diffusion_by_type(two_frames, "set it longer")

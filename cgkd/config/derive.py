@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -132,9 +133,15 @@ def _schema_type(kind: Any) -> Any:
     """``kind``, or the derived schema when it is a settings class. A mapping by name (e.g.
     masses or frictions per type, ``dict[str, float] | None``) is left untyped: in a typed
     section a dict refuses new keys, so ``key='{A: 1.0}'`` could not set it."""
-    if _is_mapping(kind):
+    if _is_mapping(kind) or _is_union(kind):
         return Any
     return _SCHEMAS.get(kind, kind)
+
+
+def _is_union(kind: Any) -> bool:
+    """Whether ``kind`` is a union of several types (``float | str``), None aside."""
+    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+    return typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) > 1
 
 
 def _is_mapping(kind: Any) -> bool:

@@ -70,14 +70,17 @@ class MDSettings:
     classical). ``integrator``: also ``dpd`` (dissipative particle dynamics: momentum
     conserving, pair friction within ``dpd_cutoff`` nm). ``frictions``: a friction (1/ps) per
     bead type name for ``langevin`` and ``dpd`` (the types not named keep ``friction``; a DPD
-    pair gets the mean of its two types'). The schema of the ``simulate`` config section;
+    pair gets the mean of its two types'). ``friction: matched`` fits one friction per bead
+    type so that each type's diffusion coefficient matches the reference's
+    (:mod:`cgkd.simulation.friction`): ``calibration_steps`` steps of CG MD at each of
+    ``calibration_frictions`` (1/ps) first. The schema of the ``simulate`` config section;
     ``seed`` is set by the code.
     """
 
     integrator: str = "langevin"
     temperature: float = 300.0
     timestep: float = 0.005
-    friction: float = 1.0
+    friction: float | str = 1.0
     steps: int = 10000
     report_interval: int = 100
     minimize: bool = True
@@ -91,12 +94,26 @@ class MDSettings:
     models: tuple[str, ...] = ("student", "baseline")
     frictions: dict[str, float] | None = None
     dpd_cutoff: float = 0.6
+    calibration_frictions: tuple[float, ...] = (1.0, 10.0, 30.0)
+    calibration_steps: int = 4000
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
             raise ValueError(
                 f"simulate.integrator '{self.integrator}' is unknown; use one of {INTEGRATORS}"
             )
+        if isinstance(self.friction, str):
+            if self.friction != "matched":
+                raise ValueError(
+                    f"simulate.friction={self.friction!r}: give a number (1/ps) or matched"
+                )
+            if self.integrator not in ("langevin", "dpd"):
+                raise ValueError(
+                    "simulate.friction=matched fits a Langevin or DPD friction; set "
+                    "simulate.integrator=langevin or dpd"
+                )
+        elif self.friction < 0:
+            raise ValueError(f"simulate.friction must be >= 0 (1/ps), got {self.friction}")
         for name in ("timestep", "steps", "report_interval", "replicas"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"simulate.{name} must be positive, got {getattr(self, name)}")
@@ -165,6 +182,8 @@ def cg_simulation(
     platform and threads of ``settings`` (no positions yet); ``seed`` (default
     ``settings.seed``) seeds the thermostat. ``bonds`` [K, 2] become topology bonds, so that
     trajectory writers keep molecules whole."""
+    if settings.friction == "matched" and not settings.frictions:
+        raise ValueError("simulate.friction=matched runs with the calibrate stage's frictions")
     types, type_frictions = None, None
     if settings.frictions or settings.integrator == "dpd":
         if bead_names is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cgkd.stages.analyze import ANALYZE
 from cgkd.stages.base import Stage
+from cgkd.stages.calibrate import CALIBRATE
 from cgkd.stages.classical import CLASSICAL
 from cgkd.stages.distill import BASELINE, SOFT_STUDENT, STUDENT
 from cgkd.stages.label import LABEL
@@ -34,6 +35,7 @@ STAGES: dict[str, Stage] = {
         STUDENT,
         BASELINE,
         CLASSICAL,
+        CALIBRATE,
         SIMULATE,
         ANALYZE,
     )

@@ -9,6 +9,7 @@ not raised; an interrupted stage resumes every replica from its checkpoint.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,8 @@ def _simulate(context: Context) -> Record:
     name, cg = str(context.param), context.upstream["cg"]
     frames, bonds = dataset(cg), read_h5md_bonds(cg["dataset"])
     settings = md_settings(context)
+    if "friction" in context.upstream:  # simulate.friction=matched
+        settings = replace(settings, frictions=context.upstream["friction"]["frictions"])
     n_frames = len(frames.positions)
     starts = [n_frames - 1 - (k * n_frames) // settings.replicas for k in range(settings.replicas)]
     plain, fused = model_files(name, context.upstream["model"])
@@ -102,6 +105,7 @@ def _simulate(context: Context) -> Record:
         "start_frames": starts,
         "n_stable": n_stable,
         "stable_fraction": n_stable / len(results),
+        "frictions": settings.frictions,
         "ms_per_step": float(np.median([r.ms_per_step for r in results])),
         "ns_per_day": float(np.median([r.ns_per_day for r in results])),
     }
@@ -116,6 +120,11 @@ SIMULATE = Stage(
     needs=lambda context: {
         "cg": Request("map"),
         "model": model_request(str(context.param), context("teacher.source")),
+        **(
+            {"friction": Request("calibrate", context.param)}
+            if context("simulate.friction") == "matched"
+            else {}
+        ),
     },
     keep=("replica_*",),
 )
