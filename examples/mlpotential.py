@@ -12,11 +12,9 @@ your dataset's masses for other systems.
 """
 
 import argparse
-import sys
 
-import openmm
 import openmm.app as app
-import openmm.unit as unit
+from langevin_run import run  # examples/, this script's directory
 from openmmml import MLPotential
 
 
@@ -31,26 +29,7 @@ def main() -> None:
     potential = MLPotential("cgkd", modelFile=args.model, kernels=args.kernels)
     masses = None if args.model.endswith(".xml") else 18.015  # amu per bead; .xml has its own
     system = potential.createSystem(pdb.topology, masses=masses)
-    integrator = openmm.LangevinMiddleIntegrator(
-        300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond
-    )
-    simulation = app.Simulation(
-        pdb.topology, system, integrator, openmm.Platform.getPlatformByName("CPU")
-    )
-    simulation.context.setPositions(pdb.positions)
-    simulation.minimizeEnergy(maxIterations=100)
-    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-    simulation.reporters.append(
-        app.StateDataReporter(
-            sys.stdout,
-            max(args.steps // 5, 1),
-            step=True,
-            potentialEnergy=True,
-            temperature=True,
-            speed=True,
-        )
-    )
-    simulation.step(args.steps)
+    run(pdb, system, args.steps)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ molecule here; use your dataset's masses for other systems.
 """
 
 import argparse
-import sys
 
 # isort: off
 # torch before openmm: OpenMM loads its plugins on import, and the openmmtorch plugin needs
@@ -22,6 +21,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 from openmmtorch import TorchForce
+from langevin_run import run  # examples/, this script's directory
 
 # isort: on
 
@@ -44,26 +44,7 @@ def main() -> None:
     force.setUsesPeriodicBoundaryConditions(True)
     force.setOutputsForces(bool(args.kernels))  # the fused flavour returns (energy, forces)
     system.addForce(force)
-    integrator = openmm.LangevinMiddleIntegrator(
-        300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond
-    )
-    simulation = app.Simulation(
-        pdb.topology, system, integrator, openmm.Platform.getPlatformByName("CPU")
-    )
-    simulation.context.setPositions(pdb.positions)
-    simulation.minimizeEnergy(maxIterations=100)
-    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-    simulation.reporters.append(
-        app.StateDataReporter(
-            sys.stdout,
-            max(args.steps // 5, 1),
-            step=True,
-            potentialEnergy=True,
-            temperature=True,
-            speed=True,
-        )
-    )
-    simulation.step(args.steps)
+    run(pdb, system, args.steps)
 
 
 if __name__ == "__main__":

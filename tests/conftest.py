@@ -8,6 +8,11 @@ import torch
 
 from cgkd.models.checkpoint import build_potential
 
+# isort: off
+import openmm  # after cgkd (torch first)
+
+# isort: on
+
 
 def random_liquid(n_beads: int, edge: float, seed: int, min_distance: float = 0.25) -> np.ndarray:
     """Bead positions [N, 3] (nm) in a cubic box with no pair closer than ``min_distance``."""
@@ -64,3 +69,23 @@ def liquid():
     box = torch.eye(3, dtype=torch.float64).unsqueeze(0) * edge
     species = torch.as_tensor(np.arange(40) % 2)
     return positions, box, species
+
+
+def argon_lattice(
+    n_side: int, spacing: float, cutoff: float
+) -> tuple[openmm.System, np.ndarray, np.ndarray]:
+    """A periodic Lennard-Jones argon lattice of ``n_side``^3 atoms ``spacing`` nm apart
+    (cutoff ``cutoff`` nm): the System, positions [N, 3] and box [3, 3] (nm)."""
+    grid = np.arange(n_side) * spacing
+    positions = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
+    box = np.eye(3) * n_side * spacing
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+    force = openmm.NonbondedForce()
+    force.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    force.setCutoffDistance(cutoff)
+    for _ in positions:
+        system.addParticle(39.95)
+        force.addParticle(0.0, 0.34, 0.997)
+    system.addForce(force)
+    return system, positions, box

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import openmm
 import pytest
+from conftest import argon_lattice
 
 from cgkd.simulation.engine import (
     create_simulation,
@@ -27,21 +28,9 @@ from cgkd.simulation.system import openmm_seed
 NM = openmm.unit.nanometer
 
 
-def _argon(n_side: int = 3, spacing: float = 0.4) -> tuple[openmm.System, np.ndarray, np.ndarray]:
-    """A small periodic LJ argon lattice: System, positions [N, 3] and box [3, 3] (nm)."""
-    grid = np.arange(n_side) * spacing
-    positions = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
-    box = np.eye(3) * n_side * spacing
-    system = openmm.System()
-    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-    force = openmm.NonbondedForce()
-    force.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
-    force.setCutoffDistance(0.55)
-    for _ in positions:
-        system.addParticle(39.95)
-        force.addParticle(0.0, 0.34, 0.997)
-    system.addForce(force)
-    return system, positions, box
+def _argon() -> tuple[openmm.System, np.ndarray, np.ndarray]:
+    """The test's argon lattice (see conftest.argon_lattice)."""
+    return argon_lattice(3, 0.4, 0.55)
 
 
 def test_platform_choice_sets_threads_only_where_the_platform_has_them():

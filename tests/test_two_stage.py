@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import argon_lattice, random_liquid
 from hydra import compose, initialize_config_dir
 
 # isort: off
@@ -29,7 +30,6 @@ from cgkd.training.screening import (
     select_frames,
 )
 from cgkd.training.targets import label_frames
-from tests.conftest import random_liquid
 
 FORCE_UNIT = unit.kilojoule_per_mole / unit.nanometer
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -94,21 +94,9 @@ def test_descriptors_of_an_ideal_gas_are_flat_and_closest_distance_is_brute_forc
 # --- teacher MD and external teachers ----------------------------------------------------------
 
 
-def _argon(n_side: int = 4, spacing: float = 0.38) -> tuple[openmm.System, np.ndarray, np.ndarray]:
-    """A small LJ argon lattice: System, positions [N, 3] and box [3, 3] (nm)."""
-    grid = np.arange(n_side) * spacing
-    positions = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
-    box = np.eye(3) * n_side * spacing
-    system = openmm.System()
-    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-    force = openmm.NonbondedForce()
-    force.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
-    force.setCutoffDistance(0.6)
-    for _ in positions:
-        system.addParticle(39.95)
-        force.addParticle(0.0, 0.34, 0.997)
-    system.addForce(force)
-    return system, positions, box
+def _argon() -> tuple[openmm.System, np.ndarray, np.ndarray]:
+    """The test's argon lattice (see conftest.argon_lattice)."""
+    return argon_lattice(4, 0.38, 0.6)
 
 
 def _potential_energy(system: openmm.System, positions: np.ndarray, box: np.ndarray) -> float:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from cgkd.analysis import AnalysisSettings, StageRecords, compute
+from cgkd.io.frames import Frames
 from cgkd.observables.sources import save_curves
 from cgkd.results import CURVES_FILE, METRICS_FILE
 from cgkd.simulation.md import MDSettings, model_file, time_force_evaluation
@@ -61,7 +62,7 @@ def _records(context: Context) -> StageRecords:
     return StageRecords(upstream["aa"], upstream["cg"], upstream.get("teach"), models, runs)
 
 
-def _timings(context: Context, records: StageRecords) -> dict[str, float]:
+def _timings(context: Context, records: StageRecords, frames: Frames) -> dict[str, float]:
     """ms per force evaluation of every simulated model and, with a cgkd ensemble, of its
     member 0 and the whole ensemble, each in the flavour ``simulate.kernels`` runs on
     ``simulate.platform``."""
@@ -74,7 +75,6 @@ def _timings(context: Context, records: StageRecords) -> dict[str, float]:
             files.setdefault(name, model_file(*model_files(name, records.teachers), settings))
     elif "teacher" in context.upstream:  # an external TorchScript teacher
         files.setdefault("teacher", model_files("teacher", context.upstream["teacher"])[0])
-    frames = dataset(records.cg)
     return {
         name: time_force_evaluation(
             path,
@@ -95,8 +95,9 @@ def _analyze(context: Context) -> Record:
         frame_interval=context("simulate.report_interval") * context("simulate.timestep"),
         progress=context.progress,
     )
-    timings = _timings(context, records)
-    computed = compute(records, dataset(records.cg), settings, timings)
+    frames = dataset(records.cg)
+    timings = _timings(context, records, frames)
+    computed = compute(records, frames, settings, timings)
     out = context.directory
     write_json(out / METRICS_FILE, computed.result.to_json())
     save_curves(computed.curves, out / CURVES_FILE)

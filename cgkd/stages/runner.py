@@ -75,6 +75,7 @@ class Pipeline:
         self.stages = STAGES if stages is None else stages
         self._plans: dict[Request, Plan] = {}
         self._records: dict[str, Record] = {}
+        self._identities: dict[tuple[str, int, int], str] = {}
         if cfg.input.trajectory is not None and "import" in self.stages:
             imported = self.run(Request("import"))
             cfg.system.temperature = imported["temperature"]
@@ -97,7 +98,7 @@ class Pipeline:
         context.declared = (*reads, *file_paths)
         left_out = (*EXECUTION, *stage.ignores)
         values = {path: without(context(path), path, left_out) for path in reads}
-        files = {path: _identity(path, context(path)) for path in file_paths}
+        files = {path: self._identity(path, context(path)) for path in file_paths}
         upstream = {role: self.plan(wanted) for role, wanted in stage.needs(context).items()}
         key = derive_key(
             stage,
@@ -109,6 +110,20 @@ class Pipeline:
         plan = Plan(request, stage, key, values, files, upstream)
         self._plans[request] = plan
         return plan
+
+    def _identity(self, path: str, value: Any) -> str | None:
+        """The identity of the input file named by config ``path`` (None when unset), hashed
+        once per file version in this pipeline."""
+        if value is None:
+            return None
+        file = Path(value)
+        if not file.is_file():
+            raise FileNotFoundError(f"{path}={value} does not exist; fix {path}")
+        stat = file.stat()
+        version = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+        if version not in self._identities:
+            self._identities[version] = file_identity(file)
+        return self._identities[version]
 
     def run(self, request: Request | str) -> Record:
         """The request's record, building it (and what it needs) unless cached."""
@@ -164,16 +179,6 @@ class Pipeline:
             record = {"key": plan.key, **stage.build(context)}
         self._records[name] = record
         return record
-
-
-def _identity(path: str, value: Any) -> str | None:
-    """The identity of the input file named by config ``path`` (None when unset)."""
-    if value is None:
-        return None
-    try:
-        return file_identity(value)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}={value} does not exist; fix {path}") from None
 
 
 def _run_in_worker(config: dict[str, Any], request: Request, threads: int) -> str:
