@@ -121,7 +121,7 @@ def test_an_unknown_key_error_names_the_valid_keys() -> None:
         config("simulate.stepz=5")
     hint = valid_keys(error.value)
     assert hint is not None and hint.startswith(
-        "simulate takes: calibration_frictions, calibration_steps"
+        "simulate takes: calibration_frictions, calibration_refinements, calibration_steps"
     )
     assert "steps" in hint and "seed" not in hint  # the seed is the code's
     with pytest.raises(ConfigCompositionException) as error:

@@ -530,6 +530,8 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
 def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
     """simulate.friction=matched: a calibrate stage fits one friction per bead type from
     short runs, and the student's CG MD runs with them (recorded and in the report)."""
+    from cgkd.simulation.friction import fit_friction
+
     result = cgkd(
         "run",
         "experiment=quick",
@@ -545,7 +547,12 @@ def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
         next((quick_run / "cache").glob("calibrate-student-*/done.json")).read_text()
     )
     assert set(calibration["frictions"]) == {"HOH"}
-    assert set(calibration["runs"]) == {"1", "10", "30"}
+    assert set(calibration["runs"]) == {"1", "10", "30", "refine_1"}
+    # the refinement run is made at the friction fitted from the first three
+    first = [calibration["runs"][g]["diffusion"]["HOH"][0] for g in ("1", "10", "30")]
+    reference = calibration["reference"]["HOH"][0]
+    trial = fit_friction([1.0, 10.0, 30.0], first, reference).matched
+    assert calibration["runs"]["refine_1"]["frictions"]["HOH"] == pytest.approx(trial)
     fit = calibration["fits"]["HOH"]
     assert fit["diffusion"][0] > fit["diffusion"][-1] > 0  # more friction, slower beads
     simulated = [

@@ -105,7 +105,12 @@ def test_keys_change_exactly_with_declared_inputs(route):
 
 
 def _reads(plan: Plan, path: str) -> bool:
-    return any(path == read or path.startswith(f"{read}.") for read in plan.reads)
+    """Whether ``plan``'s stage declares ``path``: under one of its reads, not ignored."""
+
+    def under(section: str) -> bool:
+        return path == section or path.startswith(f"{section}.")
+
+    return any(map(under, plan.reads)) and not any(map(under, plan.stage.ignores))
 
 
 def test_undeclared_config_leaves_every_key():

@@ -183,3 +183,17 @@ def test_too_short_a_trajectory_skips_the_msd_and_the_rest_completes(argon):
     replicas = evaluate(copy.deepcopy(analysis.settings), [short, short])
     assert set(replicas.skipped) == {"msd"}
     assert "fit range" in replicas.skipped["msd"] and "fit_start" in replicas.skipped["msd"]
+
+
+def test_each_bead_type_gets_its_own_diffusion_coefficient(argon):
+    """The argon liquid labelled as two types (alternate atoms): an MSD per type besides the
+    total, and the total D is the count-weighted mean of the types' (the fit is linear)."""
+    positions = np.stack([argon.frame(t).positions for t in range(argon.n_frames)])
+    boxes = np.stack([argon.frame(t).box for t in range(argon.n_frames)])
+    types = np.arange(positions.shape[1]) % 2
+    labelled = Trajectory(positions, boxes, dt=0.5, types=types, type_names=["A", "B"])
+    analysis = evaluate(default_settings(rdf={"r_max": 1.1, "n_bins": 110}), labelled)
+    d = {name: analysis.results[name].attrs["D"] for name in ("msd", "msd A", "msd B")}
+    assert d["msd A"] != d["msd B"]
+    assert d["msd"] == pytest.approx(0.5 * (d["msd A"] + d["msd B"]), rel=1e-9)
+    assert d["msd"] > 0

@@ -156,6 +156,27 @@ def test_the_fit_recovers_a_known_friction(tmp_path):
         assert 3.0 < fit.matched < 8.0, (kind, fit)
 
 
+def test_refinement_steps_converge_where_the_line_is_only_approximate():
+    """With 1/D curved in the friction (1 + 0.5 g + 0.002 g^2), the least-squares line of the
+    runs at 1, 10 and 30 1/ps misses a target at 100 1/ps; two secant steps at the fitted
+    frictions land within 1 %."""
+    from cgkd.simulation.friction import fit_friction
+
+    def diffusion(gamma: float) -> float:
+        return 1.0 / (1.0 + 0.5 * gamma + 0.002 * gamma**2)
+
+    frictions = [1.0, 10.0, 30.0]
+    fit = fit_friction(frictions, [diffusion(g) for g in frictions], diffusion(100.0))
+    first_error = abs(fit.matched - 100.0)
+    assert first_error > 10.0
+    for _ in range(2):
+        frictions.append(fit.matched)
+        fit = fit_friction(
+            frictions, [diffusion(g) for g in frictions], diffusion(100.0), local=True
+        )
+    assert fit.matched == pytest.approx(100.0, rel=0.01)
+
+
 def test_a_reference_too_short_for_a_diffusion_coefficient_is_a_one_line_error():
     from cgkd.observables.trajectory import Trajectory
     from cgkd.simulation.friction import diffusion_by_type

@@ -104,7 +104,8 @@ def build_observables(
     """The observables besides the RDFs switched on in ``settings`` (``conf/analysis``, every
     ``auto`` resolved), keyed by result name, and those that cannot be built, with the reason.
 
-    Dynamics need the time between frames (``trajectory.dt``), the VACF needs velocities.
+    Dynamics need the time between frames (``trajectory.dt``), the VACF needs velocities; a
+    system of several bead types gets an MSD (and D) of each type besides the total's.
     """
     unresolved = [
         f"analysis.{section}.{key}"
@@ -147,13 +148,17 @@ def build_observables(
                 "uneven); give the trajectory equally spaced frame times"
             )
         else:
-            built.append(
+            # all beads, then each bead type of a system of several (its own D ratio)
+            kinds = trajectory.type_names if len(trajectory.type_names) > 1 else ()
+            built += [
                 MSD(
+                    species=kind,
                     max_lag=msd.get("max_lag"),
                     fit_start=msd.get("fit_start"),
                     fit_stop=msd.get("fit_stop"),
                 )
-            )
+                for kind in (None, *kinds)
+            ]
             if trajectory.has_velocities:
                 built.append(VACF(max_lag=msd.get("max_lag")))
     return {observable.name: observable for observable in built}, skipped

@@ -59,11 +59,13 @@ def diffusion_by_type(
 
 
 def fit_friction(
-    frictions: Sequence[float], diffusion: Sequence[float], reference: float
+    frictions: Sequence[float], diffusion: Sequence[float], reference: float, *, local: bool = False
 ) -> FrictionFit:
     """The friction (1/ps) at which the line through (gamma, 1/D) reaches 1/``reference``:
-    least squares over the runs at ``frictions`` with coefficients ``diffusion``. A reference
-    faster than the fit allows at zero friction gives 0 (``clipped``)."""
+    least squares over the runs at ``frictions`` with coefficients ``diffusion``, or with
+    ``local`` the secant through the two runs whose 1/D is nearest the target (a refinement
+    step; the least-squares line when that secant does not fall). A reference faster than
+    the fit allows at zero friction gives 0 (``clipped``)."""
     gammas = np.asarray(frictions, dtype=float)
     values = np.asarray(diffusion, dtype=float)
     if len(gammas) < 2 or len(set(gammas.tolist())) < 2:
@@ -76,6 +78,12 @@ def fit_friction(
             f"D does not fall with the friction (D {values.round(5).tolist()} nm^2/ps at "
             f"{gammas.tolist()} 1/ps); lengthen the calibration runs"
         )
+    if local:
+        nearest = np.argsort(np.abs(1.0 / values - 1.0 / reference), kind="stable")[:2]
+        (g0, g1), (y0, y1) = gammas[nearest], 1.0 / values[nearest]
+        if g0 != g1 and (y1 - y0) / (g1 - g0) > 0:
+            slope = (y1 - y0) / (g1 - g0)
+            intercept = y0 - slope * g0
     matched = (1.0 / reference - intercept) / slope
     return FrictionFit(
         tuple(gammas.tolist()),

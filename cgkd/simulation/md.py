@@ -73,7 +73,9 @@ class MDSettings:
     pair gets the mean of its two types'). ``friction: matched`` fits one friction per bead
     type so that each type's diffusion coefficient matches the reference's
     (:mod:`cgkd.simulation.friction`): ``calibration_steps`` steps of CG MD at each of
-    ``calibration_frictions`` (1/ps) first. The schema of the ``simulate`` config section;
+    ``calibration_frictions`` (1/ps) first, then ``calibration_refinements`` runs at the
+    frictions fitted so far, each refitting every type's friction through the two runs
+    nearest its target (secant steps). The schema of the ``simulate`` config section;
     ``seed`` is set by the code.
     """
 
@@ -96,6 +98,7 @@ class MDSettings:
     dpd_cutoff: float = 0.6
     calibration_frictions: tuple[float, ...] = (1.0, 10.0, 30.0)
     calibration_steps: int = 4000
+    calibration_refinements: int = 1
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
@@ -114,6 +117,10 @@ class MDSettings:
                 )
         elif self.friction < 0:
             raise ValueError(f"simulate.friction must be >= 0 (1/ps), got {self.friction}")
+        if self.calibration_refinements < 0:
+            raise ValueError(
+                f"simulate.calibration_refinements must be >= 0, got {self.calibration_refinements}"
+            )
         for name in ("timestep", "steps", "report_interval", "replicas"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"simulate.{name} must be positive, got {getattr(self, name)}")

@@ -113,6 +113,7 @@ ANALYZE = Stage(
     name="analyze",
     summary="observables and metrics of every simulated model against the AA reference",
     build=_analyze,
+    version=2,  # 2: an MSD per bead type
     reads=(
         "analysis",
         "simulate.models",

@@ -1,6 +1,7 @@
 """Frictions matched to the AA dynamics (``calibrate``), one stage per simulated model, run
 when ``simulate.friction`` is ``matched``: short CG runs at ``simulate.calibration_frictions``,
-each bead type's diffusion coefficient against the reference's, one friction per type."""
+each bead type's diffusion coefficient against the reference's, one friction per type,
+refined by ``simulate.calibration_refinements`` runs at the fitted frictions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import replace
 
 from cgkd.io.h5md import read_h5md_bonds
 from cgkd.observables.trajectory import Trajectory
-from cgkd.simulation.friction import diffusion_by_type, fit_friction
+from cgkd.simulation.friction import FrictionFit, diffusion_by_type, fit_friction
 from cgkd.simulation.md import model_file, run_cg_md
 from cgkd.stages.base import Context, Record, Request, Stage
 from cgkd.stages.data import dataset
@@ -32,57 +33,67 @@ def _calibrate(context: Context) -> Record:
     plain, fused = model_files(name, context.upstream["model"])
     path = model_file(plain, fused, base)
     names = [frames.type_names[t] for t in frames.types]
-    dt = base.report_interval * base.timestep
-    runs = {}
-    for gamma in base.calibration_frictions:
-        settings = replace(
-            base, friction=float(gamma), frictions=None, steps=base.calibration_steps, replicas=1
-        )
+
+    def measure(label: str, **thermostat: object) -> dict[str, tuple[float, float]]:
+        """Each bead type's D (nm^2/ps) in a calibration run with ``thermostat`` settings."""
+        settings = replace(base, **thermostat, steps=base.calibration_steps, replicas=1)
         result = run_cg_md(
             path,
             frames.positions[-1],
             frames.boxes[-1],
             frames.masses,
             settings,
-            context.directory / f"friction_{gamma:g}",
+            context.directory / f"friction_{label}",
             bead_names=names,
             bonds=bonds,
             progress=context.progress,
         )
         if not result.stable:
             raise ValueError(
-                f"the calibration run of the {name} at friction {gamma:g} 1/ps went bad "
-                f"({result.message}); change simulate.calibration_frictions"
+                f"the calibration run {label} of the {name} went bad ({result.message}); "
+                "change simulate.calibration_frictions or calibration_refinements"
             )
         trajectory = Trajectory.from_dcd(
             result.trajectory,
             result.topology,
-            dt=dt,
+            dt=base.report_interval * base.timestep,
             types=frames.types,
             type_names=frames.type_names,
         )
-        runs[f"{gamma:g}"] = diffusion_by_type(trajectory, "lengthen simulate.calibration_steps")
-    fits = {
-        kind: fit_friction(
-            base.calibration_frictions,
-            [runs[f"{gamma:g}"][kind][0] for gamma in base.calibration_frictions],
-            reference[kind][0],
-        )
-        for kind in reference
+        return diffusion_by_type(trajectory, "lengthen simulate.calibration_steps")
+
+    runs = {
+        f"{gamma:g}": {"frictions": {kind: float(gamma) for kind in reference}}
+        | {"diffusion": measure(f"{gamma:g}", friction=float(gamma), frictions=None)}
+        for gamma in base.calibration_frictions
     }
-    for kind, fit in fits.items():
+
+    def fit(kind: str, local: bool) -> FrictionFit:
+        gammas = [run["frictions"][kind] for run in runs.values()]
+        diffusion = [run["diffusion"][kind][0] for run in runs.values()]
+        return fit_friction(gammas, diffusion, reference[kind][0], local=local)
+
+    fits = {kind: fit(kind, local=False) for kind in reference}
+    for step in range(1, base.calibration_refinements + 1):
+        trial = {kind: fitted.matched for kind, fitted in fits.items()}
+        runs[f"refine_{step}"] = {
+            "frictions": trial,
+            "diffusion": measure(f"refine_{step}", frictions=trial),
+        }
+        fits = {kind: fit(kind, local=True) for kind in reference}
+    for kind, fitted in fits.items():
         log.info(
             "%s %s: matched friction %.3g 1/ps (reference D %.4g nm^2/ps)",
             name,
             kind,
-            fit.matched,
-            fit.reference,
+            fitted.matched,
+            fitted.reference,
         )
     return {
-        "frictions": {kind: fit.matched for kind, fit in fits.items()},
+        "frictions": {kind: fitted.matched for kind, fitted in fits.items()},
         "reference": reference,
         "runs": runs,
-        "fits": {kind: fit.to_json() for kind, fit in fits.items()},
+        "fits": {kind: fitted.to_json() for kind, fitted in fits.items()},
     }
 
 

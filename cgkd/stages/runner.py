@@ -4,6 +4,7 @@ first, each reused from the cache when done."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,9 @@ class Pipeline:
 
             def build(out: Path) -> Record:
                 context.out = out
-                return stage.build(context)
+                started = time.perf_counter()
+                record = stage.build(context)
+                return {**record, "seconds": round(time.perf_counter() - started, 3)}
 
             inputs = {
                 "stage": str(plan.request),

@@ -111,12 +111,20 @@ def _simulate(context: Context) -> Record:
     }
 
 
+#: The settings of the calibrate stage alone.
+CALIBRATION = (
+    "simulate.calibration_frictions",
+    "simulate.calibration_steps",
+    "simulate.calibration_refinements",
+)
+
 SIMULATE = Stage(
     name="simulate",
     summary="CG MD in OpenMM of one model of simulate.models (simulate[student], ...)",
     build=_simulate,
     reads=("simulate", "seed", "teacher.source"),
-    ignores=("simulate.models",),
+    # the calibration enters through the calibrate stage's key, and only when it runs
+    ignores=("simulate.models", *CALIBRATION),
     needs=lambda context: {
         "cg": Request("map"),
         "model": model_request(str(context.param), context("teacher.source")),
