@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cgkd_runs import run_cgkd
+
+from cgkd.stages import Pipeline, Request
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = (
@@ -24,7 +28,12 @@ COLUMNS = (
     ("adf_jsd", "ADF JSD (bits)", "{:.2e}"),
     ("tetrahedral_jsd", "tetrahedral q JSD (bits)", "{:.2e}"),
 )
-ROUTES = {"default (1 /ps)": [], "matched": ["simulate.friction=matched"]}
+#: The routes by name: the directory prefix of their runs and their overrides.
+ROUTES = {
+    "default": ("default (1 /ps)", []),
+    "matched": ("Langevin matched", ["simulate.friction=matched"]),
+    "dpd": ("DPD matched", ["simulate.friction=matched", "simulate.integrator=dpd"]),
+}
 
 
 def cell(values: list[float], fmt: str) -> str:
@@ -37,35 +46,48 @@ def cell(values: list[float], fmt: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--routes", nargs="+", choices=list(ROUTES), default=["default", "matched"])
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "friction")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--title", default="water")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "dynamics" / "README.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str], list[dict]] = {}
-    frictions: dict[str, list[float]] = {}
+    by_type: dict[tuple[str, str, str], list[float]] = {}
+    frictions: dict[tuple[str, str, str], list[float]] = {}
+    calibration_minutes: list[float] = []
     for seed in args.seeds:
-        for route, extra in ROUTES.items():
-            out = args.work / f"{'matched' if extra else 'default'}_{seed}"
+        for route in args.routes:
+            label, extra = ROUTES[route]
+            out = args.work / f"{route}_{seed}"
             common = [f"seed={seed}", "data_seed=0", "progress=false", f"threads={args.threads}"]
             run_cgkd(
                 ["run", *common, *extra, *args.set, f"hydra.run.dir={out}"],
                 args.work,
                 args.threads,
-                f"{route}, seed {seed}",
+                f"{label}, seed {seed}",
             )
             line = json.loads((out / "result.json").read_text())
             metrics = json.loads((out / "metrics.json").read_text())
             for model, row in line["models"].items():
-                results.setdefault((route, model), []).append(row)
+                results.setdefault((label, model), []).append(row)
+                for name, sources in metrics["observables"].items():
+                    if name.startswith("msd ") and model in sources:
+                        kind = name.removeprefix("msd ")
+                        by_type.setdefault((label, model, kind), []).append(
+                            sources[model]["D ratio"]
+                        )
                 fitted = metrics["stability"][model].get("frictions") or {}
                 for kind, value in fitted.items():
-                    frictions.setdefault(f"{model} {kind}", []).append(value)
-    command = "python benchmarks/friction_matching.py --seeds " + " ".join(map(str, args.seeds))
+                    frictions.setdefault((label, model, kind), []).append(value)
+            calibration_minutes += calibration_times(args.work, out)
+    command = f"python benchmarks/friction_matching.py --seeds {' '.join(map(str, args.seeds))}"
+    command += f" --routes {' '.join(args.routes)} --title {args.title} --out {args.out.name}"
     command += f" --set {' '.join(args.set)}" if args.set else ""
     lines = [
-        "# Dynamics: friction matched to the AA diffusion",
+        f"# Matched friction: {args.title}",
         "",
         f"Regenerate: `{command}` (every run `cgkd run` with `data_seed=0`, one AA reference;",
         f"the default settings otherwise). Mean ± sample std over the seeds ({len(args.seeds)}).",
@@ -76,11 +98,50 @@ def main() -> None:
     for (route, model), rows in results.items():
         cells = [cell([r[key] for r in rows], fmt) for key, _, fmt in COLUMNS]
         lines.append(f"| {route} | {model} | " + " | ".join(cells) + " |")
-    lines += ["", "Fitted frictions (1/ps):", "", "| model, bead type | friction |", "|---|---:|"]
-    lines += [f"| {name} | {cell(values, '{:.2f}')} |" for name, values in frictions.items()]
+    if by_type:
+        lines += ["", "D ratio CG/AA of each bead type:", ""]
+        lines += ["| friction | model | bead type | D ratio |", "|---|---|---|---:|"]
+        lines += [
+            f"| {route} | {model} | {kind} | {cell(values, '{:.3f}')} |"
+            for (route, model, kind), values in by_type.items()
+        ]
+    lines += ["", "Fitted frictions (1/ps):", ""]
+    lines += ["| friction | model | bead type | friction |", "|---|---|---|---:|"]
+    lines += [
+        f"| {route} | {model} | {kind} | {cell(values, '{:.3g}')} |"
+        for (route, model, kind), values in frictions.items()
+    ]
+    if calibration_minutes:
+        lines += [
+            "",
+            f"The calibrate stage took {min(calibration_minutes):.1f}-"
+            f"{max(calibration_minutes):.1f} min per model (from its log).",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(args.out.read_text())
+
+
+def calibration_times(work: Path, run: Path) -> list[float]:
+    """Minutes each calibrate stage of the ``run`` directory took (from the stage records;
+    empty without friction matching)."""
+    cwd = Path.cwd()
+    os.chdir(work)  # the run's cache_dir is relative to it
+    try:
+        cfg = OmegaConf.load(run / "config.yaml")
+        pipeline = Pipeline(cfg)
+        if cfg.simulate.friction != "matched":
+            return []
+        minutes = []
+        for model in cfg.simulate.models:
+            plan = pipeline.plan(Request("calibrate", model))
+            record = json.loads(
+                (Path(cfg.cache_dir) / plan.directory_name / "done.json").read_text()
+            )
+            minutes.append(record.get("seconds", float("nan")) / 60.0)
+        return minutes
+    finally:
+        os.chdir(cwd)
 
 
 if __name__ == "__main__":
