@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cgkd.config import CONFIG_DIR, valid_keys
-from cgkd.runtime import keep_freed_memory_in_heap, use_threads
+from cgkd.runtime import keep_freed_memory_in_heap, torch_device, use_threads
 from cgkd.stages.commands import COMMANDS as STAGES
 from cgkd.stages.commands import run_command
 
@@ -106,7 +106,7 @@ def _hydra_entry(cfg: DictConfig) -> None:
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
     try:
         threads, source = use_threads(cfg.threads)
-        log.info("%d CPU threads (%s)", threads, source)
+        log.info("%d CPU threads (%s), networks on %s", threads, source, torch_device(cfg.device))
         result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         log.error("cgkd %s failed: %s", cfg.stage, error)

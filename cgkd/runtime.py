@@ -1,4 +1,5 @@
-"""Process settings that make CPU tensor work fast: the heap, and how many threads.
+"""Process settings: the heap and the thread count that make CPU tensor work fast, and the
+torch device that networks train and label on (:func:`torch_device`).
 
 Training and labelling allocate and free tensors of tens of MB every batch. With glibc's
 defaults each of them is a fresh mmap whose pages the kernel zeroes on first touch, and on
@@ -89,3 +90,33 @@ def use_threads(setting: int | str | None) -> tuple[int, str]:
     os.environ["OPENMM_CPU_THREADS"] = str(count)
     openmm.Platform.getPlatformByName("CPU").setPropertyDefaultValue("Threads", str(count))
     return count, source
+
+
+#: The values of the ``device`` setting besides ``cuda:K``.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def torch_device(setting: str) -> torch.device:
+    """The torch device of the ``device`` setting: ``auto`` (the first GPU torch sees, else
+    the CPU), ``cpu``, ``cuda`` or ``cuda:K``. A GPU that torch does not see is a one-line
+    error naming the setting."""
+    name = str(setting).strip().lower()
+    index = name.removeprefix("cuda:")
+    if name not in DEVICES and not (name.startswith("cuda:") and index.isdigit()):
+        raise ValueError(f"device={setting!r} is not a device; use auto, cpu, cuda or cuda:K")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={setting}: torch sees no GPU (torch.cuda.is_available() is False); "
+            "set device=cpu or device=auto"
+        )
+    count = torch.cuda.device_count()
+    if name.startswith("cuda:") and int(index) >= count:
+        raise ValueError(
+            f"device={setting}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}; "
+            "choose one of them"
+        )
+    return torch.device(name)

@@ -64,3 +64,30 @@ def test_use_threads_sets_torch_and_the_openmm_cpu_default():
     finally:
         torch.set_num_threads(before[0])
         platform.setPropertyDefaultValue("Threads", before[1])
+
+
+def test_device_setting_names_a_torch_device():
+    torch_device = runtime.torch_device
+    assert torch_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert torch_device("auto").type == expected
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device; use auto, cpu, cuda"):
+        torch_device("gpu")
+    with pytest.raises(ValueError, match=r"device=cuda:99: torch sees"):
+        torch_device("cuda:99")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_that_torch_does_not_see_is_a_one_line_error_naming_the_setting(tmp_path):
+    with pytest.raises(ValueError, match=r"^device=cuda: torch sees no GPU .*set device=cpu"):
+        runtime.torch_device("cuda")
+    run = subprocess.run(
+        [sys.executable, "-m", "cgkd.cli", "teach", "device=cuda", "progress=false"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert run.returncode != 0
+    assert "cgkd teach: device=cuda: torch sees no GPU" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -187,7 +187,8 @@ class Config:
     ``seed``: of the models, the splits and the CG MD; ``data_seed``: of the generated AA
     reference; ``cache_dir``: where stage artifacts are cached; ``progress``: show progress
     bars; ``threads``: CPU threads of torch and the default of OpenMM's CPU platform (auto:
-    the CPUs this process may use)."""
+    the CPUs this process may use); ``device``: where networks train and label (auto: the
+    first GPU torch sees, else the CPU; cpu, cuda or cuda:K). Neither changes a cache key."""
 
     stage: str = "run"
     seed: int = 0
@@ -195,6 +196,7 @@ class Config:
     cache_dir: str = "cache"
     progress: bool = True
     threads: Any = "auto"
+    device: str = "auto"
     input: InputSettings = field(default_factory=InputSettings)
     system: Any = MISSING  # a schema of SYSTEM_SCHEMAS, chosen by the system option
     mapping: MappingSchema = MISSING  # type: ignore[valid-type]

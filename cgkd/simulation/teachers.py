@@ -107,17 +107,27 @@ class _TorchScriptMD(Teacher):
 
 
 class EnsembleTeacher(_TorchScriptMD):
-    """cgkd-trained members merged into one potential (``labeller``); ``md_model`` is the
-    exported file of the same members that runs the sampling MD (None: there is none)."""
+    """cgkd-trained members merged into one potential (``labeller``, which labels on
+    ``device``); ``md_model`` is the exported file of the same members that runs the sampling
+    MD (None: there is none)."""
 
     has_bead_energies = True
 
-    def __init__(self, labeller: CGPotential, species: np.ndarray, md_model: Path | None):
+    def __init__(
+        self,
+        labeller: CGPotential,
+        species: np.ndarray,
+        md_model: Path | None,
+        device: torch.device | str = "cpu",
+    ):
         self.labeller, self.species, self.md_model = labeller, species, md_model
         self.n_teachers = len(labeller.networks)
+        self.device = device
 
     def label(self, positions: np.ndarray, boxes: np.ndarray, *, progress: bool = True) -> Targets:
-        return label_frames(self.labeller, positions, boxes, self.species, progress=progress)
+        return label_frames(
+            self.labeller, positions, boxes, self.species, progress=progress, device=self.device
+        )
 
 
 class TorchScriptTeacher(_TorchScriptMD):

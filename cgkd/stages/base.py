@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 #: Config paths that change how a run executes, never what it computes: no key holds them.
@@ -29,6 +30,7 @@ EXECUTION = (
     "stage",
     "progress",
     "threads",
+    "device",
     "cache_dir",
     "input.name",
     "teacher.n_jobs",
@@ -135,6 +137,13 @@ class Context:
     def progress(self) -> bool:
         """Whether to show progress bars."""
         return bool(self.config.progress)
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device networks train and label on (the ``device`` setting)."""
+        from cgkd.runtime import torch_device
+
+        return torch_device(self.config.device)
 
     @property
     def directory(self) -> Path:

@@ -111,6 +111,7 @@ def train_model(
         progress=context.progress,
         checkpoint=out / "checkpoint.pt",
         fine_tune=start is not None,
+        device=context.device,
     )
     if soft_test is not None:
         facts["force_rmse_soft"] = _soft_error(potential, soft_test)

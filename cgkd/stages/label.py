@@ -18,7 +18,9 @@ def label_facts(targets: Targets) -> Record:
 
 def _label(context: Context) -> Record:
     cg = context.upstream["cg"]
-    teacher = load_teacher(context.upstream["teacher"], cg, threads=context("simulate.threads"))
+    teacher = load_teacher(
+        context.upstream["teacher"], cg, threads=context("simulate.threads"), device=context.device
+    )
     frames = dataset(cg)
     targets = teacher.label(frames.positions, frames.boxes, progress=context.progress)
     path = context.directory / "targets.npz"

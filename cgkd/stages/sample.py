@@ -24,7 +24,9 @@ def sampler_settings(context: Context) -> SamplerSettings:
 
 def _sample(context: Context) -> Record:
     cg = context.upstream["cg"]
-    teacher = load_teacher(context.upstream["teacher"], cg, threads=context("simulate.threads"))
+    teacher = load_teacher(
+        context.upstream["teacher"], cg, threads=context("simulate.threads"), device=context.device
+    )
     settings = sampler_settings(context)
     frames = dataset(cg)
     train = reference_splits(context, frames.n_frames).train

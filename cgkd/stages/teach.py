@@ -61,6 +61,7 @@ def _member(context: Context) -> Record:
         description=f"teacher.member={member}",
         progress=context.progress,
         checkpoint=out / "checkpoint.pt",
+        device=context.device,
     )
     save_potential(out / "teacher.pt", potential, [network], prior, {"history": result.history})
     return {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import openmm
+import torch
 
 from cgkd.io.h5md import read_h5md_bonds
 from cgkd.models.checkpoint import merge_members
@@ -132,13 +133,20 @@ def has_bead_energies(teacher: Record) -> bool:
     return teacher["source"] == "ensemble"
 
 
-def load_teacher(teacher: Record, cg: Record, *, threads: int | None = None) -> Teacher:
+def load_teacher(
+    teacher: Record,
+    cg: Record,
+    *,
+    threads: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Teacher:
     """The :class:`Teacher` of a teacher record, labelling in the bead order of the CG dataset
-    of the map record ``cg``; ``threads``: the CPU threads of an OpenMM teacher."""
+    of the map record ``cg``; ``threads``: the CPU threads of an OpenMM teacher; ``device``:
+    where a cgkd ensemble labels."""
     if teacher["source"] == "ensemble":
         labeller, _ = merge_members(load_members(teacher["members"]))
         md_model = None if teacher["md_model"] is None else Path(teacher["md_model"])
-        return EnsembleTeacher(labeller, dataset(cg).types, md_model)
+        return EnsembleTeacher(labeller, dataset(cg).types, md_model, device)
     if teacher["source"] == "torchscript":
         return TorchScriptTeacher(Path(teacher["path"]))
     matrices = np.load(Path(cg["dataset"]).with_name("mapping.npz"))

@@ -98,6 +98,24 @@ class TrainingData:
             teacher_force_std=_tensor(targets.force_std),
         )
 
+    def select(self, frames: np.ndarray, device: torch.device | str = "cpu") -> TrainingData:
+        """The ``frames`` (indices) as a batch on ``device``: what one training step reads."""
+        index = torch.as_tensor(frames, dtype=torch.long)
+
+        def part(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[index].to(device, non_blocking=True)
+
+        return TrainingData(
+            positions=part(self.positions),
+            boxes=part(self.boxes),
+            species=self.species.to(device),
+            mapped_forces=part(self.mapped_forces),
+            teacher_forces=part(self.teacher_forces),
+            teacher_energies=part(self.teacher_energies),
+            teacher_bead_energies=part(self.teacher_bead_energies),
+            teacher_force_std=part(self.teacher_force_std),
+        )
+
     @property
     def n_frames(self) -> int:
         """Number of frames."""

@@ -33,25 +33,29 @@ def label_frames(
     *,
     batch_size: int = 8,
     progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Targets:
-    """Mean forces, force std, mean bead energies and mean energies of ``ensemble`` on frames.
+    """Mean forces, force std, mean bead energies and mean energies of ``ensemble`` on frames,
+    computed on ``device`` (the ensemble is back on the CPU afterwards).
 
     Args:
         positions: [T, N, 3] nm. boxes: [T, 3, 3] nm. species: [N] bead types.
     """
-    species_t = torch.as_tensor(species, dtype=torch.long)
+    ensemble.to(device)
+    species_t = torch.as_tensor(species, dtype=torch.long, device=device)
     forces, spread, bead_energies = [], [], []
     batches = range(0, len(positions), batch_size)
     for first in tqdm(batches, desc="labelling frames", disable=not progress, unit="batch"):
         member_forces, member_energies = predict_members(
             ensemble,
-            torch.as_tensor(positions[first : first + batch_size], dtype=torch.float32),
-            torch.as_tensor(boxes[first : first + batch_size], dtype=torch.float32),
+            torch.as_tensor(positions[first : first + batch_size], dtype=torch.float32).to(device),
+            torch.as_tensor(boxes[first : first + batch_size], dtype=torch.float32).to(device),
             species_t,
         )
-        forces.append(member_forces.mean(0).numpy())
-        spread.append(member_forces.std(0, unbiased=False).numpy())
-        bead_energies.append(member_energies.mean(0).numpy())
+        forces.append(member_forces.mean(0).cpu().numpy())
+        spread.append(member_forces.std(0, unbiased=False).cpu().numpy())
+        bead_energies.append(member_energies.mean(0).cpu().numpy())
+    ensemble.to("cpu")
     bead = np.concatenate(bead_energies).astype(np.float64)
     return Targets(
         forces=np.concatenate(forces).astype(np.float64),

@@ -130,44 +130,44 @@ class _Loss:
 
     def __call__(
         self,
-        data: TrainingData,
-        batch: Tensor,
+        batch: TrainingData,
         energies: Tensor,
         forces: Tensor,
         hierarchicality: Tensor | None,
     ) -> Tensor:
+        """The loss of a ``batch`` (:meth:`TrainingData.select`) whose predicted bead
+        ``energies`` and ``forces`` are given."""
         w = self.weights
 
         def err(prediction: Tensor, target: Tensor) -> Tensor:
             return prediction_error(prediction, target, w.error)
 
-        loss = torch.zeros((), dtype=forces.dtype)
+        loss = torch.zeros((), dtype=forces.dtype, device=forces.device)
         if w.mapped_forces > 0:
-            loss = (
-                loss + w.mapped_forces * err(forces, data.mapped_forces[batch]) / self.force_scale
-            )
+            loss = loss + w.mapped_forces * err(forces, batch.mapped_forces) / self.force_scale
         if self.uses_hierarchicality:
             assert hierarchicality is not None
             loss = loss + w.hierarchicality * hierarchicality
-        if data.teacher_forces is None:
+        if batch.teacher_forces is None:
             return loss
-        assert data.teacher_energies is not None and data.teacher_bead_energies is not None
+        assert batch.teacher_energies is not None and batch.teacher_bead_energies is not None
         if w.teacher_forces > 0:
-            target = data.teacher_forces[batch]
             weights = None
             if w.uncertainty_weighting:
-                assert data.teacher_force_std is not None
-                weights = uncertainty_weights(data.teacher_force_std[batch], self.mean_spread)
-            error = prediction_error(forces, target, w.error, weights)
+                assert batch.teacher_force_std is not None
+                weights = uncertainty_weights(batch.teacher_force_std, self.mean_spread)
+            error = prediction_error(forces, batch.teacher_forces, w.error, weights)
             loss = loss + w.teacher_forces * error / self.teacher_force_scale
         if w.energy > 0:
             n_beads = energies.shape[1]
             per_bead = energies.sum(1) / n_beads
-            target = data.teacher_energies[batch] / n_beads
+            target = batch.teacher_energies / n_beads
             loss = loss + w.energy * err(per_bead, target) / self.energy_scale
         if w.bead_energies > 0:
-            target = data.teacher_bead_energies[batch]
-            loss = loss + w.bead_energies * err(energies, target) / self.energy_scale
+            loss = (
+                loss
+                + w.bead_energies * err(energies, batch.teacher_bead_energies) / self.energy_scale
+            )
         return loss
 
 
@@ -203,8 +203,11 @@ def train_potential(
     progress: bool = True,
     checkpoint: Path | None = None,
     fine_tune: bool = False,
+    device: torch.device | str = "cpu",
 ) -> TrainResult:
-    """Train ``potential`` in place; the best state on the validation set is kept.
+    """Train ``potential`` in place on ``device``; the best state on the validation set is
+    kept, and the potential is back on the CPU when training ends. ``data`` stays where it
+    is: each batch is moved to ``device`` as it is used.
 
     A fresh potential first gets its energy scale and offsets from the data
     (:func:`prepare_potential`); ``fine_tune`` keeps those of an already trained one.
@@ -222,6 +225,7 @@ def train_potential(
     generator = np.random.default_rng(settings.seed)
     if not fine_tune:
         prepare_potential(potential, data, splits.train)
+    potential.to(device)  # before the optimiser, which holds the parameters
     loss_fn = _Loss(data, splits.train, weights)
     optimizer = torch.optim.Adam(potential.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -233,7 +237,7 @@ def train_potential(
     first_epoch, stopped = 0, False
     if checkpoint is not None and Path(checkpoint).is_file():
         result, best_state, first_epoch, stopped = _resume(
-            checkpoint, fingerprint, potential, optimizer, scheduler, generator
+            checkpoint, fingerprint, potential, optimizer, scheduler, generator, device
         )
         logger.info(
             "%s: resuming from %s after epoch %d of %d%s",
@@ -257,16 +261,16 @@ def train_potential(
         order = generator.permutation(splits.train)
         train_losses, hierarchicality = [], []
         for number, first in enumerate(range(0, len(order), settings.batch_size)):
-            batch = torch.as_tensor(order[first : first + settings.batch_size])
+            batch = data.select(order[first : first + settings.batch_size], device)
             energies, forces, regulariser = predict(
                 potential,
-                data.positions[batch],
-                data.boxes[batch],
-                data.species,
+                batch.positions,
+                batch.boxes,
+                batch.species,
                 create_graph=True,
                 hierarchicality=loss_fn.uses_hierarchicality,
             )
-            loss = loss_fn(data, batch, energies, forces, regulariser)
+            loss = loss_fn(batch, energies, forces, regulariser)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"{description}: loss is {float(loss.detach())} at epoch {epoch} "
@@ -324,6 +328,7 @@ def train_potential(
             break
     potential.load_state_dict(best_state)
     result.test_metrics = evaluate(potential, data, splits.test, settings.batch_size)
+    potential.to("cpu")
     return result
 
 
@@ -350,10 +355,12 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
     generator: np.random.Generator,
+    device: torch.device | str,
 ) -> tuple[TrainResult, dict[str, Tensor], int, bool]:
-    """Restore the training state saved in ``checkpoint``; return the result so far, the best
-    state, the next epoch and whether the run had stopped."""
-    saved = torch.load(checkpoint, weights_only=True)
+    """Restore the training state saved in ``checkpoint`` onto ``device`` (any device: it
+    need not be the one that saved it); return the result so far, the best state, the next
+    epoch and whether the run had stopped."""
+    saved = torch.load(checkpoint, weights_only=True, map_location=device)
     changed = [part for part, value in fingerprint.items() if saved["fingerprint"][part] != value]
     if changed:
         raise ValueError(
@@ -382,19 +389,25 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _mean_loss(
     potential: CGPotential, data: TrainingData, frames: np.ndarray, loss_fn: _Loss, batch_size: int
 ) -> float:
+    device = _device_of(potential)
     losses, counts = [], []
     for first in range(0, len(frames), batch_size):
-        batch = torch.as_tensor(frames[first : first + batch_size])
+        batch = data.select(frames[first : first + batch_size], device)
         energies, forces, regulariser = predict(
             potential,
-            data.positions[batch],
-            data.boxes[batch],
-            data.species,
+            batch.positions,
+            batch.boxes,
+            batch.species,
             hierarchicality=loss_fn.uses_hierarchicality,
         )
-        losses.append(float(loss_fn(data, batch, energies, forces, regulariser).detach()))
-        counts.append(len(batch))
+        losses.append(float(loss_fn(batch, energies, forces, regulariser).detach()))
+        counts.append(batch.n_frames)
     return float(np.average(losses, weights=counts))
+
+
+def _device_of(potential: CGPotential) -> torch.device:
+    """The device the potential's parameters are on (the CPU for one without any)."""
+    return next(iter(potential.parameters()), torch.empty(0)).device
 
 
 def evaluate(
@@ -402,14 +415,15 @@ def evaluate(
 ) -> dict[str, float]:
     """Force RMSE (kJ/mol/nm) vs mapped and teacher forces, the RMS of the mapped forces
     (kJ/mol/nm) and, with teacher labels, energy RMSEs per bead (kJ/mol)."""
+    device = _device_of(potential)
     forces, energies = [], []
     for first in range(0, len(frames), batch_size):
-        batch = torch.as_tensor(frames[first : first + batch_size])
+        batch = data.select(frames[first : first + batch_size], device)
         bead_energies, batch_forces, _ = predict(
-            potential, data.positions[batch], data.boxes[batch], data.species
+            potential, batch.positions, batch.boxes, batch.species
         )
-        forces.append(batch_forces.detach())
-        energies.append(bead_energies.detach())
+        forces.append(batch_forces.detach().cpu())
+        energies.append(bead_energies.detach().cpu())
     index = torch.as_tensor(frames)
     predicted, bead_energies = torch.cat(forces), torch.cat(energies)
     mapped = data.mapped_forces[index]
