@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--title", default="water")
+    parser.add_argument("--prefix", default="", help="before each run directory's name")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "dynamics" / "README.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def main() -> None:
     for seed in args.seeds:
         for route in args.routes:
             label, extra = ROUTES[route]
-            out = args.work / f"{route}_{seed}"
+            out = args.work / f"{args.prefix}{route}_{seed}"
             common = [f"seed={seed}", "data_seed=0", "progress=false", f"threads={args.threads}"]
             run_cgkd(
                 ["run", *common, *extra, *args.set, f"hydra.run.dir={out}"],
@@ -84,7 +85,8 @@ def main() -> None:
                     frictions.setdefault((label, model, kind), []).append(value)
             calibration_minutes += calibration_times(args.work, out)
     command = f"python benchmarks/friction_matching.py --seeds {' '.join(map(str, args.seeds))}"
-    command += f" --routes {' '.join(args.routes)} --title {args.title} --out {args.out.name}"
+    command += f" --routes {' '.join(args.routes)} --title '{args.title}' --out {args.out.name}"
+    command += f" --prefix {args.prefix}" if args.prefix else ""
     command += f" --set {' '.join(args.set)}" if args.set else ""
     lines = [
         f"# Matched friction: {args.title}",
@@ -96,7 +98,10 @@ def main() -> None:
         "|---|---|" + "---:|" * len(COLUMNS),
     ]
     for (route, model), rows in results.items():
-        cells = [cell([r[key] for r in rows], fmt) for key, _, fmt in COLUMNS]
+        cells = [
+            cell([r[key] for r in rows], fmt) if all(key in r for r in rows) else "n/a"
+            for key, _, fmt in COLUMNS
+        ]
         lines.append(f"| {route} | {model} | " + " | ".join(cells) + " |")
     if by_type:
         lines += ["", "D ratio CG/AA of each bead type:", ""]
@@ -138,7 +143,8 @@ def calibration_times(work: Path, run: Path) -> list[float]:
             record = json.loads(
                 (Path(cfg.cache_dir) / plan.directory_name / "done.json").read_text()
             )
-            minutes.append(record.get("seconds", float("nan")) / 60.0)
+            if "seconds" in record:  # older records did not time the build
+                minutes.append(record["seconds"] / 60.0)
         return minutes
     finally:
         os.chdir(cwd)
