@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cgkd.io.frames import Frames
+from cgkd.observables.dynamics import shared_max_lag
 from cgkd.observables.sources import Curves, compare_sources, scalars
 from cgkd.observables.suite import Analysis, evaluate
 from cgkd.observables.trajectory import Trajectory
@@ -82,17 +83,23 @@ def compute(
     name) is the config's, added when it is rendered (:func:`named`)."""
     reference = Trajectory.from_frames(frames, name=str(records.cg["dataset"]))
     log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
-    # The reference resolves the `auto` settings; every CG run is measured with its values.
+    runs = {
+        name: cg_runs(record, frames, settings.frame_interval)
+        for name, record in records.runs.items()
+    }
+    # The reference resolves the `auto` settings; every CG run is measured with its values,
+    # and D of every source is fitted on the same lag window.
     analyses = {
         REFERENCE: evaluate(
-            settings.observables,
+            with_shared_msd_window(
+                settings.observables, [[reference], *stable_runs(records, runs)]
+            ),
             reference,
             step=settings.reference_stride,
             progress=settings.progress,
         )
     }
-    for name, record in records.runs.items():
-        replicas = cg_runs(record, frames, settings.frame_interval)
+    for name, replicas in runs.items():
         if replicas:
             log.info("observables of the %s runs (%d replicas)", name, len(replicas))
             analyses[name] = evaluate(
@@ -133,6 +140,33 @@ def compute(
 def named(result: RunResult, run: RunFacts) -> RunResult:
     """``result`` as the result of the run ``run`` (its facts, and its system's name)."""
     return replace(result, run=run, system=replace(result.system, name=run.system))
+
+
+def with_shared_msd_window(
+    observables: dict[str, Any], sources: list[list[Trajectory]]
+) -> dict[str, Any]:
+    """The analysis settings with ``msd.max_lag`` set, when it is not, to the longest lag
+    every source allows (:func:`~cgkd.observables.dynamics.shared_max_lag`)."""
+    msd = observables.get("msd") or {}
+    if not msd.get("enabled", True) or msd.get("max_lag") is not None:
+        return observables
+    if any(run.duration is None for runs in sources for run in runs):
+        return observables  # the MSD is skipped with its reason
+    durations = [[run.duration for run in runs] for runs in sources if runs]
+    n_blocks = int(observables.get("n_blocks", 5))
+    return {**observables, "msd": {**msd, "max_lag": shared_max_lag(durations, n_blocks)}}
+
+
+def stable_runs(records: StageRecords, runs: dict[str, list[Trajectory]]) -> list[list[Trajectory]]:
+    """Each model's runs (as :func:`cg_runs` made them) without those that went bad: a run cut
+    short by a collapse must not shorten the lag window of every source."""
+    kept = []
+    for name, trajectories in runs.items():
+        replicas = [r for r in records.runs[name]["replicas"] if r["n_frames"] > 0]
+        kept.append(
+            [t for t, r in zip(trajectories, replicas, strict=True) if r.get("stable", True)]
+        )
+    return kept
 
 
 def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:

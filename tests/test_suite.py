@@ -197,3 +197,29 @@ def test_each_bead_type_gets_its_own_diffusion_coefficient(argon):
     assert d["msd A"] != d["msd B"]
     assert d["msd"] == pytest.approx(0.5 * (d["msd A"] + d["msd B"]), rel=1e-9)
     assert d["msd"] > 0
+
+
+def test_the_diffusion_of_every_source_is_fitted_over_one_lag_window(argon):
+    """A reference of 29.5 ps and a CG run of half its length: each alone would fit D up to
+    half a block of its own (2.95 and 1.45 ps); the analysis gives both the shorter, and a
+    run that went bad does not count (stable_runs)."""
+    from cgkd.analysis import with_shared_msd_window
+    from cgkd.observables.dynamics import shared_max_lag
+
+    half = argon.n_frames // 2
+    short = Trajectory(
+        np.stack([argon.frame(t).positions for t in range(half)]),
+        np.stack([argon.frame(t).box for t in range(half)]),
+        dt=0.5,
+    )
+    settings = default_settings(rdf={"r_max": 1.1, "n_bins": 110})
+    shared = with_shared_msd_window(settings, [[argon], [short]])
+    window = shared["msd"]["max_lag"]
+    assert window == pytest.approx(0.5 * short.duration / 5)
+    assert window == shared_max_lag([[argon.duration], [short.duration]], 5)
+    lags = [evaluate(shared, t).results["msd"].attrs["max_lag"] for t in (argon, short)]
+    assert lags[0] == lags[1] <= window
+    # several runs: each is a block, so half the shortest run
+    assert shared_max_lag([[100.0], [30.0, 20.0]], 5) == pytest.approx(10.0)
+    given = default_settings(msd={"max_lag": 1.0})
+    assert with_shared_msd_window(given, [[argon], [short]])["msd"]["max_lag"] == 1.0

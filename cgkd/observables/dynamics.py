@@ -11,6 +11,7 @@ which must fit in the shortest block.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
@@ -295,6 +296,20 @@ class VACF(_LagObservable):
             self.y_label,
             attrs=attrs,
         )
+
+
+def shared_max_lag(sources: Sequence[Sequence[float]], n_blocks: int) -> float:
+    """The longest MSD lag (ps) that every source allows by default, so that D is fitted on
+    one lag window for all of them: each source is the durations (ps) of its runs, and
+    allows half a block (half of one run split into ``n_blocks``, or half its shortest run
+    when it has several, each one block). Comparing D over the same window matters when the
+    MSD is not yet linear there (a viscous liquid, a short run)."""
+    allowed = [
+        0.5 * (min(runs) if len(runs) > 1 else runs[0] / n_blocks) for runs in sources if runs
+    ]
+    if not allowed:
+        raise ValueError("no runs to take a lag window from")
+    return float(min(allowed))
 
 
 def diffusion_ratio(cg: ObservableResult, reference: ObservableResult) -> tuple[float, float]:

@@ -113,6 +113,11 @@ class Trajectory:
         self.dt = dt if dt is not None else uniform_spacing(self.times)
 
     @property
+    def duration(self) -> float | None:
+        """Time (ps) from the first frame to the last; None without a frame spacing."""
+        return None if self.dt is None else float(self.dt) * (self.n_frames - 1)
+
+    @property
     def has_velocities(self) -> bool:
         """Whether the frames carry velocities."""
         return self._velocities is not None

@@ -42,16 +42,21 @@ class FrictionFit:
 
 
 def diffusion_by_type(
-    trajectories: Trajectory | Sequence[Trajectory], setting: str
+    trajectories: Trajectory | Sequence[Trajectory],
+    setting: str,
+    *,
+    max_lag: float | None = None,
+    n_blocks: int = 5,
 ) -> dict[str, tuple[float, float]]:
-    """D and its standard error (nm^2/ps) of each bead type, from the MSD. A trajectory too
-    short for a D estimate is a one-line error naming ``setting``."""
+    """D and its standard error (nm^2/ps) of each bead type, from the MSD up to ``max_lag`` ps
+    (None: half a block) with error bars over ``n_blocks``. A trajectory too short for a D
+    estimate is a one-line error naming ``setting``."""
     runs = [trajectories] if isinstance(trajectories, Trajectory) else list(trajectories)
     names = runs[0].type_names or [str(k) for k in range(int(runs[0].types.max()) + 1)]
     found = {}
     for name in names:
         try:
-            result = MSD(species=name).run(runs)
+            result = MSD(species=name, max_lag=max_lag).run(runs, n_blocks=n_blocks)
         except NotComputableError as error:
             raise ValueError(f"no diffusion coefficient of {name}: {error}; {setting}") from None
         found[name] = (float(result.attrs["D"]), float(result.attrs.get("D_err", 0.0)))

@@ -98,7 +98,7 @@ class MDSettings:
     dpd_cutoff: float = 0.6
     calibration_frictions: tuple[float, ...] = (1.0, 10.0, 30.0)
     calibration_steps: int = 4000
-    calibration_refinements: int = 1
+    calibration_refinements: int = 2
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:

@@ -113,7 +113,7 @@ ANALYZE = Stage(
     name="analyze",
     summary="observables and metrics of every simulated model against the AA reference",
     build=_analyze,
-    version=2,  # 2: an MSD per bead type
+    version=3,  # 2: an MSD per bead type; 3: D of every source over one lag window
     reads=(
         "analysis",
         "simulate.models",
