@@ -1,6 +1,7 @@
 """Thermostats with a friction per bead type: Langevin damps each type at its own rate
 (velocity autocorrelation exp(-gamma t) for free particles) and holds the temperature; DPD
-holds the temperature and conserves total momentum, which Langevin does not."""
+holds the temperature and conserves total momentum, which Langevin does not; Brownian beads
+diffuse at kT / (m gamma), also where Langevin middle integration cannot go."""
 
 from __future__ import annotations
 
@@ -102,6 +103,35 @@ def test_dpd_conserves_momentum_and_holds_the_temperature():
     typical = MASS * np.sqrt(3 * KB * TEMPERATURE / MASS) * np.sqrt(216)  # a random walk's
     assert momenta["langevin"] > 0.1 * typical
     assert momenta["dpd"] < 1e-6 * typical
+
+
+def positions(simulation) -> np.ndarray:
+    return simulation.getState(getPositions=True).getPositions(asNumpy=True)._value
+
+
+def test_brownian_beads_diffuse_at_kt_over_m_gamma_below_the_langevin_floor():
+    """Free particles of two types with frictions 200 and 2000 1/ps at a 5 fs step: under
+    Brownian dynamics each type diffuses with D = kT / (m gamma); under Langevin middle the
+    stiff type cannot go below the integrator's floor kT dt / (2 m), five times too fast."""
+    types = np.arange(400) % 2
+    frictions = np.array([200.0, 2000.0])
+    step, n_steps = 0.005, 400
+    kt = KB * TEMPERATURE
+    measured = {}
+    for kind in ("brownian", "langevin"):
+        integrator = make_integrator(
+            kind, step, temperature=TEMPERATURE, types=types, type_frictions=frictions, seed=5
+        )
+        simulation = context(400, integrator)
+        start = positions(simulation)
+        integrator.step(n_steps)
+        squared = ((positions(simulation) - start) ** 2).sum(axis=1)
+        measured[kind] = [squared[types == k].mean() / (6 * n_steps * step) for k in (0, 1)]
+    for k, gamma in enumerate(frictions):
+        assert measured["brownian"][k] == pytest.approx(kt / (MASS * gamma), rel=0.15)
+    floor = kt * step / (2 * MASS)
+    assert measured["langevin"][1] == pytest.approx(floor, rel=0.15)
+    assert measured["langevin"][1] > 4 * kt / (MASS * frictions[1])
 
 
 def test_frictions_are_named_by_bead_type():

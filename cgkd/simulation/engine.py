@@ -34,12 +34,17 @@ import openmm.unit as unit
 # isort: on
 
 from cgkd.simulation.reporters import StabilityReporter, UnstableSimulationError
-from cgkd.simulation.thermostats import dpd, pair_frictions, per_particle_langevin
+from cgkd.simulation.thermostats import (
+    dpd,
+    pair_frictions,
+    per_particle_brownian,
+    per_particle_langevin,
+)
 
 #: Platforms tried in order by ``platform="auto"``.
 AUTO_PLATFORMS = ("CUDA", "CPU")
 #: Integrators of :func:`make_integrator`.
-INTEGRATORS = ("langevin", "dpd", "nose_hoover", "verlet")
+INTEGRATORS = ("langevin", "brownian", "dpd", "nose_hoover", "verlet")
 
 
 def select_platform(
@@ -82,12 +87,15 @@ def make_integrator(
     """The integrator ``kind`` (:data:`INTEGRATORS`) with ``timestep`` ps: ``langevin``
     (Langevin middle at ``temperature`` K, ``friction`` 1/ps, random numbers from ``seed``;
     with ``type_frictions`` [T] and the particles' ``types`` [N], one friction per type),
+    ``brownian`` (overdamped Langevin with the same frictions; needs ``types``),
     ``dpd`` (dissipative particle dynamics within ``dpd_cutoff`` nm, pair friction the mean of
     the two types' frictions, ``friction`` for all without ``type_frictions``),
     ``nose_hoover`` (``friction`` is the thermostat's collision frequency, 1/ps) or
     ``verlet`` (NVE)."""
     step = timestep * unit.picosecond
-    if kind in ("langevin", "dpd") and (type_frictions is not None or kind == "dpd"):
+    if kind in ("langevin", "brownian", "dpd") and (
+        type_frictions is not None or kind != "langevin"
+    ):
         if types is None:
             raise ValueError(f"integrator '{kind}' with frictions per type needs the types")
         n_types = int(np.max(types)) + 1
@@ -96,7 +104,8 @@ def make_integrator(
             pairs = pair_frictions(per_type)
             return dpd(temperature, pairs, dpd_cutoff, timestep, types, seed)
         frictions = np.asarray(per_type, dtype=float)[np.asarray(types, dtype=int)]
-        return per_particle_langevin(temperature, frictions, timestep, seed)
+        thermostat = per_particle_brownian if kind == "brownian" else per_particle_langevin
+        return thermostat(temperature, frictions, timestep, seed)
     if kind == "langevin":
         integrator = openmm.LangevinMiddleIntegrator(
             temperature * unit.kelvin, friction / unit.picosecond, step

@@ -67,16 +67,19 @@ class MDSettings:
     ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
     the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.
     ``models``: the models the simulate stage runs (student, baseline, teacher, ensemble,
-    classical). ``integrator``: also ``dpd`` (dissipative particle dynamics: momentum
-    conserving, pair friction within ``dpd_cutoff`` nm). ``frictions``: a friction (1/ps) per
+    classical). ``integrator``: also ``brownian`` (overdamped Langevin, per-type friction,
+    no velocities: for liquids slower than Langevin at this timestep can make them) and
+    ``dpd`` (dissipative particle dynamics: momentum conserving, pair friction within
+    ``dpd_cutoff`` nm). ``frictions``: a friction (1/ps) per
     bead type name for ``langevin`` and ``dpd`` (the types not named keep ``friction``; a DPD
     pair gets the mean of its two types'). ``friction: matched`` fits one friction per bead
     type so that each type's diffusion coefficient matches the reference's
     (:mod:`cgkd.simulation.friction`): ``calibration_steps`` steps of CG MD at each of
-    ``calibration_frictions`` (1/ps) first, then ``calibration_refinements`` runs at the
-    frictions fitted so far, each refitting every type's friction through the two runs
-    nearest its target (secant steps). The schema of the ``simulate`` config section;
-    ``seed`` is set by the code.
+    ``calibration_frictions`` (1/ps; None: 1, 10 and 30, or 100, 300 and 1000 for Brownian
+    dynamics, whose Euler steps need a large friction) first, then
+    ``calibration_refinements`` runs at the frictions fitted so far, each refitting every
+    type's friction through the two runs nearest its target (secant steps). The schema of
+    the ``simulate`` config section; ``seed`` is set by the code.
     """
 
     integrator: str = "langevin"
@@ -96,7 +99,7 @@ class MDSettings:
     models: tuple[str, ...] = ("student", "baseline")
     frictions: dict[str, float] | None = None
     dpd_cutoff: float = 0.6
-    calibration_frictions: tuple[float, ...] = (1.0, 10.0, 30.0)
+    calibration_frictions: tuple[float, ...] | None = None
     calibration_steps: int = 4000
     calibration_refinements: int = 2
 
@@ -110,13 +113,18 @@ class MDSettings:
                 raise ValueError(
                     f"simulate.friction={self.friction!r}: give a number (1/ps) or matched"
                 )
-            if self.integrator not in ("langevin", "dpd"):
+            if self.integrator not in ("langevin", "brownian", "dpd"):
                 raise ValueError(
-                    "simulate.friction=matched fits a Langevin or DPD friction; set "
-                    "simulate.integrator=langevin or dpd"
+                    "simulate.friction=matched fits a Langevin, Brownian or DPD friction; set "
+                    "simulate.integrator=langevin, brownian or dpd"
                 )
         elif self.friction < 0:
             raise ValueError(f"simulate.friction must be >= 0 (1/ps), got {self.friction}")
+        if self.calibration_frictions is None:
+            frictions = (
+                (100.0, 300.0, 1000.0) if self.integrator == "brownian" else (1.0, 10.0, 30.0)
+            )
+            object.__setattr__(self, "calibration_frictions", frictions)
         if self.calibration_refinements < 0:
             raise ValueError(
                 f"simulate.calibration_refinements must be >= 0, got {self.calibration_refinements}"
@@ -192,9 +200,9 @@ def cg_simulation(
     if settings.friction == "matched" and not settings.frictions:
         raise ValueError("simulate.friction=matched runs with the calibrate stage's frictions")
     types, type_frictions = None, None
-    if settings.frictions or settings.integrator == "dpd":
+    if settings.frictions or settings.integrator in ("brownian", "dpd"):
         if bead_names is None:
-            raise ValueError("frictions per bead type (or DPD) need the beads' type names")
+            raise ValueError("frictions per bead type (or DPD, Brownian) need the type names")
         names, types = np.unique(np.asarray(bead_names), return_inverse=True)
         named = settings.frictions or {}
         type_frictions = named_frictions(list(names), named, settings.friction)

@@ -1,11 +1,15 @@
 """Thermostats whose friction depends on the bead type: Langevin with one friction per
-particle, and dissipative particle dynamics (DPD) with one friction per pair of types.
+particle, its overdamped (Brownian) limit, and dissipative particle dynamics (DPD) with one
+friction per pair of types.
 
 A CG model loses the friction of the atoms it averages out, so its dynamics run fast; a
 friction per bead type is what matching each type's diffusion to the all-atom one needs.
 Langevin damps every bead against a fixed background (momentum is not conserved); DPD damps
 the relative velocity of bead pairs within a cutoff, so momentum is conserved and
-hydrodynamics survive. Units: K, ps, 1/ps, nm.
+hydrodynamics survive. Langevin middle integration cannot slow a bead below D = kT dt / (2 m)
+whatever its friction (at gamma dt >> 1 each step redraws the velocity, a random walk of
+fixed step); Brownian dynamics has no such floor, which the slow dynamics of viscous liquids
+(reline) need. Units: K, ps, 1/ps, nm.
 """
 
 from __future__ import annotations
@@ -66,6 +70,33 @@ def per_particle_langevin(
     integrator.setPerDofVariableByName("decay", [openmm.Vec3(d, d, d) for d in decay])
     noise = np.sqrt(1.0 - decay**2)
     integrator.setPerDofVariableByName("noise", [openmm.Vec3(s, s, s) for s in noise])
+    integrator.setRandomNumberSeed(openmm_seed(seed))
+    return integrator
+
+
+def per_particle_brownian(
+    temperature: float, frictions: np.ndarray, timestep: float, seed: int = 0
+) -> openmm.CustomIntegrator:
+    """Overdamped Langevin (Brownian) dynamics, Euler-Maruyama, with particle i's friction
+    ``frictions[i]`` (1/ps, > 0) at ``temperature`` K, ``timestep`` ps: each step moves a bead
+    by dt f / (m gamma) plus a Gaussian step of variance 2 kT dt / (m gamma) per coordinate,
+    so a free bead diffuses with D = kT / (m gamma) at any friction. Velocities stay zero
+    (there are none in this limit), so the kinetic temperature reads 0."""
+    frictions = np.asarray(frictions, dtype=float)
+    if np.any(frictions <= 0):
+        raise ValueError(f"Brownian dynamics needs frictions > 0 (1/ps), got {frictions.min()}")
+    integrator = openmm.CustomIntegrator(timestep)
+    integrator.addGlobalVariable("kT", _KB * temperature)
+    integrator.addPerDofVariable("inverse_friction", 1.0)  # 1/gamma, ps
+    integrator.addUpdateContextState()
+    integrator.addComputePerDof(
+        "x",
+        "x + dt*f*inverse_friction/m + sqrt(2*kT*dt*inverse_friction/m)*gaussian",
+    )
+    integrator.addConstrainPositions()
+    integrator.addComputePerDof("v", "0")
+    inverse = 1.0 / frictions
+    integrator.setPerDofVariableByName("inverse_friction", [openmm.Vec3(g, g, g) for g in inverse])
     integrator.setRandomNumberSeed(openmm_seed(seed))
     return integrator
 
