@@ -32,6 +32,7 @@ COLUMNS = (
 ROUTES = {
     "default": ("default (1 /ps)", []),
     "matched": ("Langevin matched", ["simulate.friction=matched"]),
+    "brownian": ("Brownian matched", ["simulate.friction=matched", "simulate.integrator=brownian"]),
     "dpd": ("DPD matched", ["simulate.friction=matched", "simulate.integrator=dpd"]),
 }
 
