@@ -207,6 +207,18 @@ def test_refinement_steps_converge_where_the_line_is_only_approximate():
     assert fit.matched == pytest.approx(100.0, rel=0.01)
 
 
+def test_a_secant_through_two_runs_at_nearly_the_same_diffusion_does_not_overshoot():
+    """1/D = 20 gamma, but noise puts the runs at 1000 and 1030 1/ps at almost the same D:
+    their secant would send the friction to about 4000 1/ps; the refinement keeps the overall
+    slope instead and lands near the true 1050."""
+    from cgkd.simulation.friction import fit_friction
+
+    frictions = [100.0, 300.0, 1000.0, 1030.0]
+    inverse = [2000.0, 6000.0, 20000.0, 20010.0]
+    fit = fit_friction(frictions, [1.0 / y for y in inverse], 1.0 / 21000.0, local=True)
+    assert 1000.0 < fit.matched < 1150.0
+
+
 def test_a_reference_too_short_for_a_diffusion_coefficient_is_a_one_line_error():
     from cgkd.observables.trajectory import Trajectory
     from cgkd.simulation.friction import diffusion_by_type

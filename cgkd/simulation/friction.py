@@ -69,7 +69,9 @@ def fit_friction(
     """The friction (1/ps) at which the line through (gamma, 1/D) reaches 1/``reference``:
     least squares over the runs at ``frictions`` with coefficients ``diffusion``, or with
     ``local`` the secant through the two runs whose 1/D is nearest the target (a refinement
-    step; the least-squares line when that secant does not fall). A reference faster than
+    step). A secant whose slope is not within half to twice the least-squares slope is
+    noise (two runs at nearly the same D): the step then takes the least-squares slope
+    through the run nearest the target. A reference faster than
     the fit allows at zero friction gives 0 (``clipped``)."""
     gammas = np.asarray(frictions, dtype=float)
     values = np.asarray(diffusion, dtype=float)
@@ -86,9 +88,11 @@ def fit_friction(
     if local:
         nearest = np.argsort(np.abs(1.0 / values - 1.0 / reference), kind="stable")[:2]
         (g0, g1), (y0, y1) = gammas[nearest], 1.0 / values[nearest]
-        if g0 != g1 and (y1 - y0) / (g1 - g0) > 0:
-            slope = (y1 - y0) / (g1 - g0)
-            intercept = y0 - slope * g0
+        secant = (y1 - y0) / (g1 - g0) if g0 != g1 else 0.0
+        # Two runs at nearly the same D give a secant of noise: then keep the overall slope,
+        # through the run nearest the target.
+        slope = secant if 0.5 * slope <= secant <= 2.0 * slope else slope
+        intercept = y0 - slope * g0
     matched = (1.0 / reference - intercept) / slope
     return FrictionFit(
         tuple(gammas.tolist()),

@@ -138,5 +138,5 @@ CALIBRATE = Stage(
         "model": model_request(str(context.param), context("teacher.source")),
     },
     keep=("friction_*",),
-    version=2,  # 2: D over the analysis's lag window, refinement runs
+    version=3,  # 2: D over the analysis's lag window, refinement runs; 3: noisy secants
 )
