@@ -547,7 +547,7 @@ def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
         next((quick_run / "cache").glob("calibrate-student-*/done.json")).read_text()
     )
     assert set(calibration["frictions"]) == {"HOH"}
-    assert set(calibration["runs"]) == {"1", "10", "30", "refine_1"}
+    assert set(calibration["runs"]) == {"1", "10", "30", "refine_1", "refine_2"}
     # the refinement run is made at the friction fitted from the first three
     first = [calibration["runs"][g]["diffusion"]["HOH"][0] for g in ("1", "10", "30")]
     reference = calibration["reference"]["HOH"][0]
