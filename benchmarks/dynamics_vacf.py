@@ -47,10 +47,19 @@ VACF_LAG, MSD_LAG, MSD_FIT = 1.0, 4.0, (1.0, 4.0)
 
 
 def record(
-    simulation: app.Simulation, steps: int, interval: int, select: Select
-) -> tuple[np.ndarray, ...]:
-    """Run ``steps`` and return positions, velocities (nm, nm/ps; ``select`` maps the
-    [atoms, 3] arrays to beads) and boxes every ``interval`` steps."""
+    simulation: app.Simulation,
+    timestep: float,
+    picoseconds: float,
+    select: Select,
+    **beads: object,
+) -> Trajectory:
+    """After 2 ps that forget the drawn velocities, run ``picoseconds`` (``timestep`` ps per
+    step) and keep the positions, velocities (nm, nm/ps; ``select`` maps the [atoms, 3]
+    arrays to beads) and box every :data:`SPACING` ps, as a Trajectory with the ``beads``'
+    types, type names and name."""
+    run(simulation, round(2.0 / timestep))
+    interval = round(SPACING / timestep)
+    steps = round(picoseconds / timestep) // interval * interval
     positions, velocities, boxes = [], [], []
 
     def keep(_simulation: app.Simulation, state: openmm.State) -> None:
@@ -67,7 +76,9 @@ def record(
     )
     if not outcome.stable:
         raise RuntimeError(outcome.message)
-    return np.array(positions), np.array(velocities), np.array(boxes)
+    return Trajectory(
+        np.array(positions), np.array(boxes), dt=SPACING, velocities=np.array(velocities), **beads
+    )
 
 
 def aa_segment(cfg: DictConfig, aa: dict, picoseconds: float) -> Trajectory:
@@ -93,17 +104,11 @@ def aa_segment(cfg: DictConfig, aa: dict, picoseconds: float) -> Trajectory:
         temperature=spec.temperature,
         seed=12,
     )
-    run(simulation, round(2.0 / spec.timestep))  # 2 ps to forget the drawn velocities
-    interval = round(SPACING / spec.timestep)
-    steps = round(picoseconds / spec.timestep) // interval * interval
-    positions, velocities, boxes = record(
-        simulation, steps, interval, lambda atoms: mapping.position_map @ atoms
-    )
-    return Trajectory(
-        positions,
-        boxes,
-        dt=SPACING,
-        velocities=velocities,
+    return record(
+        simulation,
+        spec.timestep,
+        picoseconds,
+        lambda atoms: mapping.position_map @ atoms,
         types=mapping.types,
         type_names=mapping.type_names,
         name="AA (mapped)",
@@ -127,15 +132,11 @@ def cg_segment(
         bonds=read_h5md_bonds(cg["dataset"]),
     )
     start(simulation, last.positions[0], temperature=settings.temperature, seed=3)
-    run(simulation, round(2.0 / settings.timestep))
-    interval = round(SPACING / settings.timestep)
-    steps = round(picoseconds / settings.timestep) // interval * interval
-    positions, velocities, boxes = record(simulation, steps, interval, lambda beads: beads)
-    return Trajectory(
-        positions,
-        boxes,
-        dt=SPACING,
-        velocities=velocities,
+    return record(
+        simulation,
+        settings.timestep,
+        picoseconds,
+        lambda values: values,
         types=last.types,
         type_names=last.type_names,
         name=name,
