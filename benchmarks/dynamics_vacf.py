@@ -16,103 +16,25 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import openmm
 from matplotlib.figure import Figure
-from MDAnalysis import Universe
-from omegaconf import DictConfig
-from openmm import app, unit
 
 from cgkd.config import compose, to_settings
 from cgkd.io.h5md import H5MDReader, read_h5md_bonds
-from cgkd.mapping import compile_mapping
 from cgkd.observables import MSD, VACF, Trajectory
-from cgkd.simulation.engine import create_simulation, make_integrator, run, start
+from cgkd.simulation.dense import SPACING, load_segment, record_dense
+from cgkd.simulation.engine import start
+from cgkd.simulation.friction import decay_time
 from cgkd.simulation.md import MDSettings, cg_simulation, model_file
-from cgkd.simulation.reporters import CallbackReporter
 from cgkd.stages import Pipeline, Request
 from cgkd.stages.simulate import model_files
 
 REPO = Path(__file__).resolve().parents[1]
-#: Maps a frame's [particles, 3] array to the beads' [beads, 3].
-Select = Callable[[np.ndarray], np.ndarray]
-#: ps between saved frames in every dense segment.
-SPACING = 0.01
 #: The longest VACF lag (ps) and the MSD's lag range (ps) for its diffusion fit.
 VACF_LAG, MSD_LAG, MSD_FIT = 1.0, 4.0, (1.0, 4.0)
-
-
-def record(
-    simulation: app.Simulation,
-    timestep: float,
-    picoseconds: float,
-    select: Select,
-    **beads: object,
-) -> Trajectory:
-    """After 2 ps that forget the drawn velocities, run ``picoseconds`` (``timestep`` ps per
-    step) and keep the positions, velocities (nm, nm/ps; ``select`` maps the [atoms, 3]
-    arrays to beads) and box every :data:`SPACING` ps, as a Trajectory with the ``beads``'
-    types, type names and name."""
-    run(simulation, round(2.0 / timestep))
-    interval = round(SPACING / timestep)
-    steps = round(picoseconds / timestep) // interval * interval
-    positions, velocities, boxes = [], [], []
-
-    def keep(_simulation: app.Simulation, state: openmm.State) -> None:
-        positions.append(select(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
-        velocities.append(
-            select(
-                state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-            )
-        )
-        boxes.append(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
-
-    outcome = run(
-        simulation, steps, [CallbackReporter(interval, keep, ("positions", "velocities"))]
-    )
-    if not outcome.stable:
-        raise RuntimeError(outcome.message)
-    return Trajectory(
-        np.array(positions), np.array(boxes), dt=SPACING, velocities=np.array(velocities), **beads
-    )
-
-
-def aa_segment(cfg: DictConfig, aa: dict, picoseconds: float) -> Trajectory:
-    """Dense AA MD from the reference's last frame, mapped to beads."""
-    spec = to_settings(cfg.system, seed=int(cfg.data_seed))
-    built = spec.build()
-    with H5MDReader(aa["trajectory"]) as reader:
-        last = reader.read(reader.n_frames - 1)
-        masses = last.masses
-    real = [i for i in range(built.system.getNumParticles()) if not built.system.isVirtualSite(i)]
-    if len(real) != built.system.getNumParticles():
-        raise SystemExit("this script maps systems without virtual sites (e.g. TIP3P) only")
-    mapping = compile_mapping(to_settings(cfg.mapping), Universe(aa["topology"]), masses)
-    integrator = make_integrator(
-        "langevin", spec.timestep, temperature=spec.temperature, friction=spec.friction, seed=11
-    )
-    simulation = create_simulation(built.system, integrator, topology=built.topology)
-    start(
-        simulation,
-        last.positions[0],
-        box=last.boxes[0],
-        constraint_tolerance=1e-8,
-        temperature=spec.temperature,
-        seed=12,
-    )
-    return record(
-        simulation,
-        spec.timestep,
-        picoseconds,
-        lambda atoms: mapping.position_map @ atoms,
-        types=mapping.types,
-        type_names=mapping.type_names,
-        name="AA (mapped)",
-    )
 
 
 def cg_segment(
@@ -132,14 +54,13 @@ def cg_segment(
         bonds=read_h5md_bonds(cg["dataset"]),
     )
     start(simulation, last.positions[0], temperature=settings.temperature, seed=3)
-    return record(
+    return record_dense(
         simulation,
         settings.timestep,
         picoseconds,
-        lambda values: values,
-        types=last.types,
-        type_names=last.type_names,
         name=name,
+        types=last.types,
+        type_names=list(last.type_names),
     )
 
 
@@ -157,24 +78,31 @@ def main() -> None:
     matched = [*common, "simulate.friction=matched"]
     cfg = compose(matched)
     pipeline = Pipeline(cfg)
-    aa, cg = pipeline.run("generate"), pipeline.run("map")
+    cg = pipeline.run("map")
+    steps = round(args.picoseconds / cfg.simulate.timestep)
+    dense = Pipeline(compose([*matched, f"simulate.calibration_steps={steps}"]))
+    aa = load_segment(Path(dense.run("segment")["segment"]), "AA (mapped)")
     student = pipeline.run("student")
     langevin = pipeline.run(Request("calibrate", "student"))["frictions"]
     dpd = Pipeline(compose([*matched, "simulate.integrator=dpd"]))
     dpd_frictions = dpd.run(Request("calibrate", "student"))["frictions"]
+    by_vacf = Pipeline(compose([*matched, "simulate.calibration_target=vacf"]))
+    vacf_frictions = by_vacf.run(Request("calibrate", "student"))["frictions"]
     base = to_settings(cfg.simulate, seed=args.seed)
     path = model_file(*model_files("student", student), base)
-    print(f"frictions: Langevin {langevin}, DPD {dpd_frictions}", flush=True)
+    frictions = {"Langevin": langevin, "Langevin (VACF)": vacf_frictions, "DPD": dpd_frictions}
+    print(f"frictions: {frictions}", flush=True)
 
-    sources = {"AA (mapped)": aa_segment(cfg, aa, args.picoseconds)}
+    sources = {"AA (mapped)": aa}
     for label, thermostat in {
         "student, Langevin 1/ps": {"friction": 1.0, "frictions": None},
         "student, Langevin matched": {"frictions": langevin},
+        "student, Langevin matched to the VACF": {"frictions": vacf_frictions},
         "student, DPD matched": {"integrator": "dpd", "frictions": dpd_frictions},
     }.items():
         sources[label] = cg_segment(path, cg, base, args.picoseconds, label, **thermostat)
         print(f"{label}: done", flush=True)
-    write(sources, {"Langevin": langevin, "DPD": dpd_frictions}, args)
+    write(sources, frictions, args)
 
 
 def write(sources: dict[str, Trajectory], frictions: dict, args: argparse.Namespace) -> None:
@@ -193,7 +121,8 @@ def write(sources: dict[str, Trajectory], frictions: dict, args: argparse.Namesp
         rows.append(
             f"| {label} | {m.attrs['D']:.4f} ± {m.attrs['D_err']:.4f} "
             f"| {m.attrs['D'] / reference.attrs['D']:.2f} "
-            f"| {v.attrs['D_green_kubo']:.4f} | {v.x[minimum]:.2f} | {v.y[minimum]:.3f} "
+            f"| {v.attrs['D_green_kubo']:.4f} | {decay_time(v):.3f} "
+            f"| {v.x[minimum]:.2f} | {v.y[minimum]:.3f} "
             f"| {short:.4f} | {short / float(np.interp(0.1, reference.x, reference.y)):.2f} |"
         )
     figure = Figure(figsize=(9, 3.4), layout="constrained")
@@ -226,12 +155,13 @@ def write(sources: dict[str, Trajectory], frictions: dict, args: argparse.Namesp
         + ".",
         "",
         f"D from the MSD fitted over {MSD_FIT[0]:g}-{MSD_FIT[1]:g} ps (± over 4 blocks), the "
-        f"Green-Kubo D (the VACF integrated to {VACF_LAG:g} ps), the VACF's first minimum, and "
+        f"Green-Kubo D (the VACF integrated to {VACF_LAG:g} ps), the time the VACF takes to "
+        "fall to 1/e, its first minimum, and "
         "the MSD at 0.1 ps (the ballistic-to-caged crossover) with its ratio to AA.",
         "",
-        "| source | D (nm²/ps) | D ratio | D Green-Kubo (nm²/ps) | VACF min. at (ps) "
-        "| VACF min. | MSD(0.1 ps) (nm²) | MSD(0.1 ps) ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| source | D (nm²/ps) | D ratio | D Green-Kubo (nm²/ps) | VACF 1/e time (ps) "
+        "| VACF min. at (ps) | VACF min. | MSD(0.1 ps) (nm²) | MSD(0.1 ps) ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "![VACF and MSD](vacf.png)",

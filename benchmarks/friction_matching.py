@@ -32,6 +32,10 @@ COLUMNS = (
 ROUTES = {
     "default": ("default (1 /ps)", []),
     "matched": ("Langevin matched", ["simulate.friction=matched"]),
+    "vacf": (
+        "Langevin matched to the VACF",
+        ["simulate.friction=matched", "simulate.calibration_target=vacf"],
+    ),
     "brownian": ("Brownian matched", ["simulate.friction=matched", "simulate.integrator=brownian"]),
     "dpd": ("DPD matched", ["simulate.friction=matched", "simulate.integrator=dpd"]),
 }
@@ -59,7 +63,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     by_type: dict[tuple[str, str, str], list[float]] = {}
     frictions: dict[tuple[str, str, str], list[float]] = {}
-    calibration_minutes: list[float] = []
+    calibration_minutes: list[tuple[str, float]] = []
     for seed in args.seeds:
         for route in args.routes:
             label, extra = ROUTES[route]
@@ -117,20 +121,23 @@ def main() -> None:
         f"| {route} | {model} | {kind} | {cell(values, '{:.3g}')} |"
         for (route, model, kind), values in frictions.items()
     ]
-    if calibration_minutes:
+    per_model = [minutes for stage, minutes in calibration_minutes if stage == "calibrate"]
+    if per_model:
         lines += [
             "",
-            f"The calibrate stage took {min(calibration_minutes):.1f}-"
-            f"{max(calibration_minutes):.1f} min per model (from its log).",
+            f"The calibrate stage took {min(per_model):.1f}-{max(per_model):.1f} min per model "
+            "(from its record).",
         ]
+    if segments := [minutes for stage, minutes in calibration_minutes if stage == "segment"]:
+        lines[-1] += f" The dense AA segment took {min(segments):.1f}-{max(segments):.1f} min."
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(args.out.read_text())
 
 
-def calibration_times(work: Path, run: Path) -> list[float]:
-    """Minutes each calibrate stage of the ``run`` directory took (from the stage records;
-    empty without friction matching)."""
+def calibration_times(work: Path, run: Path) -> list[tuple[str, float]]:
+    """(stage, minutes) of each calibrate stage of the ``run`` directory, and of the segment
+    stage of a VACF target (from the stage records; empty without friction matching)."""
     cwd = Path.cwd()
     os.chdir(work)  # the run's cache_dir is relative to it
     try:
@@ -138,14 +145,17 @@ def calibration_times(work: Path, run: Path) -> list[float]:
         pipeline = Pipeline(cfg)
         if cfg.simulate.friction != "matched":
             return []
+        requests = [Request("calibrate", model) for model in cfg.simulate.models]
+        if cfg.simulate.calibration_target != "msd":
+            requests.append(Request("segment"))
         minutes = []
-        for model in cfg.simulate.models:
-            plan = pipeline.plan(Request("calibrate", model))
+        for request in requests:
+            plan = pipeline.plan(request)
             record = json.loads(
                 (Path(cfg.cache_dir) / plan.directory_name / "done.json").read_text()
             )
             if "seconds" in record:  # older records did not time the build
-                minutes.append(record["seconds"] / 60.0)
+                minutes.append((request.stage, record["seconds"] / 60.0))
         return minutes
     finally:
         os.chdir(cwd)

@@ -549,12 +549,12 @@ def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
     assert set(calibration["frictions"]) == {"HOH"}
     assert set(calibration["runs"]) == {"1", "10", "30", "refine_1", "refine_2"}
     # the refinement run is made at the friction fitted from the first three
-    first = [calibration["runs"][g]["diffusion"]["HOH"][0] for g in ("1", "10", "30")]
+    first = [calibration["runs"][g]["observed"]["HOH"][0] for g in ("1", "10", "30")]
     reference = calibration["reference"]["HOH"][0]
     trial = fit_friction([1.0, 10.0, 30.0], first, reference).matched
     assert calibration["runs"]["refine_1"]["frictions"]["HOH"] == pytest.approx(trial)
     fit = calibration["fits"]["HOH"]
-    assert fit["diffusion"][0] > fit["diffusion"][-1] > 0  # more friction, slower beads
+    assert fit["observed"][0] > fit["observed"][-1] > 0  # more friction, slower beads
     simulated = [
         json.loads(path.read_text())
         for path in (quick_run / "cache").glob("simulate-student-*/done.json")
@@ -562,3 +562,49 @@ def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
     assert any(record.get("frictions") == calibration["frictions"] for record in simulated)
     report = (quick_run / "matched" / "report.md").read_text()
     assert "Friction per bead type (1/ps):" in report and "| student | HOH |" in report
+
+
+@pytest.mark.slow
+def test_friction_matched_to_the_vacf_uses_a_dense_aa_segment(quick_run):
+    """simulate.calibration_target=vacf: the segment stage runs AA MD of the built-in water
+    for calibration_steps CG steps' worth of time, a frame every 10 fs with velocities; the
+    calibration matches each type's Green-Kubo D to it, and D falls with the friction. The
+    segment's bead velocities are centre-of-mass velocities, so they hold equipartition."""
+    from cgkd.io.h5md import read_h5md
+    from cgkd.units import kt
+
+    result = cgkd(
+        "run",
+        "experiment=quick",
+        "progress=false",
+        "simulate.friction=matched",
+        "simulate.calibration_target=vacf",
+        "simulate.vacf_max_lag=0.25",
+        "simulate.calibration_steps=600",
+        "simulate.calibration_refinements=1",
+        "simulate.models=[student]",
+        "hydra.run.dir=matched_vacf",
+        cwd=quick_run,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    segment = json.loads(next((quick_run / "cache").glob("segment-*/done.json")).read_text())
+    assert segment["picoseconds"] == pytest.approx(3.0) and segment["n_frames"] == 300
+    # the beads' velocities are their molecules' centre-of-mass velocities: equipartition
+    masses = read_h5md(next((quick_run / "cache").glob("map-*/cg.h5md"))).masses
+    with np.load(quick_run / segment["segment"]) as dense:
+        kinetic = (masses[:, None] * dense["velocities"] ** 2).sum(axis=-1).mean()
+    assert kinetic / (3 * kt(300.0)) == pytest.approx(1.0, abs=0.05)
+    calibrations = [
+        json.loads(path.read_text())
+        for path in (quick_run / "cache").glob("calibrate-student-*/done.json")
+    ]
+    calibration = next(record for record in calibrations if record["target"] == "vacf")
+    assert calibration["lag_window"] == 0.25 and set(calibration["runs"]) == {
+        "1",
+        "10",
+        "30",
+        "refine_1",
+    }
+    observed = [calibration["runs"][g]["observed"]["HOH"][0] for g in ("1", "10", "30")]
+    assert observed[0] > observed[1] > observed[2] > 0
+    assert calibration["reference"]["HOH"][0] > 0 and calibration["frictions"]["HOH"] >= 0

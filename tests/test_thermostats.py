@@ -148,7 +148,7 @@ def test_the_fit_recovers_a_known_friction(tmp_path):
     from cgkd.models import build_potential
     from cgkd.observables.trajectory import Trajectory
     from cgkd.simulation import export_torchscript
-    from cgkd.simulation.friction import diffusion_by_type, fit_friction
+    from cgkd.simulation.friction import fit_friction, observed_by_type
     from cgkd.simulation.md import MDSettings, run_cg_md
 
     species = torch.as_tensor(np.arange(40) % 2)
@@ -176,7 +176,7 @@ def test_the_fit_recovers_a_known_friction(tmp_path):
             types=species.numpy(),
             type_names=["A", "B"],
         )
-        return diffusion_by_type(trajectory, "longer runs")
+        return observed_by_type(trajectory, "longer runs")
 
     reference = diffusion(5.0)
     tried = (1.0, 10.0, 30.0)
@@ -221,7 +221,7 @@ def test_a_secant_through_two_runs_at_nearly_the_same_diffusion_does_not_oversho
 
 def test_a_reference_too_short_for_a_diffusion_coefficient_is_a_one_line_error():
     from cgkd.observables.trajectory import Trajectory
-    from cgkd.simulation.friction import diffusion_by_type
+    from cgkd.simulation.friction import observed_by_type
 
     two_frames = Trajectory(
         np.zeros((2, 4, 3)),
@@ -230,5 +230,71 @@ def test_a_reference_too_short_for_a_diffusion_coefficient_is_a_one_line_error()
         type_names=["W"],
         times=np.array([0.0, 1.0]),
     )
-    with pytest.raises(ValueError, match=r"no diffusion coefficient of W: .*; set it longer"):
-        diffusion_by_type(two_frames, "set it longer")
+    message = r"no diffusion coefficient \(MSD, nm\^2/ps\) of W: .*; set it longer"
+    with pytest.raises(ValueError, match=message):
+        observed_by_type(two_frames, "set it longer")
+
+
+def test_vacf_targets_of_free_beads_are_kt_over_m_gamma_and_one_over_gamma(tmp_path):
+    """Free beads of two types under Langevin at 5 and 20 1/ps, recorded densely and written
+    to a segment file: each type's Green-Kubo D is kT / (m gamma) and its VACF falls to 1/e
+    at t = 1 / gamma."""
+    from openmm import app
+
+    from cgkd.simulation.dense import load_segment, record_dense, save_segment
+    from cgkd.simulation.friction import observed_by_type
+
+    n, frictions = 200, np.array([5.0, 20.0])
+    types = np.arange(n) % 2
+    integrator = make_integrator(
+        "langevin", STEP, temperature=TEMPERATURE, types=types, type_frictions=frictions, seed=4
+    )
+    topology = app.Topology()
+    residue = topology.addResidue("W", topology.addChain())
+    for _ in range(n):
+        topology.addAtom("W", None, residue)
+    free = context(n, openmm.VerletIntegrator(STEP))  # only for its system and positions
+    simulation = app.Simulation(
+        topology, free.getSystem(), integrator, openmm.Platform.getPlatformByName("Reference")
+    )
+    simulation.context.setPositions(positions(free))
+    simulation.context.setVelocitiesToTemperature(TEMPERATURE, 9)
+    recorded = record_dense(
+        simulation, STEP, 8.0, equilibration=0.5, types=types, type_names=["A", "B"]
+    )
+    assert recorded.dt == pytest.approx(0.01) and recorded.has_velocities
+    save_segment(recorded, tmp_path / "segment.npz")
+    segment = load_segment(tmp_path / "segment.npz", "free beads")
+    np.testing.assert_array_equal(segment.frame(7).velocities, recorded.frame(7).velocities)
+    kt = KB * TEMPERATURE
+    green_kubo = observed_by_type(segment, "longer", target="vacf", max_lag=1.0, n_blocks=4)
+    decay = observed_by_type(segment, "longer", target="vacf_decay", max_lag=1.0, n_blocks=4)
+    for name, gamma in zip(("A", "B"), frictions, strict=True):
+        assert green_kubo[name][0] == pytest.approx(kt / (MASS * gamma), rel=0.15), name
+        assert decay[name][0] == pytest.approx(1.0 / gamma, rel=0.1), name
+
+
+def test_a_vacf_target_needs_velocities_and_a_built_in_system(tmp_path):
+    """Brownian dynamics has no velocities, and your own data no dense AA segment: both are
+    one-line errors naming simulate.calibration_target=msd."""
+    from cgkd.config import compose
+    from cgkd.simulation.md import MDSettings
+    from cgkd.stages import Pipeline, Request
+    from cgkd.stages.registry import STAGES
+
+    with pytest.raises(ValueError, match=r"use simulate\.calibration_target=msd"):
+        MDSettings(integrator="brownian", friction="matched", calibration_target="vacf")
+    with pytest.raises(ValueError, match="calibration_target 'gk' is unknown"):
+        MDSettings(calibration_target="gk")
+    data = tmp_path / "run.trr"
+    cfg = compose(
+        [
+            "simulate.friction=matched",
+            "simulate.calibration_target=vacf",
+            f"input.trajectory={data}",
+            f"input.topology={tmp_path / 'top.pdb'}",
+        ]
+    )
+    stages = {name: stage for name, stage in STAGES.items() if name != "import"}
+    with pytest.raises(ValueError, match=rf"your data \({data}\) has none: use simulate"):
+        Pipeline(cfg, stages).plan(Request("segment"))

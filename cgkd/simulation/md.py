@@ -36,6 +36,7 @@ import openmm.unit as unit
 # isort: on
 
 from cgkd.simulation.export import load_exported
+from cgkd.simulation.friction import TARGETS
 from cgkd.simulation.reporters import (
     CheckpointReporter,
     ProgressReporter,
@@ -78,8 +79,14 @@ class MDSettings:
     ``calibration_frictions`` (1/ps; None: 1, 10 and 30, or 100, 300 and 1000 for Brownian
     dynamics, whose Euler steps need a large friction) first, then
     ``calibration_refinements`` runs at the frictions fitted so far, each refitting every
-    type's friction through the two runs nearest its target (secant steps). The schema of
-    the ``simulate`` config section; ``seed`` is set by the code.
+    type's friction through the two runs nearest its target (secant steps).
+    ``calibration_target``: what is matched (:data:`~cgkd.simulation.friction.TARGETS`):
+    ``msd`` the diffusion coefficient from the MSD over the analysis's lag window;
+    ``vacf`` the Green-Kubo D (the VACF integrated to ``vacf_max_lag`` ps) or ``vacf_decay``
+    the time the normalised VACF takes to fall to 1/e, both from dense segments (a frame
+    every 10 fs, with velocities) of ``calibration_steps`` steps: AA MD of the built-in system
+    and the CG calibration runs. The schema of the ``simulate`` config section; ``seed`` is
+    set by the code.
     """
 
     integrator: str = "langevin"
@@ -102,6 +109,8 @@ class MDSettings:
     calibration_frictions: tuple[float, ...] | None = None
     calibration_steps: int = 4000
     calibration_refinements: int = 2
+    calibration_target: str = "msd"
+    vacf_max_lag: float = 1.0
 
     def __post_init__(self) -> None:
         if self.integrator not in INTEGRATORS:
@@ -125,6 +134,18 @@ class MDSettings:
                 (100.0, 300.0, 1000.0) if self.integrator == "brownian" else (1.0, 10.0, 30.0)
             )
             object.__setattr__(self, "calibration_frictions", frictions)
+        if self.calibration_target not in TARGETS:
+            raise ValueError(
+                f"simulate.calibration_target '{self.calibration_target}' is unknown; use one "
+                f"of {TARGETS}"
+            )
+        if self.calibration_target != "msd" and self.integrator == "brownian":
+            raise ValueError(
+                f"simulate.calibration_target={self.calibration_target} needs velocities, "
+                "which Brownian dynamics has none of; use simulate.calibration_target=msd"
+            )
+        if self.vacf_max_lag <= 0:
+            raise ValueError(f"simulate.vacf_max_lag must be positive, got {self.vacf_max_lag} ps")
         if self.calibration_refinements < 0:
             raise ValueError(
                 f"simulate.calibration_refinements must be >= 0, got {self.calibration_refinements}"

@@ -13,6 +13,7 @@ from cgkd.stages.prior import PRIOR
 from cgkd.stages.reference import GENERATE, IMPORT
 from cgkd.stages.sample import SAMPLE
 from cgkd.stages.screen import SCREEN
+from cgkd.stages.segment import SEGMENT
 from cgkd.stages.simulate import SIMULATE
 from cgkd.stages.teach import MEMBER, TEACH
 from cgkd.stages.teacher import TEACHER
@@ -35,6 +36,7 @@ STAGES: dict[str, Stage] = {
         STUDENT,
         BASELINE,
         CLASSICAL,
+        SEGMENT,
         CALIBRATE,
         SIMULATE,
         ANALYZE,

@@ -116,6 +116,8 @@ CALIBRATION = (
     "simulate.calibration_frictions",
     "simulate.calibration_steps",
     "simulate.calibration_refinements",
+    "simulate.calibration_target",
+    "simulate.vacf_max_lag",
 )
 
 SIMULATE = Stage(

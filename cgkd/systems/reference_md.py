@@ -33,6 +33,8 @@ from matplotlib.figure import Figure
 from cgkd.io.atomic import atomic_path
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDWriter
+from cgkd.observables.trajectory import Trajectory
+from cgkd.simulation.dense import Select, record_dense
 from cgkd.simulation.engine import RunOutcome
 from cgkd.simulation.reporters import (
     CallbackReporter,
@@ -167,6 +169,44 @@ def generate(
         density_g_cm3=density(masses.sum(), abs(np.linalg.det(box))),
         npt_density_g_cm3=None if npt_density is None else npt_density[0],
         npt_density_std=None if npt_density is None else npt_density[1],
+    )
+
+
+def dense_segment(
+    spec: AASpec,
+    positions: np.ndarray,
+    box: np.ndarray,
+    picoseconds: float,
+    select: Select,
+    **beads: Any,
+) -> Trajectory:
+    """AA MD of ``spec`` from ``positions`` [atoms, 3] nm of the data's (real) atoms in ``box``
+    [3, 3] nm, with fresh velocities, recorded densely
+    (:func:`~cgkd.simulation.dense.record_dense`): ``select`` maps the real atoms' [atoms, 3]
+    positions and velocities to beads; ``beads`` are the Trajectory's name, types and
+    type_names."""
+    built = spec.build()
+    system = built.system
+    real = np.array([i for i in range(system.getNumParticles()) if not system.isVirtualSite(i)])
+    if len(real) != len(positions):
+        raise ValueError(
+            f"the AA data have {len(positions)} atoms but system {type(spec).__name__} has "
+            f"{len(real)}; make the data with this system's settings"
+        )
+    placed = np.zeros((system.getNumParticles(), 3))
+    placed[real] = positions
+    thermostat, velocities, _ = _seeds(spec)
+    simulation = _simulation(system, built.topology, spec, thermostat + 1)
+    start(
+        simulation,
+        placed,
+        box=box,
+        constraint_tolerance=1e-8,
+        temperature=spec.temperature,
+        seed=velocities + 1,
+    )
+    return record_dense(
+        simulation, spec.timestep, picoseconds, lambda atoms: select(atoms[real]), **beads
     )
 
 
