@@ -235,7 +235,7 @@ def _stability(run: dict[str, Any]) -> Stability:
     replicas = [
         Replica(r["seed"], r["stable"], r["steps_completed"], r["message"]) for r in run["replicas"]
     ]
-    return Stability(run["stable_fraction"], replicas, run.get("frictions"))
+    return Stability(run["stable_fraction"], replicas, run.get("frictions"), run.get("matched_to"))
 
 
 def _without(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -148,12 +148,16 @@ def render_report(result: RunResult, figures: dict[str, Path]) -> str:
                 f"| {model} | {k} | {r.seed} | {r.stable} | {r.steps_completed} "
                 f"| {_fmt(r.message)} |"
             )
-    frictions = {m: s.frictions for m, s in result.stability.items() if s.frictions}
+    frictions = {m: s for m, s in result.stability.items() if s.frictions}
     if frictions:
         lines += ["", "Friction per bead type (1/ps):", "", "| model | bead type | friction |"]
         lines.append("|---|---|---|")
-        for model, values in frictions.items():
-            lines += [f"| {model} | {kind} | {value:.3g} |" for kind, value in values.items()]
+        for model, stability in frictions.items():
+            lines += [
+                f"| {model} | {kind} | {value:.3g} |" for kind, value in stability.frictions.items()
+            ]
+        if matched := sorted({s.matched_to for s in frictions.values() if s.matched_to}):
+            lines += ["", f"Frictions matched to the AA reference's {', '.join(matched)}."]
     lines += ["", *force_lines(result)]
     timings = result.timings
     evaluation = metric("ms_per_force_evaluation")

@@ -230,11 +230,13 @@ class Replica:
 class Stability:
     """The CG runs of one model: the fraction that stayed stable, every replica, and the
     friction of each bead type (1/ps) when it was set per type (``simulate.frictions``, or
-    fitted to the AA diffusion with ``simulate.friction=matched``)."""
+    fitted to the AA dynamics with ``simulate.friction=matched``; ``matched_to`` then names
+    the quantity matched)."""
 
     stable_fraction: float
     replicas: list[Replica] = field(default_factory=list)
     frictions: dict[str, float] | None = None
+    matched_to: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data."""
@@ -242,13 +244,14 @@ class Stability:
             "stable_fraction": self.stable_fraction,
             "replicas": [r.__dict__.copy() for r in self.replicas],
             "frictions": self.frictions,
+            "matched_to": self.matched_to,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stability:
         """The section :meth:`to_json` wrote."""
         replicas = [Replica(**r) for r in data.get("replicas", [])]
-        return cls(data["stable_fraction"], replicas, data.get("frictions"))
+        return cls(data["stable_fraction"], replicas, data.get("frictions"), data.get("matched_to"))
 
 
 @dataclass

@@ -562,6 +562,7 @@ def test_matched_friction_is_fitted_per_bead_type_then_used(quick_run):
     assert any(record.get("frictions") == calibration["frictions"] for record in simulated)
     report = (quick_run / "matched" / "report.md").read_text()
     assert "Friction per bead type (1/ps):" in report and "| student | HOH |" in report
+    assert "matched to the AA reference's diffusion coefficient (MSD, nm^2/ps)" in report
 
 
 @pytest.mark.slow

@@ -77,8 +77,10 @@ def _simulate(context: Context) -> Record:
     name, cg = str(context.param), context.upstream["cg"]
     frames, bonds = dataset(cg), read_h5md_bonds(cg["dataset"])
     settings = md_settings(context)
+    matched_to = None
     if "friction" in context.upstream:  # simulate.friction=matched
         settings = replace(settings, frictions=context.upstream["friction"]["frictions"])
+        matched_to = context.upstream["friction"].get("observed")
     n_frames = len(frames.positions)
     starts = [n_frames - 1 - (k * n_frames) // settings.replicas for k in range(settings.replicas)]
     plain, fused = model_files(name, context.upstream["model"])
@@ -106,6 +108,7 @@ def _simulate(context: Context) -> Record:
         "n_stable": n_stable,
         "stable_fraction": n_stable / len(results),
         "frictions": settings.frictions,
+        "matched_to": matched_to,
         "ms_per_step": float(np.median([r.ms_per_step for r in results])),
         "ns_per_day": float(np.median([r.ns_per_day for r in results])),
     }
