@@ -202,6 +202,31 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
     assert 0 < held_out["force_rmse_mapped"] < 2 * held_out["mapped_force_rms"]
 
 
+@pytest.mark.slow
+def test_teachers_streamed_from_the_dataset_file_are_the_in_memory_ones(quick_run, tmp_path):
+    """`stream=true`: the quick run's teachers, retrained reading their frames batch by batch
+    from the H5MD file (upstream stages reused from a copy of its cache), have the very same
+    weights; the setting enters no key."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(
+        quick_run / "cache",
+        tmp_path / "cache",
+        ignore=shutil.ignore_patterns("member-*", "teach-*", "student-*", "baseline-*"),
+    )
+    teach = cgkd("teach", "experiment=quick", "progress=false", "stream=true", cwd=tmp_path)
+    assert teach.returncode == 0, teach.stderr[-3000:]
+    streamed = sorted((tmp_path / "cache").glob("member-*"))  # keyed as the quick run's
+    assert len(streamed) == 2 and all((quick_run / "cache" / p.name).is_dir() for p in streamed)
+    for path in streamed:
+        ours = torch.load(path / "teacher.pt", weights_only=False)["state_dict"]
+        theirs = torch.load(quick_run / "cache" / path.name / "teacher.pt", weights_only=False)
+        for name, value in ours.items():
+            assert torch.equal(value, theirs["state_dict"][name]), (path.name, name)
+
+
 def test_stage_override_joins_the_other_overrides_whatever_the_flags():
     from cgkd.cli import _hydra_arguments
 

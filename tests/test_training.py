@@ -365,3 +365,64 @@ def test_loss_curves_are_saved_as_png(tmp_path):
     with pytest.raises(ValueError, match="no training histories"):
         plot_loss_curves({}, tmp_path / "none.png")
     assert not (tmp_path / "empty.png").exists()
+
+
+def test_streamed_training_gives_the_same_model_as_the_in_memory_one(tmp_path):
+    """The same frames read batch by batch from their H5MD file train, with one thread and the
+    same seed, to bit-identical weights, statistics and held-out metrics."""
+    from cgkd.io.h5md import read_h5md, write_h5md
+    from cgkd.training.dataset import StreamedFrames, train_statistics
+
+    frames, _ = noisy_dataset(24, noise=5.0, seed=4)
+    path = write_h5md(tmp_path / "cg.h5md", frames)
+    in_memory, streamed = TrainingData.from_frames(read_h5md(path)), StreamedFrames(path)
+    splits = Splits.random(frames.n_frames, 0.2, 0.2, seed=1)
+    assert train_statistics(in_memory, splits.train) == train_statistics(streamed, splits.train)
+    settings = TrainSettings(epochs=3, batch_size=5, learning_rate=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models, metrics = [], []
+        for data in (in_memory, streamed):
+            potential = build_potential([NETWORK], None, seeds=[0])
+            result = train_potential(
+                potential, data, splits, LossWeights(), settings, progress=False
+            )
+            models.append(potential.state_dict())
+            metrics.append(result.test_metrics)
+    finally:
+        torch.set_num_threads(threads)
+    assert models[0].keys() == models[1].keys()
+    for name in models[0]:
+        assert torch.equal(models[0][name], models[1][name]), name
+    assert metrics[0] == metrics[1]
+
+
+def test_streamed_batches_and_a_dataset_changed_under_them(tmp_path):
+    """Streamed batches are the frames asked for, also when worker processes read them
+    ahead; a dataset rewritten or cut short while training reads it stops the next batch
+    with an error naming the file; a truncated file does not open."""
+    from cgkd.io.h5md import H5MDError, write_h5md
+    from cgkd.training.dataset import StreamedFrames, batches
+
+    frames, _ = noisy_dataset(6, noise=1.0, seed=2)
+    path = write_h5md(tmp_path / "cg.h5md", frames)
+    streamed = StreamedFrames(path)
+    batch = streamed.select(np.array([4, 1, 4]))
+    np.testing.assert_array_equal(batch.positions[1].numpy(), frames.positions[1].astype("f4"))
+    np.testing.assert_array_equal(batch.mapped_forces[0], batch.mapped_forces[2])
+    order = np.array([5, 0, 3, 2, 1, 4])
+    ahead = list(batches(StreamedFrames(path, workers=2), order, 2))  # read in 2 processes
+    for chunk, read in zip((order[:2], order[2:4], order[4:]), ahead, strict=True):
+        assert torch.equal(read.positions, streamed.select(chunk).positions)
+        assert torch.equal(read.mapped_forces, streamed.select(chunk).mapped_forces)
+    write_h5md(path, frames)  # rewritten: the same content, but another file
+    with pytest.raises(RuntimeError, match=rf"{path} changed while training read it"):
+        streamed.select(np.array([0]))
+    streamed = StreamedFrames(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    with pytest.raises(RuntimeError, match="changed while training read it"):
+        streamed.select(np.array([0]))
+    with pytest.raises(H5MDError, match=str(path)):
+        StreamedFrames(path)

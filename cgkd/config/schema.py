@@ -188,7 +188,9 @@ class Config:
     reference; ``cache_dir``: where stage artifacts are cached; ``progress``: show progress
     bars; ``threads``: CPU threads of torch and the default of OpenMM's CPU platform (auto:
     the CPUs this process may use); ``device``: where networks train and label (auto: the
-    first GPU torch sees, else the CPU; cpu, cuda or cuda:K). Neither changes a cache key."""
+    first GPU torch sees, else the CPU; cpu, cuda or cuda:K); ``stream``: teachers read their
+    training frames from the CG dataset's file batch by batch instead of loading it (auto:
+    datasets over 2 GiB; true; false). None of the three changes a cache key."""
 
     stage: str = "run"
     seed: int = 0
@@ -197,6 +199,7 @@ class Config:
     progress: bool = True
     threads: Any = "auto"
     device: str = "auto"
+    stream: Any = "auto"
     input: InputSettings = field(default_factory=InputSettings)
     system: Any = MISSING  # a schema of SYSTEM_SCHEMAS, chosen by the system option
     mapping: MappingSchema = MISSING  # type: ignore[valid-type]

@@ -272,6 +272,30 @@ class H5MDReader:
             type_names=self.type_names,
         )
 
+    def take(self, indices: np.ndarray) -> Frames:
+        """Frames at ``indices`` (any order, repeats allowed), read in one pass over the
+        sorted distinct indices; a file truncated under the reader is an H5MDError."""
+        indices = np.asarray(indices, dtype=np.int64)
+        wanted, where = np.unique(indices, return_inverse=True)
+        if len(wanted) and not 0 <= wanted[0] <= wanted[-1] < self.n_frames:
+            raise IndexError(f"{self.path}: frames {wanted[[0, -1]]} not in 0..{self.n_frames - 1}")
+        try:
+            positions, forces = self._positions[wanted], self._forces[wanted]
+        except (OSError, ValueError) as error:
+            raise H5MDError(
+                f"cannot read frames of {self.path} ({error}); the file is truncated or "
+                "corrupt, regenerate it"
+            ) from None
+        return Frames(
+            positions=positions[where],
+            forces=forces[where],
+            boxes=self._boxes[indices],
+            times=self._times[indices],
+            masses=self.masses,
+            types=self.types,
+            type_names=self.type_names,
+        )
+
     def chunks(self, max_frames: int) -> Iterator[Frames]:
         """All frames in order, at most ``max_frames`` at a time."""
         for start in range(0, self.n_frames, max(1, max_frames)):

@@ -31,6 +31,7 @@ EXECUTION = (
     "progress",
     "threads",
     "device",
+    "stream",
     "cache_dir",
     "input.name",
     "teacher.n_jobs",

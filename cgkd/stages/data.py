@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from cgkd.io.frames import Frames
-from cgkd.io.h5md import read_h5md
+from cgkd.io.h5md import H5MDReader, read_h5md
 from cgkd.stages.base import Context, Record
-from cgkd.training.dataset import Splits
+from cgkd.training.dataset import FrameSource, Splits, StreamedFrames, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.trainer import TrainSettings
 
@@ -22,6 +22,27 @@ SPLIT_READS = ("seed", "teacher.train.val_fraction", "teacher.train.test_fractio
 def dataset(cg: Record) -> Frames:
     """The CG dataset of a map record."""
     return read_h5md(cg["dataset"])
+
+
+#: ``stream: auto`` streams a dataset whose positions and forces (float32) exceed this (bytes).
+STREAM_ABOVE = 2 << 30
+
+
+def training_frames(context: Context, cg: Record) -> FrameSource:
+    """The CG dataset of a map record as training reads it: streamed from its file
+    (:class:`~cgkd.training.dataset.StreamedFrames`; the ``stream`` setting: true, or auto
+    when its positions and forces take over :data:`STREAM_ABOVE` bytes) or loaded. Streamed
+    batches are read ahead by two worker processes when training runs on a GPU."""
+    mode = context.config.stream
+    if mode not in ("auto", True, False):
+        raise ValueError(f"stream={mode!r} is not one of auto, true, false; set one of them")
+    if mode == "auto":
+        with H5MDReader(cg["dataset"]) as reader:
+            mode = reader.n_frames * reader.n_particles * 3 * 2 * 4 > STREAM_ABOVE
+    if not mode:
+        return TrainingData.from_frames(dataset(cg))
+    # On a GPU two processes read batches ahead; on the CPU they would take its cores.
+    return StreamedFrames(cg["dataset"], workers=2 if context.device.type == "cuda" else 0)
 
 
 def reference_splits(context: Context, n_frames: int) -> Splits:

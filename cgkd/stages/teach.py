@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cgkd.models.checkpoint import build_potential, load_potential, merge_members, save_potential
 from cgkd.models.potential import CGPotential
@@ -17,14 +16,14 @@ from cgkd.simulation.export import export_flavours
 from cgkd.stages.base import Context, Record, Request, Stage
 from cgkd.stages.data import (
     SPLIT_READS,
-    dataset,
     fitted_prior,
     force_matching,
     reference_splits,
     train_settings,
+    training_frames,
 )
 from cgkd.training.curves import plot_loss_curves
-from cgkd.training.dataset import Splits, TrainingData
+from cgkd.training.dataset import Splits
 from cgkd.training.trainer import evaluate, train_potential
 
 log = logging.getLogger(__name__)
@@ -37,10 +36,10 @@ def member_seed(seed: int, member: int) -> int:
 
 def _member(context: Context) -> Record:
     member, out = int(context.param), context.directory
-    cg, frames = context.upstream["cg"], dataset(context.upstream["cg"])
+    cg, data = context.upstream["cg"], training_frames(context, context.upstream["cg"])
     seed = member_seed(context("seed"), member)
     prior = fitted_prior(context.upstream["prior"])
-    splits = reference_splits(context, frames.n_frames)
+    splits = reference_splits(context, data.n_frames)
     if context("teacher.bootstrap"):
         # Each member sees its own resample (with replacement) of the training frames.
         rng = np.random.default_rng(seed)
@@ -54,7 +53,7 @@ def _member(context: Context) -> Record:
     settings = train_settings(context, "teacher.train", seed)
     result = train_potential(
         potential,
-        TrainingData.from_frames(frames),
+        data,
         splits,
         force_matching(settings),
         settings,
@@ -103,14 +102,14 @@ _ENSEMBLE_KEYS = ("n_members", "model", "train", "bootstrap")
 
 def _teach(context: Context) -> Record:
     out, cg = context.directory, context.upstream["cg"]
-    frames, trained = dataset(cg), members(context)
+    data, trained = training_frames(context, cg), members(context)
     loaded = load_members(trained)
     ensemble, kwargs = merge_members(loaded)
     prior = fitted_prior(context.upstream["prior"])
     save_potential(out / "ensemble.pt", ensemble, kwargs, prior)
-    species = torch.as_tensor(frames.types)
+    species = data.species
     config = {key: context(f"teacher.{key}") for key in _ENSEMBLE_KEYS}
-    meta = {"type_names": frames.type_names, "config": config}
+    meta = {"type_names": list(cg["type_names"]), "config": config}
     for k, (potential, _) in enumerate(loaded):
         export_flavours(potential, species, out / f"teacher_{k}.ts", meta)
     export_flavours(ensemble, species, out / "ensemble.ts", meta)
@@ -119,8 +118,8 @@ def _teach(context: Context) -> Record:
         out / "loss.png",
         title=f"{len(trained)} teachers",
     )
-    splits = reference_splits(context, frames.n_frames)
-    held_out = evaluate(ensemble, TrainingData.from_frames(frames), splits.test)
+    splits = reference_splits(context, data.n_frames)
+    held_out = evaluate(ensemble, data, splits.test)
     named = [*((f"teacher_{m['member']}", m) for m in trained), ("ensemble", held_out)]
     for name, metrics in named:
         log.info(

@@ -1,14 +1,22 @@
-"""Frames of one CG system as tensors for training, with recorded train/val/test splits."""
+"""Frames of one CG system for training, with recorded train/val/test splits: in memory
+(:class:`TrainingData`) or streamed from the H5MD file by index (:class:`StreamedFrames`).
+Training reads either through the same :class:`FrameSource` interface, so both give the
+same batches and the same statistics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from cgkd.io.frames import Frames
+from cgkd.io.h5md import H5MDReader
 
 
 @dataclass
@@ -116,11 +124,193 @@ class TrainingData:
             teacher_force_std=part(self.teacher_force_std),
         )
 
+    def to(self, device: torch.device | str) -> TrainingData:
+        """The same frames on ``device``."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return TrainingData(**{k: v if v is None else v.to(device) for k, v in moved.items()})
+
     @property
     def n_frames(self) -> int:
         """Number of frames."""
         return int(self.positions.shape[0])
 
+    @property
+    def has_teacher(self) -> bool:
+        """Whether the frames carry teacher labels."""
+        return self.teacher_forces is not None
+
 
 def _tensor(array: np.ndarray) -> Tensor:
     return torch.as_tensor(np.asarray(array), dtype=torch.float32)
+
+
+class FrameSource(Protocol):
+    """What training reads: a number of frames, their bead species and batches by index."""
+
+    @property
+    def n_frames(self) -> int: ...
+
+    @property
+    def species(self) -> Tensor: ...
+
+    @property
+    def has_teacher(self) -> bool: ...
+
+    def select(self, frames: np.ndarray, device: torch.device | str = "cpu") -> TrainingData: ...
+
+
+def batches(
+    source: FrameSource, frames: np.ndarray, size: int, device: torch.device | str = "cpu"
+) -> Iterator[TrainingData]:
+    """The ``frames`` of ``source`` in order, ``size`` at a time, on ``device``; a streamed
+    source with ``workers`` reads them ahead in that many processes."""
+    chunks = [frames[first : first + size] for first in range(0, len(frames), size)]
+    workers = getattr(source, "workers", 0)
+    if not workers or len(chunks) < 2:
+        for chunk in chunks:
+            yield source.select(chunk, device)
+        return
+    loader = torch.utils.data.DataLoader(
+        _Chunks(source, chunks), batch_size=None, num_workers=workers, collate_fn=_as_is
+    )
+    for batch in loader:
+        yield batch.to(device)
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Item k: the k-th chunk of frames of a source, as a CPU batch (for a DataLoader)."""
+
+    def __init__(self, source: FrameSource, chunks: list[np.ndarray]) -> None:
+        self.source, self.chunks = source, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> TrainingData:
+        return self.source.select(self.chunks[k])
+
+
+def _as_is(batch: TrainingData) -> TrainingData:
+    return batch
+
+
+class StreamedFrames:
+    """A CG dataset (H5MD) read frame by frame: memory holds a batch, not the dataset.
+
+    Positions, forces and boxes come from the file as :class:`TrainingData` batches exactly
+    as :meth:`TrainingData.from_frames` would make them. Students' teacher labels are not
+    streamed. The file is watched: one changed (size or modification time) or truncated
+    while training is an error naming it. ``workers`` processes read batches ahead
+    (:func:`batches`); each opens the file itself.
+    """
+
+    def __init__(self, path: str | Path, workers: int = 0) -> None:
+        self.path, self.workers = Path(path), workers
+        self._stamp = _stamp(self.path)
+        with H5MDReader(self.path) as reader:
+            self._n_frames = reader.n_frames
+            self._species = torch.as_tensor(reader.types, dtype=torch.long)
+        self._reader: H5MDReader | None = None
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames in the file."""
+        return self._n_frames
+
+    @property
+    def species(self) -> Tensor:
+        """[N] bead species."""
+        return self._species
+
+    @property
+    def has_teacher(self) -> bool:
+        """Streamed data carry no teacher labels."""
+        return False
+
+    def select(self, frames: np.ndarray, device: torch.device | str = "cpu") -> TrainingData:
+        """The ``frames`` (indices) read from the file as a batch on ``device``."""
+        if _stamp(self.path) != self._stamp:
+            raise RuntimeError(
+                f"{self.path} changed while training read it; rerun, which rebuilds what "
+                "depends on it"
+            )
+        if self._reader is None:
+            self._reader = H5MDReader(self.path)
+        read = self._reader.take(np.asarray(frames))
+        return TrainingData(
+            positions=_tensor(read.positions).to(device),
+            boxes=_tensor(read.boxes).to(device),
+            species=self._species.to(device),
+            mapped_forces=_tensor(read.forces).to(device),
+        )
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reader": None}  # an open file does not cross processes
+
+    def close(self) -> None:
+        """Close the file (reopened on the next read)."""
+        if self._reader is not None:
+            self._reader.__exit__(None, None, None)
+            self._reader = None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What says a file changed: its size and modification time (ns)."""
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
+
+
+@dataclass(frozen=True)
+class TrainStatistics:
+    """Scales of the training frames: RMS of the mapped and teacher forces (kJ/mol/nm), the
+    standard deviation of the teacher's bead energies and each species' mean of them
+    (kJ/mol), and the mean spread of the teachers' forces (kJ/mol/nm); None without labels."""
+
+    force_rms: float
+    teacher_force_rms: float | None = None
+    bead_energy_std: float | None = None
+    species_bead_energy: dict[int, float] | None = None
+    mean_spread: float | None = None
+
+
+def train_statistics(source: FrameSource, frames: np.ndarray, size: int = 64) -> TrainStatistics:
+    """The :class:`TrainStatistics` of ``frames``, accumulated in float64 over batches of
+    ``size``, so an in-memory and a streamed source give the same numbers."""
+    sums: dict[str, float] = {}
+    species = source.species.numpy()
+    by_species = np.zeros(int(species.max()) + 1 if len(species) else 0)
+    counts = np.bincount(species, minlength=len(by_species)) * len(frames)
+
+    def add(name: str, value: Tensor) -> None:
+        sums[name] = sums.get(name, 0.0) + float(value.double().sum())
+
+    for batch in batches(source, frames, size):
+        add("mapped", batch.mapped_forces.square())
+        sums["force elements"] = sums.get("force elements", 0) + batch.mapped_forces.numel()
+        if batch.teacher_forces is None:
+            continue
+        assert batch.teacher_bead_energies is not None and batch.teacher_force_std is not None
+        add("teacher", batch.teacher_forces.square())
+        add("energy", batch.teacher_bead_energies)
+        add("energy squared", batch.teacher_bead_energies.square())
+        add("spread", batch.teacher_force_std)
+        np.add.at(by_species, species, batch.teacher_bead_energies.double().sum(0).numpy())
+    elements = sums["force elements"]
+    rms = float(np.sqrt(sums["mapped"] / elements)) + 1e-6
+    if "teacher" not in sums:
+        return TrainStatistics(rms)
+    n = elements / 3
+    variance = (sums["energy squared"] - sums["energy"] ** 2 / n) / (n - 1)
+    return TrainStatistics(
+        force_rms=rms,
+        teacher_force_rms=float(np.sqrt(sums["teacher"] / elements)) + 1e-6,
+        # One energy scale for both energy terms: the spread of the teacher's bead energies.
+        # (The spread of E/N over frames is ~sqrt(N) times smaller: w_E became far too stiff.)
+        bead_energy_std=float(np.sqrt(max(variance, 0.0))) + 1e-6,
+        species_bead_energy={
+            kind: float(by_species[kind] / counts[kind])
+            for kind in range(len(by_species))
+            if counts[kind]
+        },
+        mean_spread=sums["spread"] / elements,
+    )

@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 
 from cgkd.io.atomic import atomic_path
 from cgkd.models.potential import CGPotential
-from cgkd.training.dataset import Splits, TrainingData
+from cgkd.training.dataset import (
+    FrameSource,
+    Splits,
+    TrainingData,
+    TrainStatistics,
+    batches,
+    train_statistics,
+)
 from cgkd.training.losses import LossWeights, prediction_error, uncertainty_weights
 
 logger = logging.getLogger(__name__)
@@ -102,27 +109,25 @@ def predict(
 class _Loss:
     """The weighted, scale-normalised loss of a given training set."""
 
-    def __init__(self, data: TrainingData, train: np.ndarray, weights: LossWeights):
-        if weights.needs_teacher and data.teacher_forces is None:
+    def __init__(self, statistics: TrainStatistics, weights: LossWeights, has_teacher: bool):
+        if weights.needs_teacher and not has_teacher:
             raise ValueError(
                 "loss weights use teacher terms but the training data has no teacher labels"
             )
         self.weights = weights
-        self.force_scale = _rms(data.mapped_forces[train])
-        if data.teacher_forces is not None:
-            assert data.teacher_energies is not None and data.teacher_bead_energies is not None
-            self.teacher_force_scale = _rms(data.teacher_forces[train])
-            # One energy scale for both energy terms: the spread of the teacher's bead energies.
-            # (The spread of E/N over frames is ~sqrt(N) times smaller: w_E became far too stiff.)
-            self.energy_scale = float(torch.std(data.teacher_bead_energies[train])) + 1e-6
+        self.force_scale = statistics.force_rms
+        if has_teacher:
+            assert statistics.teacher_force_rms is not None
+            assert statistics.bead_energy_std is not None
+            self.teacher_force_scale = statistics.teacher_force_rms
+            self.energy_scale = statistics.bead_energy_std
         if weights.uncertainty_weighting:
-            spread = data.teacher_force_std
-            if spread is None or float(spread[train].mean()) == 0:
+            if not statistics.mean_spread:
                 raise ValueError(
                     "uncertainty weighting needs the spread of several teachers; label with "
                     "loss.n_teachers > 1 or switch loss.uncertainty_weighting off"
                 )
-            self.mean_spread = float(spread[train].mean())
+            self.mean_spread = statistics.mean_spread
 
     @property
     def uses_hierarchicality(self) -> bool:
@@ -171,30 +176,23 @@ class _Loss:
         return loss
 
 
-def _rms(values: Tensor) -> float:
-    return float(torch.sqrt(torch.mean(values * values))) + 1e-6
-
-
-def prepare_potential(potential: CGPotential, data: TrainingData, train: np.ndarray) -> None:
+def prepare_potential(potential: CGPotential, statistics: TrainStatistics, species: Tensor) -> None:
     """Set each network's energy scale from the data (0.1 nm times the RMS force) and, when
-    teacher energies exist, its per-species energy offsets from the teacher's mean bead energies."""
-    force_rms = _rms(data.mapped_forces[train])
+    teacher energies exist, its per-species energy offsets from the teacher's mean bead
+    energies (``statistics`` of the training frames, :func:`train_statistics`)."""
     for network in potential.networks:
-        network.energy_scale.fill_(0.1 * force_rms)
-        if data.teacher_bead_energies is None:
+        network.energy_scale.fill_(0.1 * statistics.force_rms)
+        if statistics.species_bead_energy is None:
             continue
         with torch.no_grad():
-            bead_energies = data.teacher_bead_energies[train]
-            for species in range(network.n_species):
-                mask = data.species == species
-                if bool(mask.any()):
-                    mean = float(bead_energies[:, mask].mean())
-                    network.species_energy.weight[0, species] = mean / float(network.energy_scale)
+            for kind, mean in statistics.species_bead_energy.items():
+                if kind < network.n_species and bool((species == kind).any()):
+                    network.species_energy.weight[0, kind] = mean / float(network.energy_scale)
 
 
 def train_potential(
     potential: CGPotential,
-    data: TrainingData,
+    data: FrameSource,
     splits: Splits,
     weights: LossWeights,
     settings: TrainSettings,
@@ -206,8 +204,9 @@ def train_potential(
     device: torch.device | str = "cpu",
 ) -> TrainResult:
     """Train ``potential`` in place on ``device``; the best state on the validation set is
-    kept, and the potential is back on the CPU when training ends. ``data`` stays where it
-    is: each batch is moved to ``device`` as it is used.
+    kept, and the potential is back on the CPU when training ends. ``data`` (in memory, or
+    streamed from its file) stays where it is: each batch is moved to ``device`` as it is
+    used.
 
     A fresh potential first gets its energy scale and offsets from the data
     (:func:`prepare_potential`); ``fine_tune`` keeps those of an already trained one.
@@ -223,10 +222,11 @@ def train_potential(
     """
     torch.manual_seed(settings.seed)
     generator = np.random.default_rng(settings.seed)
+    statistics = train_statistics(data, splits.train)
     if not fine_tune:
-        prepare_potential(potential, data, splits.train)
+        prepare_potential(potential, statistics, data.species)
     potential.to(device)  # before the optimiser, which holds the parameters
-    loss_fn = _Loss(data, splits.train, weights)
+    loss_fn = _Loss(statistics, weights, data.has_teacher)
     optimizer = torch.optim.Adam(potential.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=settings.lr_factor, patience=settings.lr_patience
@@ -260,8 +260,7 @@ def train_potential(
         potential.train()
         order = generator.permutation(splits.train)
         train_losses, hierarchicality = [], []
-        for number, first in enumerate(range(0, len(order), settings.batch_size)):
-            batch = data.select(order[first : first + settings.batch_size], device)
+        for number, batch in enumerate(batches(data, order, settings.batch_size, device)):
             energies, forces, regulariser = predict(
                 potential,
                 batch.positions,
@@ -387,12 +386,10 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _mean_loss(
-    potential: CGPotential, data: TrainingData, frames: np.ndarray, loss_fn: _Loss, batch_size: int
+    potential: CGPotential, data: FrameSource, frames: np.ndarray, loss_fn: _Loss, batch_size: int
 ) -> float:
-    device = _device_of(potential)
     losses, counts = [], []
-    for first in range(0, len(frames), batch_size):
-        batch = data.select(frames[first : first + batch_size], device)
+    for batch in batches(data, frames, batch_size, _device_of(potential)):
         energies, forces, regulariser = predict(
             potential,
             batch.positions,
@@ -411,33 +408,28 @@ def _device_of(potential: CGPotential) -> torch.device:
 
 
 def evaluate(
-    potential: CGPotential, data: TrainingData, frames: np.ndarray, batch_size: int = 8
+    potential: CGPotential, data: FrameSource, frames: np.ndarray, batch_size: int = 8
 ) -> dict[str, float]:
     """Force RMSE (kJ/mol/nm) vs mapped and teacher forces, the RMS of the mapped forces
-    (kJ/mol/nm) and, with teacher labels, energy RMSEs per bead (kJ/mol)."""
-    device = _device_of(potential)
-    forces, energies = [], []
-    for first in range(0, len(frames), batch_size):
-        batch = data.select(frames[first : first + batch_size], device)
-        bead_energies, batch_forces, _ = predict(
-            potential, batch.positions, batch.boxes, batch.species
-        )
-        forces.append(batch_forces.detach().cpu())
-        energies.append(bead_energies.detach().cpu())
-    index = torch.as_tensor(frames)
-    predicted, bead_energies = torch.cat(forces), torch.cat(energies)
-    mapped = data.mapped_forces[index]
-    metrics = {
-        "force_rmse_mapped": _rms(predicted - mapped),
+    (kJ/mol/nm) and, with teacher labels, energy RMSEs per bead (kJ/mol); squared errors
+    summed in float64 over batches."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+
+    def add(name: str, error: Tensor) -> None:
+        sums[name] = sums.get(name, 0.0) + float(error.detach().double().square().sum())
+        counts[name] = counts.get(name, 0) + error.numel()
+
+    for batch in batches(data, frames, batch_size, _device_of(potential)):
+        bead_energies, forces, _ = predict(potential, batch.positions, batch.boxes, batch.species)
+        add("force_rmse_mapped", forces - batch.mapped_forces)
         # The scale of the labels: an RMSE near it means the model learned nothing.
-        "mapped_force_rms": _rms(mapped),
-    }
-    if data.teacher_forces is not None:
-        assert data.teacher_energies is not None and data.teacher_bead_energies is not None
-        metrics["force_rmse_teacher"] = _rms(predicted - data.teacher_forces[index])
+        add("mapped_force_rms", batch.mapped_forces)
+        if batch.teacher_forces is None:
+            continue
+        assert batch.teacher_energies is not None and batch.teacher_bead_energies is not None
+        add("force_rmse_teacher", forces - batch.teacher_forces)
         n_beads = bead_energies.shape[1]
-        metrics["energy_rmse_per_bead"] = _rms(
-            (bead_energies.sum(1) - data.teacher_energies[index]) / n_beads
-        )
-        metrics["bead_energy_rmse"] = _rms(bead_energies - data.teacher_bead_energies[index])
-    return metrics
+        add("energy_rmse_per_bead", (bead_energies.sum(1) - batch.teacher_energies) / n_beads)
+        add("bead_energy_rmse", bead_energies - batch.teacher_bead_energies)
+    return {name: float(np.sqrt(sums[name] / counts[name])) + 1e-6 for name in sums}
