@@ -247,12 +247,6 @@ class StreamedFrames:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_reader": None}  # an open file does not cross processes
 
-    def close(self) -> None:
-        """Close the file (reopened on the next read)."""
-        if self._reader is not None:
-            self._reader.__exit__(None, None, None)
-            self._reader = None
-
 
 def _stamp(path: Path) -> tuple[int, int]:
     """What says a file changed: its size and modification time (ns)."""
