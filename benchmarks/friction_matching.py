@@ -3,6 +3,10 @@ with the default friction and with ``simulate.friction=matched``, over seeds, on
 reference; writes ``docs/dynamics/README.md`` with the table and the command.
 
     python benchmarks/friction_matching.py --seeds 0 1 2 [--work WORK] [--set KEY=VALUE ...]
+
+Each seed's numbers are also kept in a JSON file beside the table (``--out`` with ``.json``),
+with the commit that made them: a later call adds its seeds to those already there and the
+table is rebuilt from all of them, so seeds measured in different sessions add up.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,10 +65,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "dynamics" / "README.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    results: dict[tuple[str, str], list[dict]] = {}
-    by_type: dict[tuple[str, str, str], list[float]] = {}
-    frictions: dict[tuple[str, str, str], list[float]] = {}
-    calibration_minutes: list[tuple[str, float]] = []
+    rows_file = args.out.with_suffix(".json")
+    kept = json.loads(rows_file.read_text()) if rows_file.exists() else []
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     for seed in args.seeds:
         for route in args.routes:
             label, extra = ROUTES[route]
@@ -75,21 +81,27 @@ def main() -> None:
                 args.threads,
                 f"{label}, seed {seed}",
             )
-            line = json.loads((out / "result.json").read_text())
-            metrics = json.loads((out / "metrics.json").read_text())
-            for model, row in line["models"].items():
-                results.setdefault((label, model), []).append(row)
-                for name, sources in metrics["observables"].items():
-                    if name.startswith("msd ") and model in sources:
-                        kind = name.removeprefix("msd ")
-                        by_type.setdefault((label, model, kind), []).append(
-                            sources[model]["D ratio"]
-                        )
-                fitted = metrics["stability"][model].get("frictions") or {}
-                for kind, value in fitted.items():
-                    frictions.setdefault((label, model, kind), []).append(value)
-            calibration_minutes += calibration_times(args.work, out)
-    command = f"python benchmarks/friction_matching.py --seeds {' '.join(map(str, args.seeds))}"
+            kept = [e for e in kept if (e["seed"], e["route"]) != (seed, route)]
+            kept.append(seed_entry(out, seed, route, commit, calibration_times(args.work, out)))
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    rows_file.write_text(json.dumps(kept, indent=1) + "\n")
+    entries = sorted((e for e in kept if e["route"] in args.routes), key=lambda e: e["seed"])
+    results: dict[tuple[str, str], list[dict]] = {}
+    by_type: dict[tuple[str, str, str], list[float]] = {}
+    frictions: dict[tuple[str, str, str], list[float]] = {}
+    calibration_minutes: list[tuple[str, float]] = []
+    for entry in sorted(entries, key=lambda e: args.routes.index(e["route"])):
+        label = ROUTES[entry["route"]][0]
+        for model, row in entry["models"].items():
+            results.setdefault((label, model), []).append(row)
+            for kind, ratio in entry["d_ratio_by_type"][model].items():
+                by_type.setdefault((label, model, kind), []).append(ratio)
+            for kind, value in entry["frictions"][model].items():
+                frictions.setdefault((label, model, kind), []).append(value)
+        calibration_minutes += [tuple(pair) for pair in entry["calibration_minutes"]]
+    seeds = sorted({e["seed"] for e in entries})
+    commits = sorted({e["commit"] for e in entries})
+    command = f"python benchmarks/friction_matching.py --seeds {' '.join(map(str, seeds))}"
     command += f" --routes {' '.join(args.routes)} --title '{args.title}' --out {args.out.name}"
     command += f" --prefix {args.prefix}" if args.prefix else ""
     command += f" --set {' '.join(args.set)}" if args.set else ""
@@ -97,7 +109,9 @@ def main() -> None:
         f"# Matched friction: {args.title}",
         "",
         f"Regenerate: `{command}` (every run `cgkd run` with `data_seed=0`, one AA reference;",
-        f"the default settings otherwise). Mean ± sample std over the seeds ({len(args.seeds)}).",
+        f"the default settings otherwise), at {', '.join(commits)}. Mean ± sample std over",
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); each seed's numbers are in",
+        f"`{rows_file.name}`.",
         "",
         "| friction | model | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
         "|---|---|" + "---:|" * len(COLUMNS),
@@ -133,6 +147,32 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(args.out.read_text())
+
+
+def seed_entry(
+    run: Path, seed: int, route: str, commit: str, calibration: list[tuple[str, float]]
+) -> dict:
+    """One seed's numbers for one route, read from the ``run`` directory's result and
+    metrics: each model's table row, D ratio per bead type and fitted frictions."""
+    line = json.loads((run / "result.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    by_type: dict[str, dict[str, float]] = {model: {} for model in line["models"]}
+    for name, sources in metrics["observables"].items():
+        if name.startswith("msd "):
+            for model in line["models"]:
+                if model in sources:
+                    by_type[model][name.removeprefix("msd ")] = sources[model]["D ratio"]
+    return {
+        "seed": seed,
+        "route": route,
+        "commit": commit,
+        "models": line["models"],
+        "d_ratio_by_type": by_type,
+        "frictions": {
+            model: metrics["stability"][model].get("frictions") or {} for model in line["models"]
+        },
+        "calibration_minutes": calibration,
+    }
 
 
 def calibration_times(work: Path, run: Path) -> list[tuple[str, float]]:
