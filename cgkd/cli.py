@@ -25,6 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from cgkd import distributed
 from cgkd.config import CONFIG_DIR, valid_keys
 from cgkd.runtime import keep_freed_memory_in_heap, torch_device, use_threads
 from cgkd.stages.commands import COMMANDS as STAGES
@@ -91,7 +92,7 @@ def _run_stage(cfg: DictConfig) -> Any:
         print(config_graph(cfg, "run"))
         return {}
     records = run_command(cfg, cfg.stage)
-    if cfg.stage in ("run", "analyze"):
+    if cfg.stage in ("run", "analyze") and distributed.world().primary:
         from cgkd.report import render
 
         return render(cfg, records["analysis"], Path(HydraConfig.get().runtime.output_dir))
@@ -104,14 +105,17 @@ def _hydra_entry(cfg: DictConfig) -> None:
     # processes (joblib, submitit) run the same stage.
     # MDAnalysis logs every topology guess at INFO; keep its warnings only.
     logging.getLogger("MDAnalysis").setLevel(logging.WARNING)
+    if distributed.launch_rank() > 0:
+        log.setLevel(logging.WARNING)  # rank 0 tells what happens
     try:
         threads, source = use_threads(cfg.threads)
-        log.info("%d CPU threads (%s), networks on %s", threads, source, torch_device(cfg.device))
-        result = _run_stage(cfg)
+        with distributed.process_group(torch_device(cfg.device)) as device:
+            log.info("%d CPU threads (%s), networks on %s", threads, source, device)
+            result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         log.error("cgkd %s failed: %s", cfg.stage, error)
         raise SystemExit(f"cgkd {cfg.stage}: {error}") from error
-    if result:
+    if result and distributed.launch_rank() == 0:
         print(json.dumps(_summary(result), indent=2, default=str)[:4000])
 
 
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = _check_overrides(overrides)
     if problem:
         sys.exit(f"cgkd {_stage_name}: {problem}")
+    if distributed.launch_rank() > 0:  # rank 0 writes the run directory and its log
+        overrides = [*overrides, "hydra.output_subdir=null", "hydra/job_logging=stdout"]
     sys.argv = [f"cgkd-{_stage_name}", *_hydra_arguments(overrides, _stage_name)]
     keep_freed_memory_in_heap()
     _hydra_entry()

@@ -48,10 +48,14 @@ _CGROUP_V1 = (
 
 def allotted_cpus() -> tuple[int, str]:
     """The CPUs this process may use, and what limits them: its affinity mask (taskset,
-    numactl, SLURM's binding), a cgroup CPU quota (containers, SLURM with cgroups, rounded
-    up) or ``SLURM_CPUS_PER_TASK``, whichever is smallest."""
+    numactl, SLURM's binding), its share of that mask when torchrun starts several ranks on
+    the node (``LOCAL_WORLD_SIZE``), a cgroup CPU quota (containers, SLURM with cgroups,
+    rounded up) or ``SLURM_CPUS_PER_TASK``, whichever is smallest."""
     limits = {"affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0}
     limits["affinity"] = limits["affinity"] or os.cpu_count() or 1
+    ranks = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if ranks.isdigit() and int(ranks) > 1:
+        limits[f"affinity shared by {ranks} ranks"] = max(1, limits["affinity"] // int(ranks))
     quota = _cgroup_quota()
     if quota is not None:
         limits["cgroup CPU quota"] = max(1, math.ceil(quota))

@@ -227,6 +227,38 @@ def test_teachers_streamed_from_the_dataset_file_are_the_in_memory_ones(quick_ru
             assert torch.equal(value, theirs["state_dict"][name]), (path.name, name)
 
 
+@pytest.mark.slow
+def test_teacher_trained_by_two_torchrun_ranks_is_the_single_process_one(quick_run, tmp_path):
+    """`torchrun --nproc-per-node 2 -m cgkd.cli teach-member` (gloo, one thread per rank) on a
+    copy of the quick run's cache: rank 0 reuses the upstream stages and records the member
+    under the quick run's key, with the single-process teacher's weights and validation
+    losses; rank 1 leaves nothing behind."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(
+        quick_run / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("member-*")
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node=2", "-m", "cgkd.cli", "teach-member", "experiment=quick"]
+    command += ["progress=false", "teacher.member=0", "hydra.run.dir=out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    launch = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    assert "rank 0 of 2 (gloo)" in (tmp_path / "out" / "cli.log").read_text()
+    (member,) = (tmp_path / "cache").glob("member-*")
+    ours = json.loads((member / "done.json").read_text())
+    theirs = json.loads((quick_run / "cache" / member.name / "done.json").read_text())
+    for entry, other in zip(ours["history"], theirs["history"], strict=True):
+        assert entry["val_loss"] == pytest.approx(other["val_loss"], rel=1e-5)
+    weights = torch.load(member / "teacher.pt", weights_only=False)["state_dict"]
+    single = torch.load(quick_run / "cache" / member.name / "teacher.pt", weights_only=False)
+    for name, value in weights.items():
+        torch.testing.assert_close(value, single["state_dict"][name], rtol=0, atol=1e-5)
+    assert not any((tmp_path / "cache" / ".ranks").iterdir())
+
+
 def test_stage_override_joins_the_other_overrides_whatever_the_flags():
     from cgkd.cli import _hydra_arguments
 

@@ -19,6 +19,19 @@ def test_slurm_allotment_is_followed(monkeypatch):
     assert runtime.allotted_cpus() == (1, "SLURM_CPUS_PER_TASK")
 
 
+def test_ranks_of_a_torchrun_launch_share_the_node(monkeypatch, tmp_path):
+    """torchrun's ranks on one node split its CPUs (each gets at least one)."""
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(runtime, "_CGROUP_V2", tmp_path / "no cpu.max")
+    monkeypatch.setattr(runtime, "_CGROUP_V1", (tmp_path / "no quota", tmp_path / "no period"))
+    affinity = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    expected = (affinity // 2, "affinity shared by 2 ranks") if affinity > 1 else (1, "affinity")
+    assert runtime.allotted_cpus() == expected
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * affinity))
+    assert runtime.allotted_cpus()[0] == 1
+
+
 def test_cgroup_quota_is_rounded_up_and_capped_by_affinity(monkeypatch, tmp_path):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     cpu_max = tmp_path / "cpu.max"

@@ -6,6 +6,8 @@ mean of their forces. All members share one neighbour list and one set of priors
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -126,13 +128,19 @@ class CGPotential(nn.Module):
         return self.member_bead_energies(positions, boxes, species, pairs).mean(0)
 
     def energies_and_hierarchicality(
-        self, positions: Tensor, boxes: Tensor, species: Tensor
+        self,
+        positions: Tensor,
+        boxes: Tensor,
+        species: Tensor,
+        total: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Ensemble-mean bead energies [B, N] (kJ/mol) and the members' mean hierarchicality.
 
         The hierarchicality of a member is sum_n S_n / (S_n + S_(n-1)) over its energy layers
         n >= 1, with S_n the sum over the batch of its squared layer-n bead energies (as in
         hippynn); penalising it keeps the later, interacting layers small corrections.
+        ``total`` adds up the S_n of a batch shared among data-parallel ranks
+        (:func:`cgkd.distributed.global_sum`).
         """
         n_frames, n_beads = positions.shape[0], positions.shape[1]
         flat_species, first, second, vectors, prior = self._pairs_and_priors(
@@ -143,6 +151,8 @@ class CGPotential(nn.Module):
             layers = net.hierarchical_energies(flat_species, first, second, vectors)
             energies.append(layers.sum(0) + prior)
             squares = torch.sum(layers * layers, dim=1)
+            if total is not None:
+                squares = total(squares)
             ratios.append(torch.sum(squares[1:] / (squares[1:] + squares[:-1] + 1e-12)))
         mean_energy = torch.stack(energies).mean(0).view(n_frames, n_beads)
         return mean_energy, torch.stack(ratios).mean()

@@ -17,13 +17,16 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from cgkd import distributed
 
 #: Config paths that change how a run executes, never what it computes: no key holds them.
 EXECUTION = (
@@ -72,7 +75,9 @@ class Stage:
     JSON-able dict); ``keep`` names files (glob patterns) a failed build leaves for the next
     try (training checkpoints, MD replicas). An uncached stage (``cached=False``) writes
     nothing and is rebuilt every time; its key is still derived, so that the stages
-    downstream are keyed by its inputs.
+    downstream are keyed by its inputs. In a data-parallel launch (:mod:`cgkd.distributed`)
+    a ``data_parallel`` stage (one that trains a network) is built by every rank together;
+    any other by rank 0 alone.
     """
 
     name: str
@@ -85,6 +90,7 @@ class Stage:
     version: int = 1
     keep: tuple[str, ...] = ()
     cached: bool = True
+    data_parallel: bool = False
 
     def paths(self, declared: Paths, context: Context) -> tuple[str, ...]:
         """``reads`` or ``files`` for this context (they may depend on declared config)."""
@@ -136,15 +142,15 @@ class Context:
 
     @property
     def progress(self) -> bool:
-        """Whether to show progress bars."""
-        return bool(self.config.progress)
+        """Whether to show progress bars (rank 0's only, in a data-parallel launch)."""
+        return bool(self.config.progress) and distributed.world().primary
 
     @property
     def device(self) -> torch.device:
         """The torch device networks train and label on (the ``device`` setting)."""
         from cgkd.runtime import torch_device
 
-        return torch_device(self.config.device)
+        return distributed.rank_device(torch_device(self.config.device))
 
     @property
     def directory(self) -> Path:
@@ -230,6 +236,8 @@ class StageDir:
     Several processes (a Hydra multirun, parallel ensemble members) may reach the same stage
     at once: :meth:`run` holds a lock (``<cache_dir>/.locks/<name>-<key>.lock``) while it
     checks and builds the stage, so one process builds it and the others reuse the result.
+    The ranks of a data-parallel launch are one process as far as the cache goes: rank 0
+    holds the lock and writes, the others get its record.
     """
 
     path: Path
@@ -276,19 +284,32 @@ class StageDir:
         """The record of a finished stage."""
         return json.loads((self.path / "done.json").read_text())
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the stage's lock (waiting for whoever holds it)."""
+        locks = self.path.parent / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{self.path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def run(
         self,
         build: Callable[[Path], Record],
         inputs: dict[str, Any],
         keep: tuple[str, ...] = (),
+        together: bool = False,
     ) -> Record:
         """The stage's record: reused when done, else ``build(directory)`` makes it and
         :meth:`finish` records it with ``inputs``. Holds the stage's lock throughout. A build
-        that fails (or is interrupted) leaves only ``keep`` behind: nothing half-written."""
-        locks = self.path.parent / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{self.path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        that fails (or is interrupted) leaves only ``keep`` behind: nothing half-written.
+
+        In a data-parallel launch rank 0 does all that; with ``together`` the other ranks
+        build alongside it, each in a scratch directory of its own (:meth:`_scratch`), and
+        every rank gets rank 0's record (a failure on any rank fails them all)."""
+        if distributed.world().size > 1:
+            return self._run_on_ranks(build, inputs, keep, together)
+        with self.locked():
             if self.done:
                 return self.record()
             try:
@@ -297,6 +318,47 @@ class StageDir:
                 self.abandon(keep)
                 raise
             return self.finish(inputs, {"key": self.key, **record})
+
+    def _scratch(self) -> Path:
+        """An empty directory where a rank other than 0 builds a stage it builds alongside
+        rank 0 (``<cache_dir>/.ranks/<name>-rank<K>``), removed after the build."""
+        scratch = self.path.parent / ".ranks" / f"{self.path.name}-rank{distributed.world().rank}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        return scratch
+
+    def _run_on_ranks(
+        self,
+        build: Callable[[Path], Record],
+        inputs: dict[str, Any],
+        keep: tuple[str, ...],
+        together: bool,
+    ) -> Record:
+        primary = distributed.world().primary
+        with self.locked() if primary else nullcontext():
+            if distributed.share(self.done if primary else None):
+                return distributed.share(self.record() if primary else None)
+            record, error = None, None
+            try:
+                if primary:
+                    record = build(self.begin(keep))
+                elif together:
+                    build(self._scratch())
+            except BaseException as caught:  # every rank must hear of it, then it is raised
+                error = caught
+            finally:
+                if not primary:
+                    shutil.rmtree(self._scratch(), ignore_errors=True)
+            try:
+                distributed.all_succeed(error)
+            except BaseException:
+                if primary:
+                    self.abandon(keep)
+                raise
+            if primary:
+                assert record is not None
+                self.finish(inputs, {"key": self.key, **record})
+            return distributed.share(self.record() if primary else None)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -257,6 +257,7 @@ STUDENT = Stage(
     ),
     needs=_student_needs,
     keep=("checkpoint.pt",),
+    data_parallel=True,
 )
 SOFT_STUDENT = Stage(
     name="soft_student",
@@ -265,6 +266,7 @@ SOFT_STUDENT = Stage(
     reads=(*_MODEL_READS, "loss", "schedule.soft"),
     needs=lambda context: {**_BASIS, "soft": Request("sample"), "teacher": Request("teacher")},
     keep=("checkpoint.pt",),
+    data_parallel=True,
 )
 BASELINE = Stage(
     name="baseline",
@@ -280,4 +282,5 @@ BASELINE = Stage(
         ),
     },
     keep=("checkpoint.pt",),
+    data_parallel=True,
 )

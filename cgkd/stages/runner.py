@@ -13,6 +13,7 @@ import torch
 from joblib import Parallel, delayed
 from omegaconf import DictConfig, OmegaConf
 
+from cgkd import distributed
 from cgkd.stages.base import (
     EXECUTION,
     Context,
@@ -136,8 +137,8 @@ class Pipeline:
         the run's torch threads; those already cached are skipped."""
         plans = [self.plan(request) for request in requests]
         missing = [plan for plan in plans if not self._stage_dir(plan).done]
-        if n_jobs <= 1 or len(missing) <= 1:
-            return
+        if n_jobs <= 1 or len(missing) <= 1 or distributed.world().size > 1:
+            return  # a data-parallel launch trains members one by one, each on every rank
         for plan in missing:  # what they share is built once, here
             for child in plan.upstream.values():
                 self._run(child)
@@ -177,7 +178,9 @@ class Pipeline:
                 "files": plan.files,
                 "upstream": {role: child.directory_name for role, child in plan.upstream.items()},
             }
-            record = self._stage_dir(plan).run(build, inputs, keep=stage.keep)
+            record = self._stage_dir(plan).run(
+                build, inputs, keep=stage.keep, together=stage.data_parallel
+            )
         else:
             record = {"key": plan.key, **stage.build(context)}
         self._records[name] = record

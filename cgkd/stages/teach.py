@@ -82,6 +82,7 @@ MEMBER = Stage(
     reads=("teacher.model", "teacher.train", "teacher.bootstrap", *SPLIT_READS),
     needs=lambda context: {"cg": Request("map"), "prior": Request("prior")},
     keep=("checkpoint.pt",),
+    data_parallel=True,
 )
 
 

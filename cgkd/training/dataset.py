@@ -165,6 +165,14 @@ def batches(
     """The ``frames`` of ``source`` in order, ``size`` at a time, on ``device``; a streamed
     source with ``workers`` reads them ahead in that many processes."""
     chunks = [frames[first : first + size] for first in range(0, len(frames), size)]
+    return read_chunks(source, chunks, device)
+
+
+def read_chunks(
+    source: FrameSource, chunks: list[np.ndarray], device: torch.device | str = "cpu"
+) -> Iterator[TrainingData]:
+    """One batch per chunk of frame indices of ``source``, in order, on ``device`` (read ahead
+    as :func:`batches` does)."""
     workers = getattr(source, "workers", 0)
     if not workers or len(chunks) < 2:
         for chunk in chunks:

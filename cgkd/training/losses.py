@@ -15,6 +15,7 @@ With uncertainty weighting, each component of the teacher-force term counts with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,30 +24,39 @@ from torch import Tensor
 ERRORS = ("rmse", "mae", "rmse_mae")
 
 
+Mean = Callable[[Tensor], Tensor]
+
+
 def prediction_error(
-    prediction: Tensor, target: Tensor, kind: str = "rmse_mae", weights: Tensor | None = None
+    prediction: Tensor,
+    target: Tensor,
+    kind: str = "rmse_mae",
+    weights: Tensor | None = None,
+    mean: Mean = torch.mean,
 ) -> Tensor:
     """RMSE, MAE or RMSE + MAE (``kind``) over all elements (same units as the inputs); with
     ``weights`` (shaped like the inputs, mean 1), the weighted means of the squared and the
-    absolute differences."""
+    absolute differences. ``mean``: over the elements here, or over those of every rank of a
+    data-parallel run (:func:`cgkd.distributed.global_mean`)."""
     difference = prediction - target
     squared, absolute = difference * difference, torch.abs(difference)
     if weights is not None:
         squared, absolute = weights * squared, weights * absolute
     if kind == "rmse":
-        return torch.sqrt(torch.mean(squared))
+        return torch.sqrt(mean(squared))
     if kind == "mae":
-        return torch.mean(absolute)
+        return mean(absolute)
     if kind == "rmse_mae":
-        return torch.sqrt(torch.mean(squared)) + torch.mean(absolute)
+        return torch.sqrt(mean(squared)) + mean(absolute)
     raise ValueError(_unknown_error(kind))
 
 
-def uncertainty_weights(spread: Tensor, mean_spread: float) -> Tensor:
+def uncertainty_weights(spread: Tensor, mean_spread: float, mean: Mean = torch.mean) -> Tensor:
     """Weights 1 / (1 + (spread / mean_spread)^2) of teacher-force components, scaled to mean 1
-    (``spread``: the members' std per component, kJ/mol/nm)."""
+    (``spread``: the members' std per component, kJ/mol/nm; ``mean`` as in
+    :func:`prediction_error`)."""
     weights = 1.0 / (1.0 + (spread / mean_spread) ** 2)
-    return weights / weights.mean()
+    return weights / mean(weights)
 
 
 def _unknown_error(kind: str) -> str:

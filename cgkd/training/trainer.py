@@ -2,6 +2,12 @@
 
 With a checkpoint file, training state is saved after every epoch and an interrupted run
 resumes where it stopped, ending with the same weights as an uninterrupted run.
+
+In a data-parallel launch (:mod:`cgkd.distributed`), every rank trains the same model through
+``DistributedDataParallel`` on its share of each batch, with the loss's means taken over the
+whole batch, so that the ranks together take the very steps one process would; each rank
+validates on all validation frames (the same decisions everywhere) and rank 0 alone writes
+the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cgkd import distributed
 from cgkd.io.atomic import atomic_path
 from cgkd.models.potential import CGPotential
 from cgkd.training.dataset import (
@@ -29,9 +36,10 @@ from cgkd.training.dataset import (
     TrainingData,
     TrainStatistics,
     batches,
+    read_chunks,
     train_statistics,
 )
-from cgkd.training.losses import LossWeights, prediction_error, uncertainty_weights
+from cgkd.training.losses import LossWeights, Mean, prediction_error, uncertainty_weights
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +92,44 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class _Predictor(torch.nn.Module):
+    """A potential's bead energies, forces and, when asked, hierarchicality: the module that
+    ``DistributedDataParallel`` wraps. The forces are computed inside its forward, so that
+    DDP sees one backward pass per step, and the energies leave it detached unless the loss
+    uses them (``energies_in_loss``), so that DDP finds the parameters that get no gradient
+    from its outputs' graph (per-species energy offsets under a force-only loss). ``total``:
+    how the hierarchicality's batch sums add up (:func:`cgkd.distributed.global_sum`)."""
+
+    def __init__(
+        self, potential: CGPotential, total: Any = None, energies_in_loss: bool = True
+    ) -> None:
+        super().__init__()
+        self.potential, self.total, self.energies_in_loss = potential, total, energies_in_loss
+
+    def forward(
+        self,
+        positions: Tensor,
+        boxes: Tensor,
+        species: Tensor,
+        create_graph: bool,
+        hierarchicality: bool,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        positions = positions.detach().requires_grad_(True)
+        regulariser = None
+        if hierarchicality:
+            bead_energies, regulariser = self.potential.energies_and_hierarchicality(
+                positions, boxes, species, self.total
+            )
+        else:
+            bead_energies = self.potential(positions, boxes, species)
+        (gradient,) = torch.autograd.grad(bead_energies.sum(), positions, create_graph=create_graph)
+        if not self.energies_in_loss:
+            bead_energies = bead_energies.detach()
+        return bead_energies, -gradient, regulariser
+
+
 def predict(
-    potential: CGPotential,
+    potential: CGPotential | torch.nn.Module,
     positions: Tensor,
     boxes: Tensor,
     species: Tensor,
@@ -93,17 +137,10 @@ def predict(
     hierarchicality: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Bead energies [B, N] (kJ/mol), forces -dE/dx [B, N, 3] (kJ/mol/nm) of a batch and,
-    when ``hierarchicality`` is set, the potential's hierarchicality (else None)."""
-    positions = positions.detach().requires_grad_(True)
-    regulariser = None
-    if hierarchicality:
-        bead_energies, regulariser = potential.energies_and_hierarchicality(
-            positions, boxes, species
-        )
-    else:
-        bead_energies = potential(positions, boxes, species)
-    (gradient,) = torch.autograd.grad(bead_energies.sum(), positions, create_graph=create_graph)
-    return bead_energies, -gradient, regulariser
+    when ``hierarchicality`` is set, the potential's hierarchicality (else None).
+    ``potential``: a :class:`CGPotential`, or the data-parallel wrapper of one."""
+    predictor = _Predictor(potential) if isinstance(potential, CGPotential) else potential
+    return predictor(positions, boxes, species, create_graph, hierarchicality)
 
 
 class _Loss:
@@ -139,13 +176,15 @@ class _Loss:
         energies: Tensor,
         forces: Tensor,
         hierarchicality: Tensor | None,
+        mean: Mean = torch.mean,
     ) -> Tensor:
         """The loss of a ``batch`` (:meth:`TrainingData.select`) whose predicted bead
-        ``energies`` and ``forces`` are given."""
+        ``energies`` and ``forces`` are given; ``mean``: over this batch, or over a batch
+        shared among data-parallel ranks (:func:`cgkd.distributed.global_mean`)."""
         w = self.weights
 
         def err(prediction: Tensor, target: Tensor) -> Tensor:
-            return prediction_error(prediction, target, w.error)
+            return prediction_error(prediction, target, w.error, mean=mean)
 
         loss = torch.zeros((), dtype=forces.dtype, device=forces.device)
         if w.mapped_forces > 0:
@@ -160,8 +199,8 @@ class _Loss:
             weights = None
             if w.uncertainty_weighting:
                 assert batch.teacher_force_std is not None
-                weights = uncertainty_weights(batch.teacher_force_std, self.mean_spread)
-            error = prediction_error(forces, batch.teacher_forces, w.error, weights)
+                weights = uncertainty_weights(batch.teacher_force_std, self.mean_spread, mean)
+            error = prediction_error(forces, batch.teacher_forces, w.error, weights, mean)
             loss = loss + w.teacher_forces * error / self.teacher_force_scale
         if w.energy > 0:
             n_beads = energies.shape[1]
@@ -222,10 +261,18 @@ def train_potential(
     """
     torch.manual_seed(settings.seed)
     generator = np.random.default_rng(settings.seed)
+    world = distributed.world()
     statistics = train_statistics(data, splits.train)
     if not fine_tune:
         prepare_potential(potential, statistics, data.species)
     potential.to(device)  # before the optimiser, which holds the parameters
+    predictor = _Predictor(potential, energies_in_loss=weights.energy + weights.bead_energies > 0)
+    trained: torch.nn.Module = predictor
+    if world.size > 1:
+        on_gpu = torch.device(device).type == "cuda"
+        trained = torch.nn.parallel.DistributedDataParallel(
+            predictor, device_ids=[device] if on_gpu else None, find_unused_parameters=True
+        )
     loss_fn = _Loss(statistics, weights, data.has_teacher)
     optimizer = torch.optim.Adam(potential.parameters(), lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -235,9 +282,14 @@ def train_potential(
     result = TrainResult()
     best_state = copy.deepcopy(potential.state_dict())
     first_epoch, stopped = 0, False
-    if checkpoint is not None and Path(checkpoint).is_file():
+    saved = None
+    if checkpoint is not None and world.primary and Path(checkpoint).is_file():
+        saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    saved = distributed.share(saved)  # every rank resumes from rank 0's checkpoint
+    if saved is not None:
+        assert checkpoint is not None
         result, best_state, first_epoch, stopped = _resume(
-            checkpoint, fingerprint, potential, optimizer, scheduler, generator, device
+            saved, checkpoint, fingerprint, potential, optimizer, scheduler, generator, device
         )
         logger.info(
             "%s: resuming from %s after epoch %d of %d%s",
@@ -260,16 +312,19 @@ def train_potential(
         potential.train()
         order = generator.permutation(splits.train)
         train_losses, hierarchicality = [], []
-        for number, batch in enumerate(batches(data, order, settings.batch_size, device)):
+        chunks, active = _share_of_batches(order, settings.batch_size, world)
+        for number, batch in enumerate(read_chunks(data, chunks, device)):
+            predictor.total = distributed.global_sum(active[number])
             energies, forces, regulariser = predict(
-                potential,
+                trained,
                 batch.positions,
                 batch.boxes,
                 batch.species,
                 create_graph=True,
                 hierarchicality=loss_fn.uses_hierarchicality,
             )
-            loss = loss_fn(batch, energies, forces, regulariser)
+            mean = distributed.global_mean(active[number])
+            loss = loss_fn(batch, energies, forces, regulariser, mean)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"{description}: loss is {float(loss.detach())} at epoch {epoch} "
@@ -304,7 +359,7 @@ def train_potential(
         stopped = epoch + 1 == settings.epochs or (
             not improved and epoch - result.best_epoch >= settings.early_stopping
         )
-        if checkpoint is not None:
+        if checkpoint is not None and world.primary:
             _save_checkpoint(
                 checkpoint,
                 {
@@ -331,6 +386,21 @@ def train_potential(
     return result
 
 
+def _share_of_batches(
+    order: np.ndarray, size: int, world: distributed.World
+) -> tuple[list[np.ndarray], list[bool]]:
+    """This rank's frames of each batch of ``size`` frames of ``order`` (frames rank,
+    rank + ranks, ...), and whether it has any: a rank dealt none of a short last batch
+    reads its first frame as a stand-in that counts nothing."""
+    chunks, active = [], []
+    for first in range(0, len(order), size):
+        batch = order[first : first + size]
+        share = batch[world.rank :: world.size]
+        chunks.append(share if len(share) else batch[:1])
+        active.append(len(share) > 0)
+    return chunks, active
+
+
 def _fingerprint(
     potential: CGPotential, splits: Splits, weights: LossWeights, settings: TrainSettings
 ) -> dict[str, str]:
@@ -348,6 +418,7 @@ def _fingerprint(
 
 
 def _resume(
+    saved: dict[str, Any],
     checkpoint: Path,
     fingerprint: dict[str, str],
     potential: CGPotential,
@@ -356,17 +427,16 @@ def _resume(
     generator: np.random.Generator,
     device: torch.device | str,
 ) -> tuple[TrainResult, dict[str, Tensor], int, bool]:
-    """Restore the training state saved in ``checkpoint`` onto ``device`` (any device: it
+    """Restore the training state ``saved`` in ``checkpoint`` onto ``device`` (any device: it
     need not be the one that saved it); return the result so far, the best state, the next
     epoch and whether the run had stopped."""
-    saved = torch.load(checkpoint, weights_only=True, map_location=device)
     changed = [part for part, value in fingerprint.items() if saved["fingerprint"][part] != value]
     if changed:
         raise ValueError(
             f"checkpoint {checkpoint} was written with different {', '.join(changed)}; "
             "delete it to train afresh or restore the settings it was written with"
         )
-    potential.load_state_dict(saved["model"])
+    potential.load_state_dict(saved["model"])  # copied onto the potential's device
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     generator.bit_generator.state = saved["numpy_rng"]
@@ -377,7 +447,8 @@ def _resume(
         best_val_loss=saved["best_val_loss"],
         seconds=saved["seconds"],
     )
-    return result, saved["best_state"], saved["next_epoch"], saved["stopped"]
+    best_state = {name: value.to(device) for name, value in saved["best_state"].items()}
+    return result, best_state, saved["next_epoch"], saved["stopped"]
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
