@@ -22,6 +22,8 @@ import MDAnalysis as mda
 import numpy as np
 import torch
 
+from cgkd.training.dataset import Targets
+
 
 def digest(arrays: Iterable[np.ndarray]) -> str:
     """SHA-256 of arrays' dtypes, shapes and bytes."""
@@ -59,6 +61,12 @@ def arrays(path: Path) -> str:
     return digest(data[name] for name in sorted(data.files))
 
 
+def labels(path: Path) -> str:
+    """Every field of a label stage's ``targets/`` directory."""
+    targets = Targets.load(path)
+    return digest(getattr(targets, name) for name in sorted(vars(targets)))
+
+
 def trajectory(path: Path) -> str:
     """Every frame of a DCD trajectory (with the topology next to it)."""
     universe = mda.Universe(str(path.with_name("topology.pdb")), str(path))
@@ -85,7 +93,7 @@ KINDS: dict[str, Callable[[Path], str]] = {
     "student.pt": weights,
     "baseline.pt": weights,
     "classical.pt": weights,
-    "targets.npz": arrays,
+    "targets": labels,
     "soft.npz": arrays,
     "selection.json": selection,
     "trajectory.dcd": trajectory,

@@ -108,8 +108,8 @@ def _hydra_entry(cfg: DictConfig) -> None:
     if distributed.launch_rank() > 0:
         log.setLevel(logging.WARNING)  # rank 0 tells what happens
     try:
-        threads, source = use_threads(cfg.threads)
         with distributed.process_group(torch_device(cfg.device)) as device:
+            threads, source = use_threads(cfg.threads)  # after: ranks may share the node
             log.info("%d CPU threads (%s), networks on %s", threads, source, device)
             result = _run_stage(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

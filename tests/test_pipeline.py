@@ -203,10 +203,11 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
 
 
 @pytest.mark.slow
-def test_teachers_streamed_from_the_dataset_file_are_the_in_memory_ones(quick_run, tmp_path):
-    """`stream=true`: the quick run's teachers, retrained reading their frames batch by batch
-    from the H5MD file (upstream stages reused from a copy of its cache), have the very same
-    weights; the setting enters no key."""
+def test_models_streamed_from_the_dataset_files_are_the_in_memory_ones(quick_run, tmp_path):
+    """`stream=true`: the quick run's teachers, student and baseline, retrained reading their
+    frames (and the student its labels) batch by batch from their files (upstream stages
+    reused from a copy of its cache), have the very same weights; the setting enters no
+    key."""
     import shutil
 
     import torch
@@ -216,15 +217,18 @@ def test_teachers_streamed_from_the_dataset_file_are_the_in_memory_ones(quick_ru
         tmp_path / "cache",
         ignore=shutil.ignore_patterns("member-*", "teach-*", "student-*", "baseline-*"),
     )
-    teach = cgkd("teach", "experiment=quick", "progress=false", "stream=true", cwd=tmp_path)
-    assert teach.returncode == 0, teach.stderr[-3000:]
-    streamed = sorted((tmp_path / "cache").glob("member-*"))  # keyed as the quick run's
-    assert len(streamed) == 2 and all((quick_run / "cache" / p.name).is_dir() for p in streamed)
-    for path in streamed:
-        ours = torch.load(path / "teacher.pt", weights_only=False)["state_dict"]
-        theirs = torch.load(quick_run / "cache" / path.name / "teacher.pt", weights_only=False)
-        for name, value in ours.items():
-            assert torch.equal(value, theirs["state_dict"][name]), (path.name, name)
+    distill = cgkd("distill", "experiment=quick", "progress=false", "stream=true", cwd=tmp_path)
+    assert distill.returncode == 0, distill.stderr[-3000:]
+    models = {"member-*": "teacher.pt", "student-*": "student.pt", "baseline-*": "baseline.pt"}
+    for pattern, name in models.items():
+        streamed = sorted((tmp_path / "cache").glob(pattern))  # keyed as the quick run's
+        assert streamed and all((quick_run / "cache" / p.name).is_dir() for p in streamed)
+        for path in streamed:
+            ours = torch.load(path / name, weights_only=False)["state_dict"]
+            theirs = torch.load(quick_run / "cache" / path.name / name, weights_only=False)
+            for key, value in ours.items():
+                assert torch.equal(value, theirs["state_dict"][key]), (path.name, key)
+    assert len(list((tmp_path / "cache").glob("member-*"))) == 2
 
 
 @pytest.mark.slow
@@ -257,6 +261,38 @@ def test_teacher_trained_by_two_torchrun_ranks_is_the_single_process_one(quick_r
     for name, value in weights.items():
         torch.testing.assert_close(value, single["state_dict"][name], rtol=0, atol=1e-5)
     assert not any((tmp_path / "cache" / ".ranks").iterdir())
+
+
+@pytest.mark.slow
+def test_submitit_job_of_two_tasks_trains_the_teacher_data_parallel(quick_run, tmp_path):
+    """A multirun job through submitit's local executor with two tasks (what a SLURM job
+    with tasks_per_node=2 gets): the tasks form a process group from submitit's environment
+    and train the member as one process would."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(
+        quick_run / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("member-*")
+    )
+    job = cgkd(
+        "teach-member",
+        "--multirun",
+        "experiment=quick",
+        "progress=false",
+        "teacher.member=1",
+        "hydra/launcher=local_submitit",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "rank 0 of 2 (gloo)" in (tmp_path / "sweep" / "0" / "cli.log").read_text()
+    (member,) = (tmp_path / "cache").glob("member-*")
+    weights = torch.load(member / "teacher.pt", weights_only=False)["state_dict"]
+    single = torch.load(quick_run / "cache" / member.name / "teacher.pt", weights_only=False)
+    for name, value in weights.items():
+        torch.testing.assert_close(value, single["state_dict"][name], rtol=0, atol=1e-5)
 
 
 def test_stage_override_joins_the_other_overrides_whatever_the_flags():
@@ -507,6 +543,7 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
 
     from cgkd.io.h5md import read_h5md
     from cgkd.models.checkpoint import load_potential
+    from cgkd.training.dataset import Targets
     from cgkd.training.targets import predict_members
 
     sweep = cgkd(
@@ -564,8 +601,8 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
     ]
     assert len(single) == 2  # one per seed
     for label in single:
-        targets = np.load(label / "targets.npz")
-        assert np.all(targets["force_std"] == 0.0)
+        targets = Targets.load(label / "targets")
+        assert np.all(targets.force_std == 0.0)
         cache = quick_run / "cache"  # label <- teacher <- teach, by their config.yaml
         teacher = OmegaConf.load(label / "config.yaml")["upstream"]["teacher"]
         teach = OmegaConf.load(cache / teacher / "config.yaml")["upstream"]["teach"]
@@ -578,7 +615,7 @@ def test_seed_and_loss_sweep_is_summarized_with_the_teachers_simulated(quick_run
             torch.as_tensor(frames.boxes[:2], dtype=torch.float32),
             torch.as_tensor(frames.types),
         )
-        np.testing.assert_allclose(targets["forces"][:2], forces[0].numpy(), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(targets.forces[:2], forces[0].numpy(), rtol=1e-4, atol=1e-3)
     missing = cgkd("summarize", "cache", cwd=quick_run)
     assert missing.returncode != 0 and "no result.json" in missing.stderr
 

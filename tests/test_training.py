@@ -367,15 +367,29 @@ def test_loss_curves_are_saved_as_png(tmp_path):
     assert not (tmp_path / "empty.png").exists()
 
 
-def test_streamed_training_gives_the_same_model_as_the_in_memory_one(tmp_path):
-    """The same frames read batch by batch from their H5MD file train, with one thread and the
-    same seed, to bit-identical weights, statistics and held-out metrics."""
+@pytest.mark.parametrize("student", [False, True], ids=["teacher", "student"])
+def test_streamed_training_gives_the_same_model_as_the_in_memory_one(tmp_path, student):
+    """The same frames read batch by batch from their H5MD file (and, for a student, its
+    teacher's labels mapped from their files) train, with one thread and the same seed, to
+    bit-identical weights, statistics and held-out metrics."""
     from cgkd.io.h5md import read_h5md, write_h5md
     from cgkd.training.dataset import StreamedFrames, train_statistics
 
-    frames, _ = noisy_dataset(24, noise=5.0, seed=4)
+    frames, clean = noisy_dataset(24, noise=5.0, seed=4)
     path = write_h5md(tmp_path / "cg.h5md", frames)
     in_memory, streamed = TrainingData.from_frames(read_h5md(path)), StreamedFrames(path)
+    weights = LossWeights()
+    if student:
+        rng = np.random.default_rng(3)
+        labels = Targets.allocate(tmp_path / "targets", *clean.shape[:2])
+        labels.forces[:] = clean
+        labels.force_std[:] = rng.uniform(0.5, 2.0, clean.shape)
+        labels.bead_energies[:] = rng.normal(0.0, 3.0, clean.shape[:2])
+        labels.energies[:] = labels.bead_energies.sum(1)
+        labels.flush()
+        in_memory = in_memory.with_targets(Targets.load(tmp_path / "targets"))
+        streamed = StreamedFrames(path, labels=tmp_path / "targets")
+        weights = LossWeights(0.5, 1.0, 0.1, 0.1, uncertainty_weighting=True)
     splits = Splits.random(frames.n_frames, 0.2, 0.2, seed=1)
     assert train_statistics(in_memory, splits.train) == train_statistics(streamed, splits.train)
     settings = TrainSettings(epochs=3, batch_size=5, learning_rate=3e-3)
@@ -385,9 +399,7 @@ def test_streamed_training_gives_the_same_model_as_the_in_memory_one(tmp_path):
         models, metrics = [], []
         for data in (in_memory, streamed):
             potential = build_potential([NETWORK], None, seeds=[0])
-            result = train_potential(
-                potential, data, splits, LossWeights(), settings, progress=False
-            )
+            result = train_potential(potential, data, splits, weights, settings, progress=False)
             models.append(potential.state_dict())
             metrics.append(result.test_metrics)
     finally:
@@ -426,3 +438,9 @@ def test_streamed_batches_and_a_dataset_changed_under_them(tmp_path):
         streamed.select(np.array([0]))
     with pytest.raises(H5MDError, match=str(path)):
         StreamedFrames(path)
+    write_h5md(path, frames)
+    Targets.allocate(tmp_path / "other", 5, frames.n_particles).flush()  # labels of other frames
+    with pytest.raises(ValueError, match="relabel it with this teacher"):
+        StreamedFrames(path, labels=tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="rerun `cgkd label`"):
+        Targets.load(tmp_path)

@@ -38,7 +38,7 @@ def _classical(context: Context) -> Record:
     splits = reference_splits(context, frames.n_frames)
     labels = None
     if "labels" in context.upstream:
-        labels = Targets(**np.load(context.upstream["labels"]["targets"]))
+        labels = Targets.load(context.upstream["labels"]["targets"])
     prior = fitted_prior(context.upstream["prior"])
     forces = frames.forces if labels is None else labels.forces
     table, facts = fit_pair_table(

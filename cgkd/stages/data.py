@@ -10,7 +10,7 @@ from typing import Any
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, read_h5md
 from cgkd.stages.base import Context, Record
-from cgkd.training.dataset import FrameSource, Splits, StreamedFrames, TrainingData
+from cgkd.training.dataset import FrameSource, Splits, StreamedFrames, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.trainer import TrainSettings
 
@@ -28,8 +28,9 @@ def dataset(cg: Record) -> Frames:
 STREAM_ABOVE = 2 << 30
 
 
-def training_frames(context: Context, cg: Record) -> FrameSource:
-    """The CG dataset of a map record as training reads it: streamed from its file
+def training_frames(context: Context, cg: Record, labels: Record | None = None) -> FrameSource:
+    """The CG dataset of a map record as training reads it, with the teacher's labels of a
+    label record when given: streamed from its files
     (:class:`~cgkd.training.dataset.StreamedFrames`; the ``stream`` setting: true, or auto
     when its positions and forces take over :data:`STREAM_ABOVE` bytes) or loaded. Streamed
     batches are read ahead by two worker processes when training runs on a GPU."""
@@ -39,10 +40,13 @@ def training_frames(context: Context, cg: Record) -> FrameSource:
     if mode == "auto":
         with H5MDReader(cg["dataset"]) as reader:
             mode = reader.n_frames * reader.n_particles * 3 * 2 * 4 > STREAM_ABOVE
+    targets = None if labels is None else labels["targets"]
     if not mode:
-        return TrainingData.from_frames(dataset(cg))
+        loaded = None if targets is None else Targets.load(targets)
+        return TrainingData.from_frames(dataset(cg), loaded)
     # On a GPU two processes read batches ahead; on the CPU they would take its cores.
-    return StreamedFrames(cg["dataset"], workers=2 if context.device.type == "cuda" else 0)
+    workers = 2 if context.device.type == "cuda" else 0
+    return StreamedFrames(cg["dataset"], workers=workers, labels=targets)
 
 
 def reference_splits(context: Context, n_frames: int) -> Splits:

@@ -30,11 +30,12 @@ from cgkd.stages.data import (
     force_matching,
     reference_splits,
     train_settings,
+    training_frames,
 )
 from cgkd.stages.sample import soft_targets
 from cgkd.stages.teacher import has_bead_energies
 from cgkd.training.curves import plot_loss_curves
-from cgkd.training.dataset import Splits, Targets, TrainingData
+from cgkd.training.dataset import FrameSource, Splits, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.trainer import TrainSettings, evaluate, train_potential
 
@@ -72,7 +73,7 @@ def student_loss(context: Context, teacher: Record | None = None) -> LossWeights
 
 def train_model(
     context: Context,
-    data: TrainingData,
+    data: FrameSource,
     splits: Splits,
     weights: LossWeights,
     *,
@@ -161,13 +162,13 @@ def soft_dataset(context: Context, frames: Frames) -> tuple[Frames, TrainingData
 
 
 def _student(context: Context) -> Record:
-    frames = dataset(context.upstream["cg"])
-    splits = reference_splits(context, frames.n_frames)
+    cg = context.upstream["cg"]
     if schedule(context) == "single":
-        labels = Targets(**np.load(context.upstream["labels"]["targets"]))
+        data = training_frames(context, cg, context.upstream["labels"])
         weights = student_loss(context, context.upstream["teacher"])
-        return train_model(context, TrainingData.from_frames(frames, labels), splits, weights)
-    return _fine_tune(context, frames, splits)
+        return train_model(context, data, reference_splits(context, data.n_frames), weights)
+    frames = dataset(cg)
+    return _fine_tune(context, frames, reference_splits(context, frames.n_frames))
 
 
 def _soft_student(context: Context) -> Record:
@@ -222,17 +223,18 @@ def _fine_tune(context: Context, frames: Frames, splits: Splits) -> Record:
 
 
 def _baseline(context: Context) -> Record:
+    weights = force_matching(train_settings(context, "student.train", context("seed")))
+    if schedule(context) == "single":
+        data = training_frames(context, context.upstream["cg"])
+        return train_model(context, data, reference_splits(context, data.n_frames), weights)
     frames = dataset(context.upstream["cg"])
     splits = reference_splits(context, frames.n_frames)
-    soft_test = None
-    if schedule(context) == "two_stage":
-        hard = np.asarray(context.upstream["hard"]["indices"])
-        splits = Splits(hard, splits.val, splits.test)
-        _, soft_data, soft_splits = soft_dataset(context, frames)
-        soft_test = (soft_data, soft_splits.test)
-    weights = force_matching(train_settings(context, "student.train", context("seed")))
-    data = TrainingData.from_frames(frames)
-    return train_model(context, data, splits, weights, soft_test=soft_test)
+    hard = np.asarray(context.upstream["hard"]["indices"])
+    _, soft_data, soft_splits = soft_dataset(context, frames)
+    data, soft_test = TrainingData.from_frames(frames), (soft_data, soft_splits.test)
+    return train_model(
+        context, data, Splits(hard, splits.val, splits.test), weights, soft_test=soft_test
+    )
 
 
 #: What every model of the student's architecture reads.

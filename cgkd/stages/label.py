@@ -1,14 +1,17 @@
 """The teacher's labels of every reference frame (``label``): forces (mean and spread over
-members), per-bead and total energies."""
+members), per-bead and total energies, in ``targets/`` (:class:`Targets` files)."""
 
 from __future__ import annotations
 
-import numpy as np
+from tqdm.auto import tqdm
 
+from cgkd.io.h5md import H5MDReader
 from cgkd.stages.base import Context, Record, Request, Stage
-from cgkd.stages.data import dataset
 from cgkd.stages.teacher import load_teacher
 from cgkd.training.dataset import Targets
+
+#: Frames read, labelled and written at a time: memory holds these, not the dataset.
+CHUNK = 256
 
 
 def label_facts(targets: Targets) -> Record:
@@ -21,10 +24,20 @@ def _label(context: Context) -> Record:
     teacher = load_teacher(
         context.upstream["teacher"], cg, threads=context("simulate.threads"), device=context.device
     )
-    frames = dataset(cg)
-    targets = teacher.label(frames.positions, frames.boxes, progress=context.progress)
-    path = context.directory / "targets.npz"
-    np.savez(path, **targets.__dict__)
+    path = context.directory / "targets"
+    with H5MDReader(cg["dataset"]) as reader:
+        targets = Targets.allocate(path, reader.n_frames, reader.n_particles)
+        first = 0
+        with tqdm(
+            total=reader.n_frames, desc="labelling frames", disable=not context.progress
+        ) as bar:
+            for chunk in reader.chunks(CHUNK):
+                labelled = teacher.label(chunk.positions, chunk.boxes, progress=False)
+                for name, values in vars(labelled).items():
+                    getattr(targets, name)[first : first + chunk.n_frames] = values
+                first += chunk.n_frames
+                bar.update(chunk.n_frames)
+    targets.flush()
     return {"targets": str(path), "n_teachers": teacher.n_teachers, **label_facts(targets)}
 
 
@@ -33,4 +46,5 @@ LABEL = Stage(
     summary="the teacher's labels of the reference frames: forces, spread, energies",
     build=_label,
     needs=lambda context: {"cg": Request("map"), "teacher": Request("teacher")},
+    version=2,  # 2: targets/ of .npy files (was targets.npz)
 )

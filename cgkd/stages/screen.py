@@ -10,6 +10,7 @@ import numpy as np
 from cgkd.stages.base import Context, Record, Request, Stage, write_json
 from cgkd.stages.data import SPLIT_READS, dataset, reference_splits
 from cgkd.stages.teacher import n_teachers
+from cgkd.training.dataset import Targets
 from cgkd.training.screening import METHODS, frame_descriptors, select_frames
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def _screen(context: Context) -> Record:
     frames = dataset(context.upstream["cg"])
     scores = None
     if "labels" in context.upstream:
-        scores = np.load(context.upstream["labels"]["targets"])["force_std"].mean(axis=(1, 2))
+        spread = Targets.load(context.upstream["labels"]["targets"], mmap=True).force_std
+        scores = np.asarray(spread.mean(axis=(1, 2)))
     candidates = reference_splits(context, frames.n_frames).train
     n_pick = max(1, round(fraction * len(candidates)))
     descriptors = frame_descriptors(

@@ -25,12 +25,55 @@ class Targets:
 
     forces: [T, N, 3] mean force, kJ/mol/nm; force_std: [T, N, 3] spread across members;
     bead_energies: [T, N] mean per-bead energy, kJ/mol; energies: [T] mean total energy, kJ/mol.
+
+    On disk: a directory with one ``.npy`` file (float64) per field, which :meth:`load` can
+    map into memory instead of reading, so that a student reads the labels of a batch only.
     """
 
     forces: np.ndarray
     force_std: np.ndarray
     bead_energies: np.ndarray
     energies: np.ndarray
+
+    @classmethod
+    def allocate(cls, directory: Path, n_frames: int, n_beads: int) -> Targets:
+        """Zeroed label files for ``n_frames`` frames of ``n_beads`` beads in ``directory``,
+        mapped into memory to be filled in (then :meth:`flush`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        shapes = {
+            "forces": (n_frames, n_beads, 3),
+            "force_std": (n_frames, n_beads, 3),
+            "bead_energies": (n_frames, n_beads),
+            "energies": (n_frames,),
+        }
+        return cls(
+            **{
+                name: np.lib.format.open_memmap(
+                    directory / f"{name}.npy", mode="w+", dtype=np.float64, shape=shape
+                )
+                for name, shape in shapes.items()
+            }
+        )
+
+    def flush(self) -> None:
+        """Write memory-mapped fields (:meth:`allocate`) to their files."""
+        for f in fields(self):
+            values = getattr(self, f.name)
+            if isinstance(values, np.memmap):
+                values.flush()
+
+    @classmethod
+    def load(cls, directory: str | Path, mmap: bool = False) -> Targets:
+        """The labels saved in ``directory``: read, or with ``mmap`` mapped (read on use)."""
+        directory = Path(directory)
+        if not (directory / "forces.npy").is_file():
+            raise FileNotFoundError(
+                f"{directory} holds no teacher labels (forces.npy); rerun `cgkd label`"
+            )
+        mode = "r" if mmap else None
+        return cls(
+            **{f.name: np.load(directory / f"{f.name}.npy", mmap_mode=mode) for f in fields(cls)}
+        )
 
 
 @dataclass
@@ -206,19 +249,36 @@ class StreamedFrames:
     """A CG dataset (H5MD) read frame by frame: memory holds a batch, not the dataset.
 
     Positions, forces and boxes come from the file as :class:`TrainingData` batches exactly
-    as :meth:`TrainingData.from_frames` would make them. Students' teacher labels are not
-    streamed. The file is watched: one changed (size or modification time) or truncated
-    while training is an error naming it. ``workers`` processes read batches ahead
-    (:func:`batches`); each opens the file itself.
+    as :meth:`TrainingData.from_frames` would make them; a student's teacher labels of the
+    same frames come from the label files in ``labels`` (:meth:`Targets.load`, mapped). The
+    file is watched: one changed (size or modification time) or truncated while training is
+    an error naming it. ``workers`` processes read batches ahead (:func:`batches`); each
+    opens the files itself.
     """
 
-    def __init__(self, path: str | Path, workers: int = 0) -> None:
+    def __init__(self, path: str | Path, workers: int = 0, labels: str | Path | None = None):
         self.path, self.workers = Path(path), workers
+        self.labels = None if labels is None else Path(labels)
         self._stamp = _stamp(self.path)
         with H5MDReader(self.path) as reader:
             self._n_frames = reader.n_frames
             self._species = torch.as_tensor(reader.types, dtype=torch.long)
+            n_beads = reader.n_particles
         self._reader: H5MDReader | None = None
+        self._targets: Targets | None = None
+        if self.labels is not None:
+            shape = self._labels().forces.shape
+            if shape != (self._n_frames, n_beads, 3):
+                raise ValueError(
+                    f"teacher labels in {self.labels} have shape {shape} but {self.path} "
+                    f"has {(self._n_frames, n_beads, 3)}; relabel it with this teacher"
+                )
+
+    def _labels(self) -> Targets:
+        if self._targets is None:
+            assert self.labels is not None
+            self._targets = Targets.load(self.labels, mmap=True)
+        return self._targets
 
     @property
     def n_frames(self) -> int:
@@ -232,8 +292,8 @@ class StreamedFrames:
 
     @property
     def has_teacher(self) -> bool:
-        """Streamed data carry no teacher labels."""
-        return False
+        """Whether batches carry teacher labels (``labels`` given)."""
+        return self.labels is not None
 
     def select(self, frames: np.ndarray, device: torch.device | str = "cpu") -> TrainingData:
         """The ``frames`` (indices) read from the file as a batch on ``device``."""
@@ -244,16 +304,28 @@ class StreamedFrames:
             )
         if self._reader is None:
             self._reader = H5MDReader(self.path)
-        read = self._reader.take(np.asarray(frames))
-        return TrainingData(
-            positions=_tensor(read.positions).to(device),
-            boxes=_tensor(read.boxes).to(device),
-            species=self._species.to(device),
-            mapped_forces=_tensor(read.forces).to(device),
+        frames = np.asarray(frames)
+        read = self._reader.take(frames)
+        batch = TrainingData(
+            positions=_tensor(read.positions),
+            boxes=_tensor(read.boxes),
+            species=self._species,
+            mapped_forces=_tensor(read.forces),
         )
+        if self.labels is not None:
+            labels = self._labels()
+            batch = replace(
+                batch,
+                teacher_forces=_tensor(labels.forces[frames]),
+                teacher_energies=_tensor(labels.energies[frames]),
+                teacher_bead_energies=_tensor(labels.bead_energies[frames]),
+                teacher_force_std=_tensor(labels.force_std[frames]),
+            )
+        return batch.to(device)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_reader": None}  # an open file does not cross processes
+        # Open files and mapped labels do not cross processes: each reopens them.
+        return {**self.__dict__, "_reader": None, "_targets": None}
 
 
 def _stamp(path: Path) -> tuple[int, int]:
