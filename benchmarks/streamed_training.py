@@ -1,5 +1,5 @@
-"""Peak memory and throughput of teacher training on a CG dataset loaded into memory against
-one streamed from its H5MD file (``stream=true``), on synthetic datasets of growing size.
+"""Peak memory and throughput of training on a CG dataset loaded into memory against one
+streamed from its H5MD file (``stream=true``), on synthetic datasets of growing size.
 
 Each dataset is written frame chunk by frame chunk (300 beads of a water-like liquid,
 random positions and forces, float64 as cgkd writes them). Each (dataset, mode) pair then
@@ -8,9 +8,11 @@ dominate memory) for ``--epochs`` epochs on ``--train-frames`` frames spread ove
 whole file, and reports its peak resident memory
 above the process's baseline (torch and cgkd imported) and its training throughput in
 bead-frames per second. The in-memory path loads every frame, so its memory grows with the
-file; the streamed one holds a batch.
+file; the streamed one holds a batch. With ``--student`` the dataset also gets teacher
+labels (random, in the label stage's ``targets/`` files) and the network trains on them as a
+student does, reading them whole or, streamed, a batch at a time from the mapped files.
 
-    python benchmarks/streamed_training.py [--frames 2000 8000 32000] [--workdir DIR]
+    python benchmarks/streamed_training.py [--frames 2000 8000 32000] [--student] [--workdir DIR]
 
 The files are deleted afterwards unless --keep is given.
 """
@@ -29,6 +31,7 @@ import numpy as np
 
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDWriter
+from cgkd.training.dataset import Targets
 
 N_BEADS, EDGE = 300, 2.08  # nm: water's density for 300 one-bead molecules
 
@@ -39,12 +42,17 @@ import cgkd.training.trainer
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 from cgkd.io.h5md import read_h5md
 from cgkd.models import build_potential
-from cgkd.training.dataset import Splits, StreamedFrames, TrainingData
+from cgkd.training.dataset import Splits, StreamedFrames, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.trainer import TrainSettings, train_potential
 mode, path, n_train, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(int(sys.argv[5]))
-data = StreamedFrames(path) if mode == "streamed" else TrainingData.from_frames(read_h5md(path))
+labels = None if sys.argv[6] == "-" else sys.argv[6]
+if mode == "streamed":
+    data = StreamedFrames(path, labels=labels)
+else:
+    data = TrainingData.from_frames(read_h5md(path), labels and Targets.load(labels))
+weights = LossWeights(0.0, 1.0) if labels else LossWeights()
 picked = np.linspace(0, data.n_frames - 1, n_train + 16).round().astype(int)
 splits = Splits(train=picked[:-16], val=picked[-16:-8], test=picked[-8:])
 network = dict(n_species=1, n_features=16, n_sensitivities=8, n_interactions=1,
@@ -52,13 +60,28 @@ network = dict(n_species=1, n_features=16, n_sensitivities=8, n_interactions=1,
 potential = build_potential([network], None, seeds=[0])
 settings = TrainSettings(epochs=epochs, batch_size=4, early_stopping=epochs)
 start = time.perf_counter()
-train_potential(potential, data, splits, LossWeights(), settings, progress=False)
+train_potential(potential, data, splits, weights, settings, progress=False)
 seconds = time.perf_counter() - start
 print(json.dumps({
     "bead_frames_per_s": epochs * len(splits.train) * data.species.numel() / seconds,
     "extra_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024,
 }))
 """
+
+
+def write_labels(directory: Path, n_frames: int, seed: int = 1) -> float:
+    """Random teacher labels of ``n_frames`` frames in ``directory``, written a chunk at a
+    time; their size in MiB."""
+    rng = np.random.default_rng(seed)
+    labels = Targets.allocate(directory, n_frames, N_BEADS)
+    for first in range(0, n_frames, 500):
+        n = min(500, n_frames - first)
+        labels.forces[first : first + n] = rng.normal(0, 300.0, (n, N_BEADS, 3))
+        labels.force_std[first : first + n] = rng.uniform(10.0, 50.0, (n, N_BEADS, 3))
+        labels.bead_energies[first : first + n] = rng.normal(0, 5.0, (n, N_BEADS))
+        labels.energies[first : first + n] = labels.bead_energies[first : first + n].sum(1)
+    labels.flush()
+    return sum(f.stat().st_size for f in directory.iterdir()) / 2**20
 
 
 def write_dataset(path: Path, n_frames: int, seed: int = 0) -> float:
@@ -92,10 +115,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--student", action="store_true", help="train on teacher labels")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(dir=args.workdir))
     rows = [
-        "| frames | bead-frames | file (MiB) | mode | peak memory above baseline (MiB) "
+        f"{'student (with labels)' if args.student else 'teacher'}:",
+        "",
+        "| frames | bead-frames | files (MiB) | mode | peak memory above baseline (MiB) "
         "| bead-frames/s |",
         "|---:|---:|---:|---|---:|---:|",
     ]
@@ -103,9 +129,13 @@ def main() -> None:
         for n_frames in args.frames:
             path = workdir / f"cg_{n_frames}.h5md"
             size = write_dataset(path, n_frames)
+            labels = workdir / f"targets_{n_frames}"
+            if args.student:
+                size += write_labels(labels, n_frames)
             for mode in ("in memory", "streamed"):
                 child = [sys.executable, "-c", _CHILD, mode.split()[-1], str(path)]
                 child += [str(args.train_frames), str(args.epochs), str(args.threads)]
+                child += [str(labels) if args.student else "-"]
                 done = subprocess.run(child, capture_output=True, text=True, check=True)
                 measured = json.loads(done.stdout.strip().splitlines()[-1])
                 rows.append(
