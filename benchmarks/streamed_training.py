@@ -5,9 +5,9 @@ Each dataset is written frame chunk by frame chunk (300 beads of a water-like li
 random positions and forces, float64 as cgkd writes them). Each (dataset, mode) pair then
 trains, in a fresh process, a small network (so that the data, not the activations,
 dominate memory) for ``--epochs`` epochs on ``--train-frames`` frames spread over the
-whole file, and reports its peak resident memory
-above the process's baseline (torch and cgkd imported) and its training throughput in
-bead-frames per second. The in-memory path loads every frame, so its memory grows with the
+whole file, and reports its peak resident memory (Linux's VmHWM, reset once torch and cgkd
+are imported) above its resident memory then, and its training throughput in bead-frames
+per second. The in-memory path loads every frame, so its memory grows with the
 file; the streamed one holds a batch. With ``--student`` the dataset also gets teacher
 labels (random, in the label stage's ``targets/`` files) and the network trains on them as a
 student does, reading them whole or, streamed, a batch at a time from the mapped files.
@@ -36,15 +36,18 @@ from cgkd.training.dataset import Targets
 N_BEADS, EDGE = 300, 2.08  # nm: water's density for 300 one-bead molecules
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch
-import cgkd.training.trainer
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 from cgkd.io.h5md import read_h5md
 from cgkd.models import build_potential
 from cgkd.training.dataset import Splits, StreamedFrames, Targets, TrainingData
 from cgkd.training.losses import LossWeights
 from cgkd.training.trainer import TrainSettings, train_potential
+def kib(key):
+    lines = open("/proc/self/status").read().splitlines()
+    return int(next(line for line in lines if line.startswith(key)).split()[1])
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) restarts from here
+baseline = kib("VmRSS:")
 mode, path, n_train, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(int(sys.argv[5]))
 labels = None if sys.argv[6] == "-" else sys.argv[6]
@@ -64,7 +67,7 @@ train_potential(potential, data, splits, weights, settings, progress=False)
 seconds = time.perf_counter() - start
 print(json.dumps({
     "bead_frames_per_s": epochs * len(splits.train) * data.species.numel() / seconds,
-    "extra_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024,
+    "extra_mib": (kib("VmHWM:") - baseline) / 1024,
 }))
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -236,3 +237,24 @@ def test_the_drawn_graph_is_the_code_s():
         config_graph(config(), "run", "mermaid"),
         config_graph(config("schedule=two_stage"), "run", "mermaid"),
     ]
+
+
+def test_train_frames_cuts_the_training_split_to_nested_subsets():
+    """train_frames=K: every model trains on K of the reference's training frames, the first
+    of a shuffle by seed (so 3 of them are among 6 of them); validation and test frames
+    stay; the setting keys the teachers; a K beyond the split is a one-line error."""
+    from cgkd.stages.data import reference_splits
+
+    def splits(*overrides: str):
+        return reference_splits(Context.unchecked(config(*overrides)), 40)
+
+    full, six, three = splits(), splits("train_frames=6"), splits("train_frames=3")
+    assert len(six.train) == 6 and len(three.train) == 3 and len(full.train) == 32
+    assert set(three.train) <= set(six.train) <= set(full.train)
+    for cut in (six, three):
+        assert np.array_equal(cut.val, full.val) and np.array_equal(cut.test, full.test)
+    assert not np.array_equal(splits("train_frames=6", "seed=1").train, six.train)
+    members = [plans(config(*o))["member[0]"].key for o in ((), ("train_frames=6",))]
+    assert members[0] != members[1]
+    with pytest.raises(ValueError, match=r"train_frames=33: the reference has 32 training"):
+        splits("train_frames=33")

@@ -188,9 +188,12 @@ class Config:
     reference; ``cache_dir``: where stage artifacts are cached; ``progress``: show progress
     bars; ``threads``: CPU threads of torch and the default of OpenMM's CPU platform (auto:
     the CPUs this process may use); ``device``: where networks train and label (auto: the
-    first GPU torch sees, else the CPU; cpu, cuda or cuda:K); ``stream``: teachers read their
-    training frames from the CG dataset's file batch by batch instead of loading it (auto:
-    datasets over 2 GiB; true; false). None of the three changes a cache key."""
+    first GPU torch sees, else the CPU; cpu, cuda or cuda:K); ``stream``: the networks read
+    their training frames from the CG dataset's file batch by batch instead of loading it
+    (auto: datasets over 2 GiB; true; false). None of the three changes a cache key.
+    ``train_frames``: how many of the reference's training frames every model trains on
+    (None: all), the first of a shuffle by ``seed`` (so smaller sets are subsets of larger
+    ones); the validation and test frames stay the same."""
 
     stage: str = "run"
     seed: int = 0
@@ -200,6 +203,7 @@ class Config:
     threads: Any = "auto"
     device: str = "auto"
     stream: Any = "auto"
+    train_frames: int | None = None
     input: InputSettings = field(default_factory=InputSettings)
     system: Any = MISSING  # a schema of SYSTEM_SCHEMAS, chosen by the system option
     mapping: MappingSchema = MISSING  # type: ignore[valid-type]

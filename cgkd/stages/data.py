@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDReader, read_h5md
 from cgkd.stages.base import Context, Record
@@ -16,7 +18,12 @@ from cgkd.training.trainer import TrainSettings
 
 #: What the reference frames' train/val/test splits depend on (the teachers' and every
 #: student's splits are these).
-SPLIT_READS = ("seed", "teacher.train.val_fraction", "teacher.train.test_fraction")
+SPLIT_READS = (
+    "seed",
+    "teacher.train.val_fraction",
+    "teacher.train.test_fraction",
+    "train_frames",
+)
 
 
 def dataset(cg: Record) -> Frames:
@@ -50,13 +57,24 @@ def training_frames(context: Context, cg: Record, labels: Record | None = None) 
 
 
 def reference_splits(context: Context, n_frames: int) -> Splits:
-    """The reference frames' splits (reads :data:`SPLIT_READS`)."""
-    return Splits.random(
+    """The reference frames' splits (reads :data:`SPLIT_READS`): random by ``seed``, the
+    training frames cut to the first ``train_frames`` of a shuffle by ``seed`` when set."""
+    splits = Splits.random(
         n_frames,
         context("teacher.train.val_fraction"),
         context("teacher.train.test_fraction"),
         context("seed"),
     )
+    wanted = context("train_frames")
+    if wanted is None:
+        return splits
+    if not 1 <= int(wanted) <= len(splits.train):
+        raise ValueError(
+            f"train_frames={wanted}: the reference has {len(splits.train)} training frames "
+            f"(of {n_frames}); use 1 to {len(splits.train)}, or null for all"
+        )
+    shuffled = np.random.default_rng(context("seed")).permutation(splits.train)
+    return Splits(np.sort(shuffled[: int(wanted)]), splits.val, splits.test)
 
 
 def fitted_prior(prior: Record) -> dict[str, Any] | None:
