@@ -31,7 +31,7 @@ import numpy as np
 
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import H5MDWriter
-from cgkd.training.dataset import Targets
+from cgkd.training.dataset import LabelWriter, Targets
 
 N_BEADS, EDGE = 300, 2.08  # nm: water's density for 300 one-bead molecules
 
@@ -76,14 +76,18 @@ def write_labels(directory: Path, n_frames: int, seed: int = 1) -> float:
     """Random teacher labels of ``n_frames`` frames in ``directory``, written a chunk at a
     time; their size in MiB."""
     rng = np.random.default_rng(seed)
-    labels = Targets.allocate(directory, n_frames, N_BEADS)
-    for first in range(0, n_frames, 500):
-        n = min(500, n_frames - first)
-        labels.forces[first : first + n] = rng.normal(0, 300.0, (n, N_BEADS, 3))
-        labels.force_std[first : first + n] = rng.uniform(10.0, 50.0, (n, N_BEADS, 3))
-        labels.bead_energies[first : first + n] = rng.normal(0, 5.0, (n, N_BEADS))
-        labels.energies[first : first + n] = labels.bead_energies[first : first + n].sum(1)
-    labels.flush()
+    with LabelWriter(directory, n_frames, N_BEADS) as writer:
+        for first in range(0, n_frames, 500):
+            n = min(500, n_frames - first)
+            bead_energies = rng.normal(0, 5.0, (n, N_BEADS))
+            writer.append(
+                Targets(
+                    forces=rng.normal(0, 300.0, (n, N_BEADS, 3)),
+                    force_std=rng.uniform(10.0, 50.0, (n, N_BEADS, 3)),
+                    bead_energies=bead_energies,
+                    energies=bead_energies.sum(1),
+                )
+            )
     return sum(f.stat().st_size for f in directory.iterdir()) / 2**20
 
 

@@ -21,7 +21,7 @@ from conftest import random_liquid
 from cgkd.io.frames import Frames
 from cgkd.models.checkpoint import build_potential
 from cgkd.training.curves import plot_loss_curves
-from cgkd.training.dataset import Splits, Targets, TrainingData
+from cgkd.training.dataset import LabelWriter, Splits, Targets, TrainingData
 from cgkd.training.losses import LossWeights, prediction_error, uncertainty_weights
 from cgkd.training.targets import label_frames
 from cgkd.training.trainer import TrainingDivergedError, TrainSettings, evaluate, train_potential
@@ -381,12 +381,12 @@ def test_streamed_training_gives_the_same_model_as_the_in_memory_one(tmp_path, s
     weights = LossWeights()
     if student:
         rng = np.random.default_rng(3)
-        labels = Targets.allocate(tmp_path / "targets", *clean.shape[:2])
-        labels.forces[:] = clean
-        labels.force_std[:] = rng.uniform(0.5, 2.0, clean.shape)
-        labels.bead_energies[:] = rng.normal(0.0, 3.0, clean.shape[:2])
-        labels.energies[:] = labels.bead_energies.sum(1)
-        labels.flush()
+        bead_energies = rng.normal(0.0, 3.0, clean.shape[:2])
+        spread = rng.uniform(0.5, 2.0, clean.shape)
+        labels = Targets(clean, spread, bead_energies, bead_energies.sum(1))
+        with LabelWriter(tmp_path / "targets", *clean.shape[:2]) as writer:
+            for first in (0, 10, 20):  # in chunks, as the label stage writes them
+                writer.append(Targets(*(getattr(labels, f)[first:][:10] for f in vars(labels))))
         in_memory = in_memory.with_targets(Targets.load(tmp_path / "targets"))
         streamed = StreamedFrames(path, labels=tmp_path / "targets")
         weights = LossWeights(0.5, 1.0, 0.1, 0.1, uncertainty_weighting=True)
@@ -439,8 +439,14 @@ def test_streamed_batches_and_a_dataset_changed_under_them(tmp_path):
     with pytest.raises(H5MDError, match=str(path)):
         StreamedFrames(path)
     write_h5md(path, frames)
-    Targets.allocate(tmp_path / "other", 5, frames.n_particles).flush()  # labels of other frames
-    with pytest.raises(ValueError, match="relabel it with this teacher"):
+    zeros = Targets(*(np.zeros(shape) for shape in Targets.shapes(5, frames.n_particles).values()))
+    with LabelWriter(tmp_path / "other", 5, frames.n_particles) as writer:
+        writer.append(zeros)  # the labels of 5 other frames
+    with pytest.raises(ValueError, match=r"float64 \(5, 24, 3\), not float64 \(6, 24, 3\)"):
         StreamedFrames(path, labels=tmp_path / "other")
+    short = LabelWriter(tmp_path / "short", 5, frames.n_particles)
+    with pytest.raises(ValueError, match="labels of 3 frames written for 5"), short as writer:
+        writer.append(Targets(*(getattr(zeros, f)[:3] for f in vars(zeros))))
+    assert not any((tmp_path / "short").iterdir())  # nothing half-written left
     with pytest.raises(FileNotFoundError, match="rerun `cgkd label`"):
         Targets.load(tmp_path)

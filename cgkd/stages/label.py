@@ -8,15 +8,16 @@ from tqdm.auto import tqdm
 from cgkd.io.h5md import H5MDReader
 from cgkd.stages.base import Context, Record, Request, Stage
 from cgkd.stages.teacher import load_teacher
-from cgkd.training.dataset import Targets
+from cgkd.training.dataset import LabelWriter
 
 #: Frames read, labelled and written at a time: memory holds these, not the dataset.
 CHUNK = 256
 
 
-def label_facts(targets: Targets) -> Record:
-    """What a record says about labels: their mean force spread over the teachers."""
-    return {"mean_force_std": float(targets.force_std.mean())}
+def label_facts(mean_force_std: float) -> Record:
+    """What a record says about labels: their mean force spread over the teachers
+    (kJ/mol/nm)."""
+    return {"mean_force_std": mean_force_std}
 
 
 def _label(context: Context) -> Record:
@@ -24,21 +25,20 @@ def _label(context: Context) -> Record:
     teacher = load_teacher(
         context.upstream["teacher"], cg, threads=context("simulate.threads"), device=context.device
     )
-    path = context.directory / "targets"
-    with H5MDReader(cg["dataset"]) as reader:
-        targets = Targets.allocate(path, reader.n_frames, reader.n_particles)
-        first = 0
-        with tqdm(
-            total=reader.n_frames, desc="labelling frames", disable=not context.progress
-        ) as bar:
-            for chunk in reader.chunks(CHUNK):
-                labelled = teacher.label(chunk.positions, chunk.boxes, progress=False)
-                for name, values in vars(labelled).items():
-                    getattr(targets, name)[first : first + chunk.n_frames] = values
-                first += chunk.n_frames
-                bar.update(chunk.n_frames)
-    targets.flush()
-    return {"targets": str(path), "n_teachers": teacher.n_teachers, **label_facts(targets)}
+    path, spread, elements = context.directory / "targets", 0.0, 0
+    with (
+        H5MDReader(cg["dataset"]) as reader,
+        LabelWriter(path, reader.n_frames, reader.n_particles) as writer,
+        tqdm(total=reader.n_frames, desc="labelling frames", disable=not context.progress) as bar,
+    ):
+        for chunk in reader.chunks(CHUNK):
+            labelled = teacher.label(chunk.positions, chunk.boxes, progress=False)
+            writer.append(labelled)
+            spread += float(labelled.force_std.sum())
+            elements += labelled.force_std.size
+            bar.update(chunk.n_frames)
+    facts = label_facts(spread / elements)
+    return {"targets": str(path), "n_teachers": teacher.n_teachers, **facts}
 
 
 LABEL = Stage(

@@ -46,7 +46,7 @@ def _screen(context: Context) -> Record:
     frames = dataset(context.upstream["cg"])
     scores = None
     if "labels" in context.upstream:
-        spread = Targets.load(context.upstream["labels"]["targets"], mmap=True).force_std
+        spread = Targets.load(context.upstream["labels"]["targets"]).force_std
         scores = np.asarray(spread.mean(axis=(1, 2)))
     candidates = reference_splits(context, frames.n_frames).train
     n_pick = max(1, round(fraction * len(candidates)))

@@ -26,8 +26,9 @@ class Targets:
     forces: [T, N, 3] mean force, kJ/mol/nm; force_std: [T, N, 3] spread across members;
     bead_energies: [T, N] mean per-bead energy, kJ/mol; energies: [T] mean total energy, kJ/mol.
 
-    On disk: a directory with one ``.npy`` file (float64) per field, which :meth:`load` can
-    map into memory instead of reading, so that a student reads the labels of a batch only.
+    On disk: a directory with one ``.npy`` file (float64) per field, written a chunk of
+    frames at a time (:class:`LabelWriter`) and read whole (:meth:`load`) or a few frames at
+    a time (:class:`LabelRows`).
     """
 
     forces: np.ndarray
@@ -35,45 +36,110 @@ class Targets:
     bead_energies: np.ndarray
     energies: np.ndarray
 
-    @classmethod
-    def allocate(cls, directory: Path, n_frames: int, n_beads: int) -> Targets:
-        """Zeroed label files for ``n_frames`` frames of ``n_beads`` beads in ``directory``,
-        mapped into memory to be filled in (then :meth:`flush`)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        shapes = {
+    @staticmethod
+    def shapes(n_frames: int, n_beads: int) -> dict[str, tuple[int, ...]]:
+        """The shape of each field for ``n_frames`` frames of ``n_beads`` beads."""
+        return {
             "forces": (n_frames, n_beads, 3),
             "force_std": (n_frames, n_beads, 3),
             "bead_energies": (n_frames, n_beads),
             "energies": (n_frames,),
         }
-        return cls(
-            **{
-                name: np.lib.format.open_memmap(
-                    directory / f"{name}.npy", mode="w+", dtype=np.float64, shape=shape
-                )
-                for name, shape in shapes.items()
-            }
-        )
-
-    def flush(self) -> None:
-        """Write memory-mapped fields (:meth:`allocate`) to their files."""
-        for f in fields(self):
-            values = getattr(self, f.name)
-            if isinstance(values, np.memmap):
-                values.flush()
 
     @classmethod
-    def load(cls, directory: str | Path, mmap: bool = False) -> Targets:
-        """The labels saved in ``directory``: read, or with ``mmap`` mapped (read on use)."""
-        directory = Path(directory)
-        if not (directory / "forces.npy").is_file():
-            raise FileNotFoundError(
-                f"{directory} holds no teacher labels (forces.npy); rerun `cgkd label`"
-            )
-        mode = "r" if mmap else None
-        return cls(
-            **{f.name: np.load(directory / f"{f.name}.npy", mmap_mode=mode) for f in fields(cls)}
+    def load(cls, directory: str | Path) -> Targets:
+        """The labels saved in ``directory``, read whole."""
+        return cls(**{name: np.load(path) for name, path in _label_files(directory).items()})
+
+
+def _label_files(directory: str | Path) -> dict[str, Path]:
+    """The label file of each :class:`Targets` field in ``directory``; one missing is an
+    error naming the directory."""
+    directory = Path(directory)
+    files = {f.name: directory / f"{f.name}.npy" for f in fields(Targets)}
+    if missing := [path.name for path in files.values() if not path.is_file()]:
+        raise FileNotFoundError(
+            f"{directory} holds no teacher labels ({', '.join(missing)} missing); "
+            "rerun `cgkd label`"
         )
+    return files
+
+
+class LabelWriter:
+    """Writes the :class:`Targets` of ``n_frames`` frames into ``directory`` a chunk of
+    frames at a time (:meth:`append`), so memory holds a chunk; a writer closed before all
+    frames came is an error, and its files are removed."""
+
+    def __init__(self, directory: Path, n_frames: int, n_beads: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.n_frames, self.written = n_frames, 0
+        self._files = {}
+        for name, shape in Targets.shapes(n_frames, n_beads).items():
+            handle = open(directory / f"{name}.npy", "wb")  # noqa: SIM115 - closed in close()
+            header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_2_0(handle, header)
+            self._files[name] = handle
+
+    def append(self, targets: Targets) -> None:
+        """Add the labels of the next frames."""
+        n = len(targets.energies)
+        if self.written + n > self.n_frames:
+            raise ValueError(f"{self.written + n} frames of labels for {self.n_frames} frames")
+        for name, handle in self._files.items():
+            handle.write(np.ascontiguousarray(getattr(targets, name), dtype="<f8").tobytes())
+        self.written += n
+
+    def __enter__(self) -> LabelWriter:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        for handle in self._files.values():
+            handle.close()
+        if kind is None and self.written != self.n_frames:
+            for handle in self._files.values():
+                Path(handle.name).unlink()
+            raise ValueError(f"labels of {self.written} frames written for {self.n_frames}")
+
+
+class LabelRows:
+    """The label files in ``directory`` read frame by frame (positioned reads, no memory
+    mapping, so memory holds what was asked for); ``n_frames`` and ``n_beads`` are checked
+    against the files."""
+
+    def __init__(self, directory: str | Path, n_frames: int, n_beads: int) -> None:
+        self.files = _label_files(directory)
+        self._layout: dict[str, tuple[int, tuple[int, ...]]] = {}
+        for name, shape in Targets.shapes(n_frames, n_beads).items():
+            with open(self.files[name], "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                    version, np.lib.format.read_array_header_2_0
+                )
+                found, fortran, dtype = read_header(handle)
+                if found != shape or fortran or dtype != np.dtype("<f8"):
+                    raise ValueError(
+                        f"teacher labels {self.files[name]} are {dtype} {found}, not float64 "
+                        f"{shape}; relabel the dataset with this teacher"
+                    )
+                self._layout[name] = (handle.tell(), shape[1:])
+        self._handles: dict[str, int] = {}
+
+    def take(self, frames: np.ndarray) -> Targets:
+        """The labels of ``frames`` (indices, any order)."""
+        values = {}
+        for name, (offset, row_shape) in self._layout.items():
+            if name not in self._handles:
+                self._handles[name] = os.open(self.files[name], os.O_RDONLY)
+            size = 8 * int(np.prod(row_shape))
+            rows = [
+                np.frombuffer(os.pread(self._handles[name], size, offset + size * int(k)), "<f8")
+                for k in frames
+            ]
+            values[name] = np.stack(rows).reshape(len(frames), *row_shape)
+        return Targets(**values)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handles": {}}  # open files do not cross processes
 
 
 @dataclass
@@ -250,7 +316,7 @@ class StreamedFrames:
 
     Positions, forces and boxes come from the file as :class:`TrainingData` batches exactly
     as :meth:`TrainingData.from_frames` would make them; a student's teacher labels of the
-    same frames come from the label files in ``labels`` (:meth:`Targets.load`, mapped). The
+    same frames come from the label files in ``labels`` (:class:`LabelRows`). The
     file is watched: one changed (size or modification time) or truncated while training is
     an error naming it. ``workers`` processes read batches ahead (:func:`batches`); each
     opens the files itself.
@@ -265,20 +331,7 @@ class StreamedFrames:
             self._species = torch.as_tensor(reader.types, dtype=torch.long)
             n_beads = reader.n_particles
         self._reader: H5MDReader | None = None
-        self._targets: Targets | None = None
-        if self.labels is not None:
-            shape = self._labels().forces.shape
-            if shape != (self._n_frames, n_beads, 3):
-                raise ValueError(
-                    f"teacher labels in {self.labels} have shape {shape} but {self.path} "
-                    f"has {(self._n_frames, n_beads, 3)}; relabel it with this teacher"
-                )
-
-    def _labels(self) -> Targets:
-        if self._targets is None:
-            assert self.labels is not None
-            self._targets = Targets.load(self.labels, mmap=True)
-        return self._targets
+        self._rows = None if labels is None else LabelRows(labels, self._n_frames, n_beads)
 
     @property
     def n_frames(self) -> int:
@@ -312,20 +365,19 @@ class StreamedFrames:
             species=self._species,
             mapped_forces=_tensor(read.forces),
         )
-        if self.labels is not None:
-            labels = self._labels()
+        if self._rows is not None:
+            labels = self._rows.take(frames)
             batch = replace(
                 batch,
-                teacher_forces=_tensor(labels.forces[frames]),
-                teacher_energies=_tensor(labels.energies[frames]),
-                teacher_bead_energies=_tensor(labels.bead_energies[frames]),
-                teacher_force_std=_tensor(labels.force_std[frames]),
+                teacher_forces=_tensor(labels.forces),
+                teacher_energies=_tensor(labels.energies),
+                teacher_bead_energies=_tensor(labels.bead_energies),
+                teacher_force_std=_tensor(labels.force_std),
             )
         return batch.to(device)
 
     def __getstate__(self) -> dict:
-        # Open files and mapped labels do not cross processes: each reopens them.
-        return {**self.__dict__, "_reader": None, "_targets": None}
+        return {**self.__dict__, "_reader": None}  # an open file does not cross processes
 
 
 def _stamp(path: Path) -> tuple[int, int]:
