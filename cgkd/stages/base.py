@@ -319,14 +319,6 @@ class StageDir:
                 raise
             return self.finish(inputs, {"key": self.key, **record})
 
-    def _scratch(self) -> Path:
-        """An empty directory where a rank other than 0 builds a stage it builds alongside
-        rank 0 (``<cache_dir>/.ranks/<name>-rank<K>``), removed after the build."""
-        scratch = self.path.parent / ".ranks" / f"{self.path.name}-rank{distributed.world().rank}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        return scratch
-
     def _run_on_ranks(
         self,
         build: Callable[[Path], Record],
@@ -343,12 +335,10 @@ class StageDir:
                 if primary:
                     record = build(self.begin(keep))
                 elif together:
-                    build(self._scratch())
+                    with self._scratch() as scratch:
+                        build(scratch)
             except BaseException as caught:  # every rank must hear of it, then it is raised
                 error = caught
-            finally:
-                if not primary:
-                    shutil.rmtree(self._scratch(), ignore_errors=True)
             try:
                 distributed.all_succeed(error)
             except BaseException:
@@ -359,6 +349,18 @@ class StageDir:
                 assert record is not None
                 self.finish(inputs, {"key": self.key, **record})
             return distributed.share(self.record() if primary else None)
+
+    @contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        """An empty directory where a rank other than 0 builds what rank 0 builds in the
+        stage's own (``<cache_dir>/.ranks/<name>-rank<K>``), removed afterwards."""
+        scratch = self.path.parent / ".ranks" / f"{self.path.name}-rank{distributed.world().rank}"
+        shutil.rmtree(scratch, ignore_errors=True)  # left by a rank killed mid-build
+        scratch.mkdir(parents=True)
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_json(path: Path, data: Any) -> None:
