@@ -102,7 +102,9 @@ def main() -> None:
     seeds = sorted({e["seed"] for e in entries})
     commits = sorted({e["commit"] for e in entries})
     command = f"python benchmarks/friction_matching.py --seeds {' '.join(map(str, seeds))}"
-    command += f" --routes {' '.join(args.routes)} --title '{args.title}' --out {args.out.name}"
+    out = args.out.resolve()
+    shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+    command += f" --routes {' '.join(args.routes)} --title '{args.title}' --out {shown}"
     command += f" --prefix {args.prefix}" if args.prefix else ""
     command += f" --set {' '.join(args.set)}" if args.set else ""
     lines = [
@@ -110,7 +112,7 @@ def main() -> None:
         "",
         f"Regenerate: `{command}` (every run `cgkd run` with `data_seed=0`, one AA reference;",
         f"the default settings otherwise), at {', '.join(commits)}. Mean ± sample std over",
-        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); each seed's numbers are in",
+        f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); each seed's numbers are in",
         f"`{rows_file.name}`.",
         "",
         "| friction | model | " + " | ".join(label for _, label, _ in COLUMNS) + " |",
