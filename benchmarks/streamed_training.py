@@ -10,7 +10,7 @@ are imported) above its resident memory then, and its training throughput in bea
 per second. The in-memory path loads every frame, so its memory grows with the
 file; the streamed one holds a batch. With ``--student`` the dataset also gets teacher
 labels (random, in the label stage's ``targets/`` files) and the network trains on them as a
-student does, reading them whole or, streamed, a batch at a time from the mapped files.
+student does, reading them whole or, streamed, a batch at a time from their files.
 
     python benchmarks/streamed_training.py [--frames 2000 8000 32000] [--student] [--workdir DIR]
 

@@ -202,33 +202,46 @@ def test_members_train_as_launcher_jobs_and_teach_reuses_them(quick_run):
     assert 0 < held_out["force_rmse_mapped"] < 2 * held_out["mapped_force_rms"]
 
 
+def quick_cache_without(quick_run: Path, work: Path, *rebuilt: str) -> Path:
+    """A copy of the quick run's cache in ``work`` without the stages named by the glob
+    patterns ``rebuilt``, which a command run there then builds again."""
+    import shutil
+
+    ignore = shutil.ignore_patterns(*rebuilt)
+    return Path(shutil.copytree(quick_run / "cache", work / "cache", ignore=ignore))
+
+
+def assert_quick_run_weights(cache: Path, quick_run: Path, pattern: str, atol: float) -> int:
+    """Every rebuilt ``pattern`` stage of ``cache`` is keyed as one of the quick run's and
+    holds its model's weights to ``atol`` (0: bit for bit); returns how many there are."""
+    import torch
+
+    rebuilt = sorted(cache.glob(pattern))
+    assert rebuilt, f"nothing rebuilt matches {pattern}"
+    for path in rebuilt:
+        (model,) = [f for f in path.glob("*.pt") if f.name != "checkpoint.pt"]
+        ours = torch.load(model, weights_only=False)["state_dict"]
+        theirs = torch.load(quick_run / "cache" / path.name / model.name, weights_only=False)
+        for name, value in ours.items():
+            torch.testing.assert_close(
+                value, theirs["state_dict"][name], rtol=0, atol=atol, msg=f"{path.name} {name}"
+            )
+    return len(rebuilt)
+
+
 @pytest.mark.slow
 def test_models_streamed_from_the_dataset_files_are_the_in_memory_ones(quick_run, tmp_path):
     """`stream=true`: the quick run's teachers, student and baseline, retrained reading their
     frames (and the student its labels) batch by batch from their files (upstream stages
     reused from a copy of its cache), have the very same weights; the setting enters no
     key."""
-    import shutil
-
-    import torch
-
-    shutil.copytree(
-        quick_run / "cache",
-        tmp_path / "cache",
-        ignore=shutil.ignore_patterns("member-*", "teach-*", "student-*", "baseline-*"),
-    )
+    rebuilt = ("member-*", "teach-*", "student-*", "baseline-*")
+    cache = quick_cache_without(quick_run, tmp_path, *rebuilt)
     distill = cgkd("distill", "experiment=quick", "progress=false", "stream=true", cwd=tmp_path)
     assert distill.returncode == 0, distill.stderr[-3000:]
-    models = {"member-*": "teacher.pt", "student-*": "student.pt", "baseline-*": "baseline.pt"}
-    for pattern, name in models.items():
-        streamed = sorted((tmp_path / "cache").glob(pattern))  # keyed as the quick run's
-        assert streamed and all((quick_run / "cache" / p.name).is_dir() for p in streamed)
-        for path in streamed:
-            ours = torch.load(path / name, weights_only=False)["state_dict"]
-            theirs = torch.load(quick_run / "cache" / path.name / name, weights_only=False)
-            for key, value in ours.items():
-                assert torch.equal(value, theirs["state_dict"][key]), (path.name, key)
-    assert len(list((tmp_path / "cache").glob("member-*"))) == 2
+    assert assert_quick_run_weights(cache, quick_run, "member-*", atol=0.0) == 2
+    for pattern in ("student-*", "baseline-*"):
+        assert assert_quick_run_weights(cache, quick_run, pattern, atol=0.0) == 1
 
 
 @pytest.mark.slow
@@ -237,13 +250,7 @@ def test_teacher_trained_by_two_torchrun_ranks_is_the_single_process_one(quick_r
     copy of the quick run's cache: rank 0 reuses the upstream stages and records the member
     under the quick run's key, with the single-process teacher's weights and validation
     losses; rank 1 leaves nothing behind."""
-    import shutil
-
-    import torch
-
-    shutil.copytree(
-        quick_run / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("member-*")
-    )
+    cache = quick_cache_without(quick_run, tmp_path, "member-*")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc-per-node=2", "-m", "cgkd.cli", "teach-member", "experiment=quick"]
     command += ["progress=false", "teacher.member=0", "hydra.run.dir=out"]
@@ -251,16 +258,13 @@ def test_teacher_trained_by_two_torchrun_ranks_is_the_single_process_one(quick_r
     launch = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert launch.returncode == 0, launch.stderr[-3000:]
     assert "rank 0 of 2 (gloo)" in (tmp_path / "out" / "cli.log").read_text()
-    (member,) = (tmp_path / "cache").glob("member-*")
+    assert assert_quick_run_weights(cache, quick_run, "member-*", atol=1e-5) == 1
+    (member,) = cache.glob("member-*")
     ours = json.loads((member / "done.json").read_text())
     theirs = json.loads((quick_run / "cache" / member.name / "done.json").read_text())
     for entry, other in zip(ours["history"], theirs["history"], strict=True):
         assert entry["val_loss"] == pytest.approx(other["val_loss"], rel=1e-5)
-    weights = torch.load(member / "teacher.pt", weights_only=False)["state_dict"]
-    single = torch.load(quick_run / "cache" / member.name / "teacher.pt", weights_only=False)
-    for name, value in weights.items():
-        torch.testing.assert_close(value, single["state_dict"][name], rtol=0, atol=1e-5)
-    assert not any((tmp_path / "cache" / ".ranks").iterdir())
+    assert not any((cache / ".ranks").iterdir())
 
 
 @pytest.mark.slow
@@ -268,13 +272,7 @@ def test_submitit_job_of_two_tasks_trains_the_teacher_data_parallel(quick_run, t
     """A multirun job through submitit's local executor with two tasks (what a SLURM job
     with tasks_per_node=2 gets): the tasks form a process group from submitit's environment
     and train the member as one process would."""
-    import shutil
-
-    import torch
-
-    shutil.copytree(
-        quick_run / "cache", tmp_path / "cache", ignore=shutil.ignore_patterns("member-*")
-    )
+    cache = quick_cache_without(quick_run, tmp_path, "member-*")
     job = cgkd(
         "teach-member",
         "--multirun",
@@ -288,11 +286,7 @@ def test_submitit_job_of_two_tasks_trains_the_teacher_data_parallel(quick_run, t
     )
     assert job.returncode == 0, job.stderr[-3000:]
     assert "rank 0 of 2 (gloo)" in (tmp_path / "sweep" / "0" / "cli.log").read_text()
-    (member,) = (tmp_path / "cache").glob("member-*")
-    weights = torch.load(member / "teacher.pt", weights_only=False)["state_dict"]
-    single = torch.load(quick_run / "cache" / member.name / "teacher.pt", weights_only=False)
-    for name, value in weights.items():
-        torch.testing.assert_close(value, single["state_dict"][name], rtol=0, atol=1e-5)
+    assert assert_quick_run_weights(cache, quick_run, "member-*", atol=1e-5) == 1
 
 
 def test_stage_override_joins_the_other_overrides_whatever_the_flags():

@@ -68,7 +68,7 @@ def _label_files(directory: str | Path) -> dict[str, Path]:
 class LabelWriter:
     """Writes the :class:`Targets` of ``n_frames`` frames into ``directory`` a chunk of
     frames at a time (:meth:`append`), so memory holds a chunk; a writer closed before all
-    frames came is an error, and its files are removed."""
+    frames came is an error; either way, its files are removed."""
 
     def __init__(self, directory: Path, n_frames: int, n_beads: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -95,9 +95,11 @@ class LabelWriter:
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         for handle in self._files.values():
             handle.close()
-        if kind is None and self.written != self.n_frames:
-            for handle in self._files.values():
-                Path(handle.name).unlink()
+        if kind is None and self.written == self.n_frames:
+            return
+        for handle in self._files.values():  # nothing half-written is left
+            Path(handle.name).unlink()
+        if kind is None:
             raise ValueError(f"labels of {self.written} frames written for {self.n_frames}")
 
 
@@ -111,11 +113,10 @@ class LabelRows:
         self._layout: dict[str, tuple[int, tuple[int, ...]]] = {}
         for name, shape in Targets.shapes(n_frames, n_beads).items():
             with open(self.files[name], "rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
-                    version, np.lib.format.read_array_header_2_0
-                )
-                found, fortran, dtype = read_header(handle)
+                if np.lib.format.read_magic(handle) == (1, 0):
+                    found, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+                else:
+                    found, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
                 if found != shape or fortran or dtype != np.dtype("<f8"):
                     raise ValueError(
                         f"teacher labels {self.files[name]} are {dtype} {found}, not float64 "
@@ -324,7 +325,6 @@ class StreamedFrames:
 
     def __init__(self, path: str | Path, workers: int = 0, labels: str | Path | None = None):
         self.path, self.workers = Path(path), workers
-        self.labels = None if labels is None else Path(labels)
         self._stamp = _stamp(self.path)
         with H5MDReader(self.path) as reader:
             self._n_frames = reader.n_frames
@@ -346,7 +346,7 @@ class StreamedFrames:
     @property
     def has_teacher(self) -> bool:
         """Whether batches carry teacher labels (``labels`` given)."""
-        return self.labels is not None
+        return self._rows is not None
 
     def select(self, frames: np.ndarray, device: torch.device | str = "cpu") -> TrainingData:
         """The ``frames`` (indices) read from the file as a batch on ``device``."""
@@ -366,14 +366,7 @@ class StreamedFrames:
             mapped_forces=_tensor(read.forces),
         )
         if self._rows is not None:
-            labels = self._rows.take(frames)
-            batch = replace(
-                batch,
-                teacher_forces=_tensor(labels.forces),
-                teacher_energies=_tensor(labels.energies),
-                teacher_bead_energies=_tensor(labels.bead_energies),
-                teacher_force_std=_tensor(labels.force_std),
-            )
+            batch = batch.with_targets(self._rows.take(frames))
         return batch.to(device)
 
     def __getstate__(self) -> dict:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,10 @@ class _Predictor(torch.nn.Module):
     how the hierarchicality's batch sums add up (:func:`cgkd.distributed.global_sum`)."""
 
     def __init__(
-        self, potential: CGPotential, total: Any = None, energies_in_loss: bool = True
+        self,
+        potential: CGPotential,
+        total: Callable[[Tensor], Tensor] | None = None,
+        energies_in_loss: bool = True,
     ) -> None:
         super().__init__()
         self.potential, self.total, self.energies_in_loss = potential, total, energies_in_loss
