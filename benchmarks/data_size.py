@@ -2,18 +2,18 @@
 forces) against the number of AA training frames (``train_frames``), mean ± std over seeds,
 as a table and a figure of each metric and of the baseline-minus-student gap.
 
-    python benchmarks/data_size.py --frames 25 50 100 200 --seeds 0 1 2 [--set KEY=VALUE ...]
+    python benchmarks/data_size.py --system water --frames 25 50 100 200 400 800 --seeds 0 1 2
 
-Every run is ``cgkd run train_frames=K seed=S data_seed=0`` in ``--work`` (one AA reference;
-the stage cache shares what runs have in common). Writes ``<out>.md``, ``<out>.png`` and
-``<out>.json`` (each run's numbers and the commit that made them).
+Every run is ``cgkd run train_frames=K seed=S data_seed=0`` on the system's long reference
+(:data:`cgkd_runs.LONG_REFERENCES`) in ``--work`` (the stage cache shares what runs have in
+common). Each run's numbers are kept, with the commit, in ``<out>.json``: a later call adds
+its runs and ``<out>.md`` and ``<out>.png`` are rebuilt from all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,9 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cgkd_runs import run_cgkd
+from cgkd_runs import LONG_REFERENCES, REPO, KeptRuns, commit, run_cgkd
 
-REPO = Path(__file__).resolve().parents[1]
 #: The compared result.json keys and their labels (lower is better for each).
 METRICS = {
     "rdf_mad": "RDF MAD",
@@ -38,56 +37,58 @@ MODELS = ("student", "baseline")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", choices=sorted(LONG_REFERENCES), default="water")
     parser.add_argument("--frames", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "data_size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "distillation" / "data_size")
+    parser.add_argument("--out", type=Path, help="default: docs/distillation/data_size/SYSTEM")
     args = parser.parse_args()
+    out = args.out or REPO / "docs" / "distillation" / "data_size" / args.system
+    kept = KeptRuns(out.with_suffix(".json"), ("frames", "seed"))
     args.work.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
-    runs = []
     for frames in args.frames:
         for seed in args.seeds:
-            out = args.work / f"frames{frames}_seed{seed}"
-            settings = [f"train_frames={frames}", f"seed={seed}", "data_seed=0", "progress=false"]
-            settings.append(f"threads={args.threads}")
+            directory = args.work / f"{args.system}_frames{frames}_seed{seed}"
+            settings = [*LONG_REFERENCES[args.system], f"train_frames={frames}", f"seed={seed}"]
+            settings += ["data_seed=0", "progress=false", f"threads={args.threads}", *args.set]
             run_cgkd(
-                ["run", *settings, *args.set, f"hydra.run.dir={out}"],
+                ["run", *settings, f"hydra.run.dir={directory}"],
                 args.work,
                 args.threads,
                 f"{frames} frames, seed {seed}",
             )
-            result = json.loads((out / "result.json").read_text())
+            result = json.loads((directory / "result.json").read_text())
             models = {model: result["models"][model] for model in MODELS}
-            runs.append({"frames": frames, "seed": seed, "commit": commit, "models": models})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(runs, indent=1) + "\n")
-    table = summarize(runs, args.frames)
-    command = f"python benchmarks/data_size.py --frames {' '.join(map(str, args.frames))}"
-    command += f" --seeds {' '.join(map(str, args.seeds))}"
+            kept.keep({"frames": frames, "seed": seed, "commit": commit(), "models": models})
+            kept.save()
+    sizes = sorted({run["frames"] for run in kept.entries})
+    table = summarize(kept.entries, sizes)
+    seeds = sorted({run["seed"] for run in kept.entries})
+    command = f"python benchmarks/data_size.py --system {args.system}"
+    command += f" --frames {' '.join(map(str, sizes))} --seeds {' '.join(map(str, seeds))}"
     command += f" --set {' '.join(args.set)}" if args.set else ""
+    commits = ", ".join(sorted({run["commit"] for run in kept.entries}))
     lines = [
-        "# Distillation against the amount of AA data",
+        f"# Distillation against the amount of AA data: {args.system}",
         "",
-        f"Regenerate: `{command}` (at {commit}; mean ± sample std over {len(args.seeds)} "
-        "seeds; gap: baseline minus student, positive where the student is better).",
+        f"Regenerate: `{command}` (at {commits}; mean ± sample std over the seeds of each "
+        "size; gap: baseline minus student, positive where the student is better).",
         "",
-        "| training frames | model | " + " | ".join(METRICS.values()) + " |",
-        "|---:|---|" + "---:|" * len(METRICS),
+        "| training frames | model | seeds | " + " | ".join(METRICS.values()) + " |",
+        "|---:|---|---:|" + "---:|" * len(METRICS),
     ]
-    for frames in args.frames:
+    for frames in sizes:
+        n_seeds = sum(run["frames"] == frames for run in kept.entries)
         for model in (*MODELS, "gap"):
             cells = [
                 f"{table[key][model][frames][0]:.3g} ± {table[key][model][frames][1]:.2g}"
                 for key in METRICS
             ]
-            lines.append(f"| {frames} | {model} | " + " | ".join(cells) + " |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    plot(table, args.frames, args.out.with_suffix(".png"))
+            lines.append(f"| {frames} | {model} | {n_seeds} | " + " | ".join(cells) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    plot(table, sizes, out.with_suffix(".png"))
     print("\n".join(lines))
 
 

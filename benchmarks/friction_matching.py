@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,11 +21,10 @@ import numpy as np
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cgkd_runs import run_cgkd
+from cgkd_runs import REPO, KeptRuns, commit, run_cgkd
 
 from cgkd.stages import Pipeline, Request
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = (
     ("d_ratio", "D ratio CG/AA", "{:.3f}"),
     ("rdf_mad", "RDF MAD", "{:.4f}"),
@@ -66,10 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows_file = args.out.with_suffix(".json")
-    kept = json.loads(rows_file.read_text()) if rows_file.exists() else []
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    kept = KeptRuns(rows_file, ("seed", "route"))
     for seed in args.seeds:
         for route in args.routes:
             label, extra = ROUTES[route]
@@ -81,11 +76,12 @@ def main() -> None:
                 args.threads,
                 f"{label}, seed {seed}",
             )
-            kept = [e for e in kept if (e["seed"], e["route"]) != (seed, route)]
-            kept.append(seed_entry(out, seed, route, commit, calibration_times(args.work, out)))
-    rows_file.parent.mkdir(parents=True, exist_ok=True)
-    rows_file.write_text(json.dumps(kept, indent=1) + "\n")
-    entries = sorted((e for e in kept if e["route"] in args.routes), key=lambda e: e["seed"])
+            calibration = calibration_times(args.work, out)
+            kept.keep(seed_entry(out, seed, route, commit(), calibration))
+            kept.save()
+    entries = sorted(
+        (e for e in kept.entries if e["route"] in args.routes), key=lambda e: e["seed"]
+    )
     results: dict[tuple[str, str], list[dict]] = {}
     by_type: dict[tuple[str, str, str], list[float]] = {}
     frictions: dict[tuple[str, str, str], list[float]] = {}
@@ -152,7 +148,7 @@ def main() -> None:
 
 
 def seed_entry(
-    run: Path, seed: int, route: str, commit: str, calibration: list[tuple[str, float]]
+    run: Path, seed: int, route: str, revision: str, calibration: list[tuple[str, float]]
 ) -> dict:
     """One seed's numbers for one route, read from the ``run`` directory's result and
     metrics: each model's table row, D ratio per bead type and fitted frictions."""
@@ -167,7 +163,7 @@ def seed_entry(
     return {
         "seed": seed,
         "route": route,
-        "commit": commit,
+        "commit": revision,
         "models": line["models"],
         "d_ratio_by_type": by_type,
         "frictions": {

@@ -60,6 +60,9 @@ METRICS = (
     Metric("cdf_jsd", "CDF JSD", "bits", ".4f", ("cdf", "JSD")),
     Metric("q6_jsd", "q6 JSD", "bits", ".4f", ("q6", "JSD")),
     Metric("tetrahedral_jsd", "tetrahedral q JSD", "bits", ".4f", ("tetrahedral", "JSD")),
+    Metric(
+        "tetrahedral_shift", "mean tetrahedral q - AA's", "", ".3f", ("tetrahedral", "mean diff.")
+    ),
     Metric("d_ratio", "D ratio CG/AA", "", ".2f", ("msd", "D ratio")),
     Metric("stable_fraction", "stable fraction", "", ".2f"),
     Metric("ms_per_force_evaluation", "force evaluation", "ms", ".2f"),
@@ -93,6 +96,7 @@ class ModelResult:
     cdf_jsd: float | None = None
     q6_jsd: float | None = None
     tetrahedral_jsd: float | None = None
+    tetrahedral_shift: float | None = None
     d_ratio: float | None = None
     stable_fraction: float | None = None
     ms_per_force_evaluation: float | None = None

@@ -52,6 +52,7 @@ def two_stage_run() -> RunResult:
             "rdf": {"student": {"MAD": 0.1, "rel. deviation": 0.2}},
             "adf": {"student": {"JSD": 0.007}, "baseline": {"JSD": 0.006}},
             "msd": {"baseline": {"D ratio": 1.1, "D ratio err": 0.1, "D rel. error": 0.1}},
+            "tetrahedral": {"student": {"JSD": 0.011, "mean diff.": -0.046}},
         },
         scalars={"D": {REFERENCE: {"value": 0.2, "error": 0.01, "unit": "nm²/ps"}}},
         forces=Forces(
@@ -120,6 +121,8 @@ def test_the_result_line_is_read_from_the_record_sections():
         "force_rmse_soft": 30.0,
         "rdf_mad": 0.1,
         "adf_jsd": 0.007,
+        "tetrahedral_jsd": 0.011,
+        "tetrahedral_shift": -0.046,
         "stable_fraction": 1.0,
         "ms_per_force_evaluation": 0.25,
         "speedup_vs_ensemble": 4.0,
