@@ -10,7 +10,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from cgkd.results import ModelResult
+from cgkd.summary import SummaryRow, write_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,3 +72,81 @@ class KeptRuns:
         """Write the entries (one per line's object, indented)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.entries, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``cgkd run`` of a seed in a fidelity benchmark: its overrides, the models it
+    simulates and its CG MD steps."""
+
+    overrides: tuple[str, ...]
+    models: tuple[str, ...]
+    steps: int
+
+
+def run_and_keep(
+    system: str,
+    runs: dict[str, Run],
+    seeds: list[int],
+    work: Path,
+    threads: int,
+    extra: list[str],
+    kept: KeptRuns,
+) -> None:
+    """Each run of each seed on ``system``'s long reference (``data_seed=0``), in ``work``
+    (its stage cache shared), with ``extra`` overrides last; keeps each run's result line
+    with its seed, run name, CG MD length (ps) and the commit, saving after every run."""
+    work.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for name, run in runs.items():
+            directory = work / f"{system}_{name.replace(' ', '_')}_{seed}"
+            settings = [
+                *LONG_REFERENCES[system],
+                *run.overrides,
+                f"seed={seed}",
+                "data_seed=0",
+                f"simulate.models=[{','.join(run.models)}]",
+                f"simulate.steps={run.steps}",
+                "simulate.report_interval=200",
+                f"threads={threads}",
+                "progress=false",
+                *extra,
+                f"hydra.run.dir={directory}",
+            ]
+            run_cgkd(["run", *settings], work, threads, f"{name}, seed {seed}")
+            line = json.loads((directory / "result.json").read_text())
+            simulate = OmegaConf.load(directory / "config.yaml").simulate
+            md_ps = simulate.steps * simulate.timestep
+            kept.keep({"seed": seed, "run": name, "md_ps": md_ps, "commit": commit(), **line})
+            kept.save()
+
+
+def write_table(
+    entries: list[dict], labels: dict[tuple[str, str], str], out: Path, title: str, note: str
+) -> Path:
+    """``summary.md``/``.json``/``.png`` in ``out`` from kept runs: one row per (run, model)
+    named in ``labels`` (in its order), its CG MD length after the name, mean ± std over
+    the seeds; ``note`` (the command, the commits) under the title. Returns the markdown."""
+    rows: dict[tuple[str, str], SummaryRow] = {}
+    lengths: dict[tuple[str, str], set[float]] = {}
+    for entry in sorted(entries, key=lambda e: e["seed"]):
+        for model, values in entry["models"].items():
+            key = (entry["run"], model)
+            if key not in labels:
+                continue
+            row = rows.setdefault(key, SummaryRow(labels[key], model))
+            row.add(entry["seed"], ModelResult.from_json(values))
+            lengths.setdefault(key, set()).add(round(entry["md_ps"], 3))
+    shown = {
+        labels[key]: f"{labels[key]}, {'/'.join(f'{ps:g}' for ps in sorted(lengths[key]))} ps"
+        for key in labels
+        if key in rows
+    }
+    commits = ", ".join(sorted({e["commit"] for e in entries}))
+    return write_summary(
+        [rows[key] for key in labels if key in rows],
+        out,
+        title,
+        shown,
+        notes=[f"{note} At {commits}; each run's numbers: `runs.json`."],
+    )
