@@ -93,13 +93,14 @@ def run_and_keep(
     extra: list[str],
     kept: KeptRuns,
 ) -> None:
-    """Each run of each seed on ``system``'s long reference (``data_seed=0``), in ``work``
-    (its stage cache shared), with ``extra`` overrides last; keeps each run's result line
-    with its seed, run name, CG MD length (ps) and the commit, saving after every run."""
+    """Each run of each seed on ``system``'s long reference (``data_seed=0``), in
+    :func:`run_directory` (the stage cache in ``work`` shared), with ``extra`` overrides
+    last; keeps each run's result line with its seed, run name, CG MD length (ps) and the
+    commit, saving after every run."""
     work.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for name, run in runs.items():
-            directory = work / f"{system}_{name.replace(' ', '_')}_{seed}"
+            directory = run_directory(work, kept, name, seed)
             settings = [
                 *LONG_REFERENCES[system],
                 *run.overrides,
@@ -119,6 +120,12 @@ def run_and_keep(
             md_ps = simulate.steps * simulate.timestep
             kept.keep({"seed": seed, "run": name, "md_ps": md_ps, "commit": commit(), **line})
             kept.save()
+
+
+def run_directory(work: Path, kept: KeptRuns, run: str, seed: int) -> Path:
+    """Where :func:`run_and_keep` runs ``run`` of ``seed``: in ``work``, named after the
+    kept file's directory (one benchmark's runs apart from another's) and the run."""
+    return work / f"{kept.path.parent.name}_{run}_{seed}"
 
 
 def write_table(

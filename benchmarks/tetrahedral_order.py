@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cgkd_runs import LONG_REFERENCES, REPO, KeptRuns, Run, run_and_keep, write_table
+from cgkd_runs import (
+    LONG_REFERENCES,
+    REPO,
+    KeptRuns,
+    Run,
+    run_and_keep,
+    run_directory,
+    write_table,
+)
 
 #: name -> (overrides, models simulated, row label of each model).
 VARIANTS = {
@@ -64,7 +72,7 @@ def main() -> None:
     run_and_keep("water", runs, args.seeds, args.work, args.threads, args.set, kept)
     for entry in kept.entries:  # the AA reference's mean q, kept once per run
         if "aa_mean_q" not in entry:
-            metrics = args.work / f"water_{entry['run']}_{entry['seed']}" / "metrics.json"
+            metrics = run_directory(args.work, kept, entry["run"], entry["seed"]) / "metrics.json"
             scalars = json.loads(metrics.read_text())["scalars"]
             entry["aa_mean_q"] = scalars["mean tetrahedral q"]["AA (mapped)"]["value"]
     kept.save()
