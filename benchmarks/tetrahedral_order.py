@@ -52,6 +52,10 @@ VARIANTS = {
         ("student.model.cutoff=0.8", "student.model.soft_max=0.7"),
         {"baseline": "baseline, cutoff 0.8 nm"},
     ),
+    "baseline_rmse": (
+        ("student.train.error=rmse",),
+        {"baseline": "baseline on the RMSE alone (no MAE term)"},
+    ),
     "baseline_epochs_60": (
         ("student.train.epochs=60", "student.train.early_stopping=12"),
         {"baseline": "baseline trained up to 60 epochs"},
