@@ -56,6 +56,8 @@ VARIANTS = {
         ("student.train.error=rmse",),
         {"baseline": "baseline on the RMSE alone (no MAE term)"},
     ),
+    "baseline_frames_200": (("train_frames=200",), {"baseline": "baseline on 200 frames"}),
+    "baseline_frames_400": (("train_frames=400",), {"baseline": "baseline on 400 frames"}),
     "baseline_epochs_60": (
         ("student.train.epochs=60", "student.train.early_stopping=12"),
         {"baseline": "baseline trained up to 60 epochs"},
