@@ -5,6 +5,7 @@ made in different sessions add up."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -31,6 +32,15 @@ LONG_REFERENCES = {
         "system.production=500",
     ],
 }
+
+
+def add_run_options(parser: argparse.ArgumentParser, name: str, seeds: list[int]) -> None:
+    """The options every fidelity benchmark takes: --seeds, --work (its stage cache, by
+    default ``benchmarks/work/<name>``), --threads and --set (extra overrides, last)."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / name)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
 
 
 def run_cgkd(args: list[str], work: Path, threads: int, label: str) -> None:

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cgkd_runs import LONG_REFERENCES, REPO, KeptRuns, Run, run_and_keep
+from cgkd_runs import LONG_REFERENCES, REPO, KeptRuns, Run, add_run_options, run_and_keep
 
 from cgkd.results import metric
 
@@ -46,12 +46,9 @@ def main() -> None:
     parser.add_argument("--system", choices=sorted(LONG_REFERENCES), default="water")
     parser.add_argument("--vary", choices=sorted(VARIABLES), default="frames")
     parser.add_argument("--values", type=int, nargs="+", required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=10_000, help="CG MD steps (50 ps at 5 fs)")
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "gap_curve")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, help="default: docs/distillation/<curve>/SYSTEM")
+    add_run_options(parser, "gap_curve", [0, 1, 2])
     args = parser.parse_args()
     key, axis, curve = VARIABLES[args.vary]
     out = args.out or REPO / "docs" / "distillation" / curve / args.system

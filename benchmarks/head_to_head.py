@@ -23,7 +23,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cgkd_runs import LONG_REFERENCES, REPO, KeptRuns, Run, run_and_keep, write_table
+from cgkd_runs import (
+    LONG_REFERENCES,
+    REPO,
+    KeptRuns,
+    Run,
+    add_run_options,
+    run_and_keep,
+    write_table,
+)
 
 #: The runs of each system (water's one-bead rigid molecules have one valid force map).
 SYSTEM_RUNS = {"water": ("default", "direct"), "reline": ("default", "direct", "optimal")}
@@ -42,14 +50,11 @@ ROWS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=sorted(SYSTEM_RUNS), default="water")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", nargs="+", help="default: all the system's")
     parser.add_argument("--long-steps", type=int, default=200_000, help="1 ns at 5 fs")
     parser.add_argument("--short-steps", type=int, default=20_000, help="100 ps at 5 fs")
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "head_to_head")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, help="default: docs/distillation/head_to_head/SYSTEM")
+    add_run_options(parser, "head_to_head", [0, 1, 2])
     args = parser.parse_args()
     out = args.out or REPO / "docs" / "distillation" / "head_to_head" / args.system
     runs = {

@@ -24,6 +24,7 @@ from cgkd_runs import (
     REPO,
     KeptRuns,
     Run,
+    add_run_options,
     run_and_keep,
     run_directory,
     write_table,
@@ -67,13 +68,10 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=20_000, help="CG MD steps (100 ps at 5 fs)")
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "tetrahedral")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "distillation" / "tetrahedral")
+    add_run_options(parser, "tetrahedral", [0])
     args = parser.parse_args()
     kept = KeptRuns(args.out / "runs.json", ("seed", "run"))
     runs = {
