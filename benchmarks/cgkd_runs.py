@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The long AA references of the fidelity benchmarks (issue 23), as ``cgkd`` overrides:
 #: water 1 ns saved every 1 ps (1000 frames); reline, choline in two beads, 500 ps saved
-#: every 1 ps (500 frames: reline is viscous, closer frames add little). Every run uses ``data_seed=0``: one reference per system.
+#: every 1 ps (500 frames: reline is viscous, closer frames add little). Every run uses
+#: ``data_seed=0``: one reference per system.
 LONG_REFERENCES = {
     "water": ["system.production=1000", "system.save_interval=500"],
     "reline": [
