@@ -195,10 +195,11 @@ def force_lines(result: RunResult) -> list[str]:
             held = forces.models[model]
             teacher = "" if held.force_rmse_teacher is None else _fmt(held.force_rmse_teacher)
             lines.append(f"| {model} | {_fmt(held.force_rmse_mapped)} | {teacher} |")
-    lines.append(
-        f"\nMean spread of the teachers' forces: "
-        f"{_fmt(forces.ensemble_mean_force_std)} {mapped.unit}."
-    )
+    if forces.ensemble_mean_force_std is not None:
+        lines.append(
+            f"\nMean spread of the teachers' forces: "
+            f"{_fmt(forces.ensemble_mean_force_std)} {mapped.unit}."
+        )
     return lines
 
 
@@ -206,7 +207,8 @@ def _teacher_words(result: RunResult) -> str:
     run = result.run
     assert run is not None
     if run.teacher == "ensemble":
-        return f"{run.n_members} teachers"
+        # A run of the baseline or the classical model alone trains no teacher.
+        return f"{run.n_members} teachers" if result.forces.teachers else "no teacher"
     return f"teacher: {run.teacher} {run.teacher_path or result.system.name}"
 
 

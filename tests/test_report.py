@@ -225,3 +225,18 @@ def test_report_compare_and_summarize_label_every_metric_alike(computed, tmp_pat
     assert rows[0]["model"] == "student"
     for m in METRICS:  # the same key and value in comparison.json as in result.json
         assert rows[0].get(m.name) == line["models"]["student"].get(m.name), m.name
+
+
+def test_a_run_without_teachers_says_so(computed):
+    """A run of the baseline alone trains no teacher: its report claims none and no spread."""
+    import dataclasses
+
+    from cgkd.report import render_report
+    from cgkd.results import Forces
+
+    result = computed[0].result
+    forces = Forces(models={"baseline": result.forces.models["baseline"]})
+    report = render_report(dataclasses.replace(result, forces=forces), {})
+    assert "; no teacher; single schedule" in report
+    assert "teachers" not in report.split("## Forces")[1].split("##")[0]
+    assert "; 4 teachers;" in render_report(result, {})

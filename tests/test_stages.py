@@ -164,6 +164,18 @@ def test_simulating_a_teacher_trains_no_student():
     assert not {"student", "baseline", "label"} & set(needed)
 
 
+def test_a_baseline_run_trains_no_teacher():
+    """cgkd run simulate.models=[baseline] (single schedule) needs neither the teachers nor
+    their labels; in the two-stage schedule its hard frames are screened with the teacher."""
+    single = plans(config("simulate.models=[baseline,classical]"))
+    assert {"baseline", "classical", "analyze"} <= set(single)
+    assert not {"teach", "label", "student"} & set(single)
+    assert not any(name.startswith("member") for name in single)
+    two_stage = plans(config("simulate.models=[baseline]", "schedule=two_stage"))
+    assert {"teach", "sample", "screen"} <= set(two_stage)
+    assert "teach" in plans(config("simulate.models=[student]"))
+
+
 def _toy(reads, build) -> dict[str, Stage]:
     return {"toy": Stage("toy", "a toy stage", build=build, reads=reads)}
 

@@ -28,18 +28,28 @@ _TRAINED = ("student", "baseline", "classical")
 HISTORIES_FILE = "histories.json"
 
 
+def _uses_teacher(context: Context, names: set[str]) -> bool:
+    """Whether the run reports the teacher: with the student or the teachers simulated, or
+    the baseline in the two-stage schedule (its hard frames are screened with the teacher).
+    A run of the baseline or the classical model alone needs no trained teacher."""
+    if names - {"baseline", "classical"}:
+        return True
+    return "baseline" in names and schedule(context) == "two_stage"
+
+
 def _needs(context: Context) -> dict[str, Request]:
     names, source = simulated_models(context), context("teacher.source")
     needs = {"aa": reference_request(context), "cg": Request("map")}
-    if source == "ensemble":
+    teacher = _uses_teacher(context, set(names))
+    if teacher and source == "ensemble":
         needs["teach"] = Request("teach")
-    elif source == "torchscript":
+    elif teacher and source == "torchscript":
         needs["teacher"] = Request("teacher")
     for name in names:
         needs[f"simulate_{name}"] = Request("simulate", name)
         if name in _TRAINED:
             needs[name] = model_request(name, source)
-    if {"student", "baseline"} & set(names):
+    if teacher and {"student", "baseline"} & set(names):
         two_stage = schedule(context) == "two_stage"
         needs["targets"] = Request("sample") if two_stage else Request("label")
         if two_stage and "student" in names:
