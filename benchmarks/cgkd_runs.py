@@ -14,9 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 
+from cgkd.io.h5md import read_h5md
 from cgkd.results import ModelResult
+from cgkd.simulation.md import model_forces
+from cgkd.stages.base import Context, Request
+from cgkd.stages.data import reference_splits
+from cgkd.stages.runner import Pipeline
 from cgkd.summary import SummaryRow, write_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +144,48 @@ def run_directory(work: Path, kept: KeptRuns, run: str, seed: int) -> Path:
     """Where :func:`run_and_keep` runs ``run`` of ``seed``: in ``work``, named after the
     kept file's directory (one benchmark's runs apart from another's) and the run."""
     return work / f"{kept.path.parent.name}_{run}_{seed}"
+
+
+def held_out_force_rmse(
+    work: Path, run: Path, models: list[str], labels: list[str]
+) -> dict[str, float]:
+    """Force RMSE (kJ/mol/nm) of each simulated model of the ``cgkd run`` in ``run`` (its
+    exported file, evaluated in OpenMM) on its seed's held-out test frames, against the
+    mapped forces of the same frames under ``labels`` (overrides of the run's config, e.g.
+    ``mapping.force_map=optimal``: cleaner labels). Every stage must be cached in ``work``."""
+    cfg = OmegaConf.load(run / "config.yaml")
+    clean = cfg.copy()
+    for override in labels:
+        key, value = override.split("=", 1)
+        OmegaConf.update(clean, key, value)
+    here = Path.cwd()
+    os.chdir(work)  # the stage cache and its recorded paths are relative to work
+    try:
+        own, other = Pipeline(cfg), Pipeline(clean)
+        dataset = _cached(other, Request("map"))["dataset"]
+        frames = read_h5md(dataset)
+        if not np.allclose(
+            read_h5md(_cached(own, Request("map"))["dataset"]).positions, frames.positions
+        ):
+            raise ValueError(f"{dataset} maps other bead positions than {run}'s dataset")
+        test = reference_splits(Context.unchecked(cfg), len(frames.positions)).test
+        errors = {}
+        for name in models:
+            path = Path(_cached(own, Request("simulate", name))["model_file"])
+            forces = model_forces(path, frames.positions[test], frames.boxes[test], frames.masses)
+            errors[name] = float(np.sqrt(np.mean((forces - frames.forces[test]) ** 2)))
+        return errors
+    finally:
+        os.chdir(here)
+
+
+def _cached(pipeline: Pipeline, request: Request) -> dict:
+    """The record of a cached stage; raises (never builds) when it is not cached."""
+    plan = pipeline.plan(request)
+    done = Path(pipeline.cfg.cache_dir) / plan.directory_name / "done.json"
+    if not done.is_file():
+        raise FileNotFoundError(f"{done} is missing: run the benchmark's cgkd runs first")
+    return json.loads(done.read_text())
 
 
 def write_table(

@@ -16,7 +16,7 @@ from cgkd.models.checkpoint import build_potential
 from cgkd.models.neighbors import neighbor_pairs
 from cgkd.simulation.drift import nve_energy_drift
 from cgkd.simulation.export import OpenMMPotential, export_torchscript, read_export_metadata
-from cgkd.simulation.md import MDSettings, run_cg_md, run_replicas
+from cgkd.simulation.md import MDSettings, model_forces, run_cg_md, run_replicas
 from cgkd.simulation.system import build_system
 
 
@@ -87,6 +87,23 @@ def test_eager_torchscript_and_openmm_give_the_same_forces(potential, liquid, tm
     assert float(scripted.bead_energies(x64.detach(), box[0]).sum().detach()) == pytest.approx(
         float(eager_energy.detach()), rel=1e-5
     )
+
+
+def test_model_forces_are_minus_the_gradient_on_every_frame(potential, liquid, tmp_path):
+    """model_forces: OpenMM's forces of an exported model, frame by frame, are -dE/dx of the
+    eager model on each frame (the box and positions set per frame)."""
+    positions, box, species = liquid
+    model = potential.float()
+    path = export_torchscript(model, species, tmp_path / "model.ts")
+    frames = torch.cat([positions, positions * 1.02]).float()  # the second in a larger box
+    boxes = torch.stack([box[0], box[0] * 1.02]).float()
+    x = frames.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x, boxes, species).sum(), x)
+    forces = model_forces(path, frames.double().numpy(), boxes.double().numpy(), np.full(40, 18.0))
+    scale = float(grad.abs().max())
+    assert forces.shape == (2, 40, 3) and scale > 0
+    assert not np.allclose(forces[0], forces[1], atol=1e-2 * scale)
+    np.testing.assert_allclose(forces, -grad.numpy(), atol=1e-3 * scale)
 
 
 def test_md_with_prior_only_is_stable_and_writes_frames(prior_fluid, liquid, tmp_path):

@@ -407,3 +407,27 @@ def time_force_evaluation(
         context.setPositions(positions + rng.normal(0.0, 1e-4, positions.shape))
         context.getState(getEnergy=True, getForces=True)
     return 1000.0 * (time.perf_counter() - begin) / repeats
+
+
+def model_forces(
+    model_path: Path,
+    positions: np.ndarray,
+    boxes: np.ndarray,
+    masses: np.ndarray,
+    platform: str = "CPU",
+) -> np.ndarray:
+    """Forces (kJ/mol/nm, [T, N, 3]) of an exported model (TorchScript, fused or native
+    ``.xml``) inside OpenMM on frames of ``positions`` [T, N, 3] in ``boxes`` [T, 3, 3] (nm):
+    what the model's MD feels, for force errors against any labels."""
+    verlet = make_integrator("verlet", 0.001)
+    context = model_simulation(model_path, masses, boxes[0], verlet, platform=platform).context
+    forces = np.empty((len(positions), *positions.shape[1:]))
+    for t, (x, box) in enumerate(zip(positions, boxes, strict=True)):
+        context.setPeriodicBoxVectors(*box)
+        context.setPositions(x)
+        state = context.getState(getForces=True)
+        forces[t] = state.getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer
+        )
+    return forces
+
