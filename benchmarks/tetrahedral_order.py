@@ -9,6 +9,8 @@ Every variant is one ``cgkd run`` per seed (one stage cache in ``--work``: the t
 trained once and shared by every student variant) with ``--steps`` of CG MD. The table's
 "mean tetrahedral q - AA's" column is the shift of the mean q from the AA reference's; each
 run's numbers are kept in ``<out>/runs.json`` and added to by later calls.
+``<out>/force_error.png`` plots each model's shift against its held-out force error (the
+same test frames within a seed): whether models nearer the mean force are nearer AA's order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cgkd_runs import (
@@ -102,7 +109,40 @@ def main() -> None:
         f"`data_seed=0`; AA's mean tetrahedral q: {', '.join(map(str, aa_q))}. Every variant "
         "differs from the default settings only as its name says.",
     )
+    figure = plot_shift_against_force_error(kept.entries, labels, args.out / "force_error.png")
+    path.write_text(path.read_text() + f"\n![shift against force error]({figure.name})\n")
     print(path.read_text())
+
+
+def plot_shift_against_force_error(
+    entries: list[dict], labels: dict[tuple[str, str], str], path: Path
+) -> Path:
+    """Each model's mean tetrahedral q shift from AA's against its held-out force RMSE
+    (kJ/mol/nm), one panel per seed (each seed has its own test frames); saves ``path``."""
+    seeds = sorted({e["seed"] for e in entries})
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4.5 * len(seeds) + 4, 4.5), squeeze=False)
+    styles = {label: (f"C{k % 10}", "os^Dv"[k // 10]) for k, label in enumerate(labels.values())}
+    for ax, seed in zip(axes[0], seeds, strict=True):
+        for entry in (e for e in entries if e["seed"] == seed):
+            for model, values in entry["models"].items():
+                label = labels.get((entry["run"], model))
+                if label is None:
+                    continue
+                color, marker = styles[label]
+                x, y = values["force_rmse_mapped"], values["tetrahedral_shift"]
+                ax.plot(x, y, marker, color=color, label=label, ms=7)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set(
+            title=f"seed {seed}",
+            xlabel="held-out force RMSE vs mapped (kJ/mol/nm)",
+            ylabel="mean tetrahedral q - AA's",
+        )
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()[:-1]}
+    fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 3.8 / fig.get_figwidth(), 1))
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
