@@ -2,15 +2,16 @@
 
 usage: python benchmarks/md_speed.py --teach cache/teach-X --student cache/student-X
            --classical cache/classical-X [--sizes 300 1000 8000] [--steps 300] [--repeats 3]
-           [--platform CPU]
+           [--platform CPU] [--extra "NAME=cache/baseline-Y/baseline.pt" ...]
 
 For each size N: AA is a TIP3P box of N waters (OpenMM, PME, rigid water, 2 fs), the default
 system's settings; CG is one bead per water at the molecules' centres of mass after the AA
 warm-up, at the CG time step of conf/simulate/langevin.yaml, Langevin dynamics. Models: the
 classical force-matched pair potential (native OpenMM System, no torch), the student (student.pt
 of the student stage), the ensemble's first member alone and the teacher ensemble
-(ensemble.pt), each exported for the N beads as plain TorchScript (forces by autograd) and as
-the fused flavour (the compiled kernels of cgkd.ops). Every run is repeated ``--repeats``
+(ensemble.pt), and any ``--extra`` model checkpoints (e.g. a network of two interaction
+layers), each exported for the N beads as plain TorchScript (forces by autograd) and as the
+fused flavour (the compiled kernels of cgkd.ops). Every run is repeated ``--repeats``
 times, all models in turn, so that a slow spell of a shared machine hits them alike.
 
 Prints, per size, the median ms/step (with the range over the repeats), ns/day and ns/day
@@ -90,6 +91,9 @@ def model_files(args: argparse.Namespace, n_beads: int, box: np.ndarray) -> dict
         "teacher (single)": ("teacher", CGPotential([ensemble.networks[0]], ensemble.priors)),
         f"teacher ensemble ({len(ensemble.networks)})": ("ensemble", ensemble),
     }
+    for k, extra in enumerate(args.extra):
+        name, checkpoint = extra.split("=", 1)
+        potentials[name] = (f"extra_{k}", load_potential(Path(checkpoint), n_beads)[0])
     for name, (stem, potential) in potentials.items():
         exported = export_flavours(potential, species, out / f"{stem}.ts")
         if exported["fused"] is not None:
@@ -152,6 +156,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="steps at 1000 beads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--platform", default="CPU", help="OpenMM platform of the CG runs")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], metavar="NAME=CHECKPOINT", help="more models (.pt)"
+    )
     args = parser.parse_args()
     keep_freed_memory_in_heap()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import openmm
@@ -26,7 +27,7 @@ from cgkd.simulation.export import (
     is_fused,
     load_exported,
 )
-from cgkd.simulation.md import KERNELS, MDSettings, model_file
+from cgkd.simulation.md import KERNELS, MDSettings, model_file, model_forces
 from cgkd.simulation.system import build_system
 
 ONE_BLOCK = {**NETWORK, "n_interactions": 1}
@@ -72,28 +73,52 @@ def triclinic_liquid(n_beads: int = 40, seed: int = 4) -> tuple[torch.Tensor, to
     return torch.as_tensor(fractional @ TRICLINIC), torch.as_tensor(TRICLINIC)
 
 
-def random_potential(order: int, members: int, prior: dict | None, atom_layers: int = 1):
-    network = {**ONE_BLOCK, "tensor_order": order, "n_atom_layers": atom_layers}
+def random_potential(
+    order: int, members: int, prior: dict | None, atom_layers: int = 1, blocks: int = 1
+):
+    network = {
+        **ONE_BLOCK,
+        "tensor_order": order,
+        "n_atom_layers": atom_layers,
+        "n_interactions": blocks,
+    }
     potential = build_potential([network] * members, prior, seeds=list(range(members))).double()
     with torch.no_grad():
         for net in potential.networks:
-            net.blocks[0].interaction.tensor_weights.normal_()
+            for block in net.blocks:
+                block.interaction.tensor_weights.normal_()
             net.energy_scale.fill_(10.0)
     return potential
 
 
 @pytest.mark.parametrize(
-    ("order", "members", "prior", "atom_layers"),
-    [(2, 1, None, 1), (1, 2, PRIOR, 2), (0, 1, PRIOR, 0), (2, 2, BONDED_PRIOR, 1)],
-    ids=["l2", "l1-ensemble-repulsion", "l0-no-atom-layers", "l2-ensemble-bonded"],
+    ("order", "members", "prior", "atom_layers", "blocks"),
+    [
+        (2, 1, None, 1, 1),
+        (1, 2, PRIOR, 2, 1),
+        (0, 1, PRIOR, 0, 1),
+        (2, 2, BONDED_PRIOR, 1, 1),
+        (2, 1, PRIOR, 1, 2),
+        (1, 2, None, 0, 3),
+        (0, 1, BONDED_PRIOR, 2, 2),
+    ],
+    ids=[
+        "l2",
+        "l1-ensemble-repulsion",
+        "l0-no-atom-layers",
+        "l2-ensemble-bonded",
+        "l2-two-blocks",
+        "l1-ensemble-three-blocks",
+        "l0-two-blocks-bonded",
+    ],
 )
 @pytest.mark.parametrize("cell", ["cubic", "triclinic"])
 def test_fused_energies_and_forces_equal_the_reference(
-    liquid, order, members, prior, atom_layers, cell
+    liquid, order, members, prior, atom_layers, blocks, cell
 ):
     positions, box, species = liquid
     x, b = (positions[0], box[0]) if cell == "cubic" else triclinic_liquid()
-    potential = random_potential(order, members, prior, atom_layers)
+    potential = random_potential(order, members, prior, atom_layers, blocks)
     fused = torch.jit.script(FusedOpenMMPotential(potential, species, dtype=torch.float64))
     energy, forces = fused(x, b)
     expected_energy, expected_forces = reference(potential, x, b, species)
@@ -168,13 +193,18 @@ def test_fused_export_runs_in_openmm_like_the_plain_one(liquid, tmp_path):
     assert module.member_bead_energies(positions[0], box[0]).shape == (2, 40)
 
 
-def test_two_block_networks_have_no_fused_export(liquid, tmp_path):
-    _, _, species = liquid
-    potential = build_potential([NETWORK], PRIOR)
+def test_deep_networks_get_a_fused_export_like_their_plain_one(liquid, tmp_path):
+    """A network of two interaction blocks is exported fused too, and OpenMM's forces from it
+    are the plain export's (float32)."""
+    positions, box, species = liquid
+    potential = random_potential(2, 2, PRIOR, blocks=2).float()
     exported = export_flavours(potential, species, tmp_path / "deep.ts")
-    assert exported["fused"] is None
-    with pytest.raises(ValueError, match="more than one interaction block"):
-        FusedOpenMMPotential(potential, species)
+    assert exported["fused"] is not None and is_fused(exported["fused"])
+    x, b, masses = positions.numpy(), box.numpy(), np.full(40, 18.0)
+    forces = {name: model_forces(Path(path), x, b, masses) for name, path in exported.items()}
+    scale = np.abs(forces["plain"]).max()
+    assert scale > 1.0
+    np.testing.assert_allclose(forces["fused"], forces["plain"], rtol=0, atol=1e-4 * scale)
 
 
 def test_simulate_kernels_setting_picks_the_export_to_run(tmp_path):

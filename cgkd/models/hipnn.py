@@ -173,8 +173,12 @@ class InteractionLayer(nn.Module):
                 sensitivities.unsqueeze(1), projected.index_select(0, pairs.second)
             ).squeeze(1)
             environment = _environment(messages, pairs, n_beads)
-        # environment [M, 1 | 4 | 9, n_out]: the scalar sum, then rhat (3) for l >= 1, then
-        # the traceless rhat rhat^T in an orthonormal basis (5) for l = 2.
+        return self.combine(features, environment)
+
+    def combine(self, features: Tensor, environment: Tensor) -> Tensor:
+        """The layer's output [M, n_out] from its input features [M, n_in] and its pair sums
+        [M, 1 | 4 | 9, n_out]: the scalar sum, then rhat (3) for l >= 1, then the traceless
+        rhat rhat^T in an orthonormal basis (5) for l = 2."""
         out = self.self_interaction(features) + environment[:, 0]
         if self.order >= 1:
             out = out + self.tensor_weights[0] * _norm(environment[:, 1:4])
@@ -222,7 +226,11 @@ class Block(nn.Module):
 
     def forward(self, features: Tensor, pairs: PairLayout) -> Tensor:
         """Features after this block, [M, n_features]."""
-        out = nn.functional.softplus(self.interaction.layout_forward(features, pairs))
+        return self.atoms(self.interaction.layout_forward(features, pairs))
+
+    def atoms(self, interaction_out: Tensor) -> Tensor:
+        """Features after this block from its interaction layer's output, [M, n_features]."""
+        out = nn.functional.softplus(interaction_out)
         for layer in self.atom_layers:
             out = out + nn.functional.softplus(layer(out))
         return out
@@ -297,8 +305,3 @@ class HipnnTS(nn.Module):
         """Bead energies [M] in kJ/mol for flat beads with ``species`` [M] and pairs sorted
         by ``first``."""
         return self.hierarchical_energies(species, first, second, vectors).sum(0)
-
-    @property
-    def fusable(self) -> bool:
-        """Whether the fused kernels can evaluate this network (one interaction block)."""
-        return len(self.blocks) == 1

@@ -203,6 +203,34 @@ __attribute__((target_clones("avx2", "default"))) void environment_block(
   }
 }
 
+// dE/dv for the pair vector v = x_j - x_i of chunk pair q, from dE/dD_d (its angular factors)
+// and dE/dr.
+template <typename T, int ND>
+inline void pair_vector_gradient(const PairChunk<T>& chunk, int q, const T* grad_dirs, T grad_r,
+                                 T* gv) {
+  const T r2c = T(kRoot2), r6c = T(kRoot6);
+  const T ux = chunk.u[0][q], uy = chunk.u[1][q], uz = chunk.u[2][q];
+  // dE/du from dE/dD through the angular factors.
+  T gu[3] = {0, 0, 0};
+  if (ND >= 4) {
+    gu[0] += grad_dirs[1];
+    gu[1] += grad_dirs[2];
+    gu[2] += grad_dirs[3];
+  }
+  if (ND == 9) {
+    gu[0] += r2c * (grad_dirs[4] * uy + grad_dirs[5] * uz + grad_dirs[7] * ux) -
+             2 * grad_dirs[8] * ux / r6c;
+    gu[1] += r2c * (grad_dirs[4] * ux + grad_dirs[6] * uz - grad_dirs[7] * uy) -
+             2 * grad_dirs[8] * uy / r6c;
+    gu[2] += r2c * (grad_dirs[5] * ux + grad_dirs[6] * uy) + 4 * grad_dirs[8] * uz / r6c;
+  }
+  const T inv = T(1) / chunk.r[q];
+  const T radial = gu[0] * ux + gu[1] * uy + gu[2] * uz;
+  gv[0] = grad_r * ux + (gu[0] - radial * ux) * inv;
+  gv[1] = grad_r * uy + (gu[1] - radial * uy) * inv;
+  gv[2] = grad_r * uz + (gu[2] - radial * uz) * inv;
+}
+
 // dE/dx of the list entries [begin, end) into acc [N, 3], given g = dE/d(pair sums).
 template <typename T, int ND, int NU>
 __attribute__((target_clones("avx2", "default"))) void environment_backward_block(
@@ -210,7 +238,6 @@ __attribute__((target_clones("avx2", "default"))) void environment_backward_bloc
     const T* sigma, int64_t n_sensitivities, int64_t n_species, T cutoff, T* acc) {
   const int64_t nu = NU > 0 ? NU : n_sensitivities;
   const int64_t row = ND * nu;
-  const T r2c = T(kRoot2), r6c = T(kRoot6);
   PairChunk<T> chunk;
   std::vector<T> s(kChunk * nu), ds(kChunk * nu);
   T weighted[NU > 0 ? NU : 64];
@@ -249,29 +276,130 @@ __attribute__((target_clones("avx2", "default"))) void environment_backward_bloc
       T grad_r = 0;
 #pragma omp simd reduction(+ : grad_r)
       for (int64_t k = 0; k < nu; ++k) grad_r += w[k] * dsq[k];
-      const T ux = chunk.u[0][q], uy = chunk.u[1][q], uz = chunk.u[2][q];
-      // dE/du from dE/dD through the angular factors.
-      T gu[3] = {0, 0, 0};
-      if (ND >= 4) {
-        gu[0] += grad_dirs[1];
-        gu[1] += grad_dirs[2];
-        gu[2] += grad_dirs[3];
-      }
-      if (ND == 9) {
-        gu[0] += r2c * (grad_dirs[4] * uy + grad_dirs[5] * uz + grad_dirs[7] * ux) -
-                 2 * grad_dirs[8] * ux / r6c;
-        gu[1] += r2c * (grad_dirs[4] * ux + grad_dirs[6] * uz - grad_dirs[7] * uy) -
-                 2 * grad_dirs[8] * uy / r6c;
-        gu[2] += r2c * (grad_dirs[5] * ux + grad_dirs[6] * uy) + 4 * grad_dirs[8] * uz / r6c;
-      }
-      const T inv = T(1) / chunk.r[q];
-      const T radial = gu[0] * ux + gu[1] * uy + gu[2] * uz;
-      const T gv[3] = {grad_r * ux + (gu[0] - radial * ux) * inv,
-                       grad_r * uy + (gu[1] - radial * uy) * inv,
-                       grad_r * uz + (gu[2] - radial * uz) * inv};
+      T gv[3];
+      pair_vector_gradient<T, ND>(chunk, q, grad_dirs, grad_r, gv);
       for (int a = 0; a < 3; ++a) {
         acc[3 * j + a] += gv[a];
         acc[3 * i + a] -= gv[a];
+      }
+    }
+  }
+}
+
+// The messages of one pair: m_i = sum_k s_k P_j[k] (to i) and m_j = sum_k s_k P_i[k] (to j).
+template <typename T>
+inline void messages(const T* sq, const T* pj, const T* pi, int64_t nu, int64_t F, T* mi,
+                     T* mj) {
+  for (int64_t a = 0; a < F; ++a) mi[a] = mj[a] = 0;
+  for (int64_t k = 0; k < nu; ++k) {
+    const T sk = sq[k];
+#pragma omp simd
+    for (int64_t a = 0; a < F; ++a) {
+      mi[a] += sk * pj[k * F + a];
+      mj[a] += sk * pi[k * F + a];
+    }
+  }
+}
+
+// A deeper interaction layer reads features z [N, F_in], not species: its pair sums are
+//     env[i, d, a] = sum_{j in N(i)} D_d(u_ij) m_ija,   m_ija = sum_k s_k(r_ij) P[j, k, a],
+// with P = z V [N, nu, F] the features projected by the layer's pair weights (projected
+// first: F numbers per pair direction instead of nu * F_in). Pair sums of the list entries
+// [begin, end) into acc [N, ND, F].
+template <typename T, int ND, int NU>
+__attribute__((target_clones("avx2", "default"))) void feature_environment_block(
+    const PairList<T> list, int64_t begin, int64_t end, const T* projected, int64_t F,
+    const T* inverse_mu, const T* sigma, int64_t n_sensitivities, T cutoff, T* acc) {
+  const int64_t nu = NU > 0 ? NU : n_sensitivities;
+  PairChunk<T> chunk;
+  std::vector<T> s(kChunk * nu), mi(F), mj(F);
+  T dirs[kChunk * ND];
+  for (int64_t p = begin; p < end;) {
+    p = collect(list, p, end, cutoff * cutoff, chunk);
+    chunk_sensitivities<T, NU>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), nullptr);
+    chunk_directions<T, ND>(chunk, dirs);
+    for (int q = 0; q < chunk.n; ++q) {
+      const int64_t i = chunk.i[q], j = chunk.j[q];
+      messages(s.data() + q * nu, projected + j * nu * F, projected + i * nu * F, nu, F,
+               mi.data(), mj.data());
+      for (int d = 0; d < ND; ++d) {
+        const T di = dirs[q * ND + d];
+        const T dj = kParity<T>[d] * di;
+        T* row_i = acc + (i * ND + d) * F;
+        T* row_j = acc + (j * ND + d) * F;
+#pragma omp simd
+        for (int64_t a = 0; a < F; ++a) {
+          row_i[a] += di * mi[a];
+          row_j[a] += dj * mj[a];
+        }
+      }
+    }
+  }
+}
+
+// Given g = dE/d(pair sums) [N, ND, F] of a deeper layer, dE/dx and dE/dP of the list entries
+// [begin, end) into acc [N, 3 + nu * F] (per bead: dE/dx, then dE/dP).
+template <typename T, int ND, int NU>
+__attribute__((target_clones("avx2", "default"))) void feature_environment_backward_block(
+    const PairList<T> list, int64_t begin, int64_t end, const T* g, const T* projected,
+    int64_t F, const T* inverse_mu, const T* sigma, int64_t n_sensitivities, T cutoff, T* acc) {
+  const int64_t nu = NU > 0 ? NU : n_sensitivities;
+  const int64_t width = 3 + nu * F;
+  PairChunk<T> chunk;
+  std::vector<T> s(kChunk * nu), ds(kChunk * nu), mi(F), mj(F), gmi(F), gmj(F);
+  T dirs[kChunk * ND];
+  for (int64_t p = begin; p < end;) {
+    p = collect(list, p, end, cutoff * cutoff, chunk);
+    chunk_sensitivities<T, NU>(chunk, inverse_mu, sigma, nu, cutoff, s.data(), ds.data());
+    chunk_directions<T, ND>(chunk, dirs);
+    for (int q = 0; q < chunk.n; ++q) {
+      const int64_t i = chunk.i[q], j = chunk.j[q];
+      const T* pi = projected + i * nu * F;
+      const T* pj = projected + j * nu * F;
+      const T* sq = s.data() + q * nu;
+      const T* dsq = ds.data() + q * nu;
+      const T* gi = g + i * ND * F;
+      const T* gj = g + j * ND * F;
+      messages(sq, pj, pi, nu, F, mi.data(), mj.data());
+      // dE/dm_i[a] = sum_d D_d g_i[d][a]; dE/dm_j[a] = sum_d parity_d D_d g_j[d][a];
+      // dE/dD_d = sum_a m_i[a] g_i[d][a] + parity_d m_j[a] g_j[d][a].
+      T grad_dirs[ND];
+      for (int64_t a = 0; a < F; ++a) gmi[a] = gmj[a] = 0;
+      for (int d = 0; d < ND; ++d) {
+        const T di = dirs[q * ND + d];
+        const T dj = kParity<T>[d] * di;
+        const T* row_i = gi + d * F;
+        const T* row_j = gj + d * F;
+        T grad_d = 0;
+#pragma omp simd reduction(+ : grad_d)
+        for (int64_t a = 0; a < F; ++a) {
+          gmi[a] += di * row_i[a];
+          gmj[a] += dj * row_j[a];
+          grad_d += mi[a] * row_i[a] + kParity<T>[d] * mj[a] * row_j[a];
+        }
+        grad_dirs[d] = grad_d;
+      }
+      // dE/ds_k = sum_a P_j[k][a] dE/dm_i[a] + P_i[k][a] dE/dm_j[a]; dE/dP_j[k] += s_k dE/dm_i,
+      // dE/dP_i[k] += s_k dE/dm_j.
+      T* to_pi = acc + i * width + 3;
+      T* to_pj = acc + j * width + 3;
+      T grad_r = 0;
+      for (int64_t k = 0; k < nu; ++k) {
+        const T sk = sq[k];
+        T grad_s = 0;
+#pragma omp simd reduction(+ : grad_s)
+        for (int64_t a = 0; a < F; ++a) {
+          grad_s += pj[k * F + a] * gmi[a] + pi[k * F + a] * gmj[a];
+          to_pj[k * F + a] += sk * gmi[a];
+          to_pi[k * F + a] += sk * gmj[a];
+        }
+        grad_r += grad_s * dsq[k];
+      }
+      T gv[3];
+      pair_vector_gradient<T, ND>(chunk, q, grad_dirs, grad_r, gv);
+      for (int a = 0; a < 3; ++a) {
+        acc[j * width + a] += gv[a];
+        acc[i * width + a] -= gv[a];
       }
     }
   }
@@ -347,6 +475,33 @@ void environment_backward_kernel(const PairList<T>& list, int64_t n_beads, int64
                    [&](int64_t begin, int64_t end, T* buffer) {
                      environment_backward_block<T, ND, NU>(list, begin, end, g, inverse_mu, sigma,
                                                            nu, n_species, cutoff, buffer);
+                   });
+  });
+}
+
+template <typename T, int ND>
+void feature_environment_kernel(const PairList<T>& list, int64_t n_beads, int64_t n_pairs,
+                                const T* projected, int64_t F, const T* inverse_mu,
+                                const T* sigma, int64_t nu, T cutoff, T* env) {
+  with_sensitivities(nu, [&]<int NU>() {
+    over_blocks<T>(list.first, n_pairs, n_beads, ND * F, env,
+                   [&](int64_t begin, int64_t end, T* buffer) {
+                     feature_environment_block<T, ND, NU>(list, begin, end, projected, F,
+                                                          inverse_mu, sigma, nu, cutoff, buffer);
+                   });
+  });
+}
+
+template <typename T, int ND>
+void feature_environment_backward_kernel(const PairList<T>& list, int64_t n_beads,
+                                         int64_t n_pairs, const T* g, const T* projected,
+                                         int64_t F, const T* inverse_mu, const T* sigma,
+                                         int64_t nu, T cutoff, T* packed) {
+  with_sensitivities(nu, [&]<int NU>() {
+    over_blocks<T>(list.first, n_pairs, n_beads, 3 + nu * F, packed,
+                   [&](int64_t begin, int64_t end, T* buffer) {
+                     feature_environment_backward_block<T, ND, NU>(
+                         list, begin, end, g, projected, F, inverse_mu, sigma, nu, cutoff, buffer);
                    });
   });
 }
@@ -584,6 +739,79 @@ at::Tensor environment_backward(const at::Tensor& grad_env, const at::Tensor& po
   return gradient;
 }
 
+void check_projected(const at::Tensor& projected, const at::Tensor& positions,
+                     const at::Tensor& inverse_mu) {
+  TORCH_CHECK(projected.dim() == 3 && projected.size(0) == positions.size(0) &&
+                  projected.size(1) == inverse_mu.numel(),
+              "projected features must be [N, sensitivities, features]");
+}
+
+at::Tensor feature_environment(const at::Tensor& positions, const at::Tensor& box,
+                               const at::Tensor& first, const at::Tensor& second,
+                               const at::Tensor& shifts, const at::Tensor& projected,
+                               const at::Tensor& inverse_mu, const at::Tensor& sigma,
+                               double cutoff, int64_t order) {
+  check_list(positions, box, first, second, shifts);
+  check_projected(projected, positions, inverse_mu);
+  const auto x = positions.contiguous();
+  const int64_t F = projected.size(2);
+  auto env = at::zeros({x.size(0), n_directions(order), F}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_feature_environment", [&] {
+    const auto b = box.to(x.dtype()).contiguous();
+    const auto sh = shifts.to(x.dtype()).contiguous();
+    const auto fi = first.contiguous(), se = second.contiguous();
+    const auto pr = projected.to(x.dtype()).contiguous();
+    const auto mu = inverse_mu.to(x.dtype()).contiguous();
+    const auto sig = sigma.to(x.dtype()).contiguous();
+    const PairList<scalar_t> list{x.data_ptr<scalar_t>(),   b.data_ptr<scalar_t>(),
+                                  sh.data_ptr<scalar_t>(),  fi.data_ptr<int64_t>(),
+                                  se.data_ptr<int64_t>(),   nullptr};
+    with_directions(order, [&]<int ND>() {
+      feature_environment_kernel<scalar_t, ND>(list, x.size(0), fi.numel(),
+                                               pr.data_ptr<scalar_t>(), F,
+                                               mu.data_ptr<scalar_t>(), sig.data_ptr<scalar_t>(),
+                                               mu.numel(), scalar_t(cutoff),
+                                               env.data_ptr<scalar_t>());
+    });
+  });
+  return env;
+}
+
+std::tuple<at::Tensor, at::Tensor> feature_environment_backward(
+    const at::Tensor& grad_env, const at::Tensor& positions, const at::Tensor& box,
+    const at::Tensor& first, const at::Tensor& second, const at::Tensor& shifts,
+    const at::Tensor& projected, const at::Tensor& inverse_mu, const at::Tensor& sigma,
+    double cutoff, int64_t order) {
+  check_list(positions, box, first, second, shifts);
+  check_projected(projected, positions, inverse_mu);
+  const auto x = positions.contiguous();
+  const int64_t n_beads = x.size(0), nu = inverse_mu.numel(), F = projected.size(2);
+  TORCH_CHECK(grad_env.dim() == 3 && grad_env.size(0) == n_beads &&
+                  grad_env.size(1) == n_directions(order) && grad_env.size(2) == F,
+              "grad_env must be [N, directions, features]");
+  auto packed = at::zeros({n_beads, 3 + nu * F}, x.options());  // dE/dx, then dE/dP
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_feature_environment_backward", [&] {
+    const auto g = grad_env.to(x.dtype()).contiguous();
+    const auto b = box.to(x.dtype()).contiguous();
+    const auto sh = shifts.to(x.dtype()).contiguous();
+    const auto fi = first.contiguous(), se = second.contiguous();
+    const auto pr = projected.to(x.dtype()).contiguous();
+    const auto mu = inverse_mu.to(x.dtype()).contiguous();
+    const auto sig = sigma.to(x.dtype()).contiguous();
+    const PairList<scalar_t> list{x.data_ptr<scalar_t>(),   b.data_ptr<scalar_t>(),
+                                  sh.data_ptr<scalar_t>(),  fi.data_ptr<int64_t>(),
+                                  se.data_ptr<int64_t>(),   nullptr};
+    with_directions(order, [&]<int ND>() {
+      feature_environment_backward_kernel<scalar_t, ND>(
+          list, n_beads, fi.numel(), g.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(), F,
+          mu.data_ptr<scalar_t>(), sig.data_ptr<scalar_t>(), nu, scalar_t(cutoff),
+          packed.data_ptr<scalar_t>());
+    });
+  });
+  return {packed.narrow(1, 0, 3).contiguous(),
+          packed.narrow(1, 3, nu * F).reshape({n_beads, nu, F})};
+}
+
 std::tuple<at::Tensor, at::Tensor> repulsion(const at::Tensor& positions, const at::Tensor& box,
                                              const at::Tensor& first, const at::Tensor& second,
                                              const at::Tensor& shifts, const at::Tensor& species,
@@ -621,6 +849,14 @@ TORCH_LIBRARY(cgkd, m) {
       "Tensor second, Tensor shifts, Tensor species, Tensor inverse_mu, Tensor sigma, "
       "float cutoff, int order) -> Tensor");
   m.def(
+      "feature_environment(Tensor positions, Tensor box, Tensor first, Tensor second, "
+      "Tensor shifts, Tensor projected, Tensor inverse_mu, Tensor sigma, float cutoff, "
+      "int order) -> Tensor");
+  m.def(
+      "feature_environment_backward(Tensor grad_env, Tensor positions, Tensor box, "
+      "Tensor first, Tensor second, Tensor shifts, Tensor projected, Tensor inverse_mu, "
+      "Tensor sigma, float cutoff, int order) -> (Tensor, Tensor)");
+  m.def(
       "dense(Tensor pair_sums, Tensor species, Tensor pair_weights, Tensor constants, "
       "Tensor tensor_weights, Tensor atom_weights, Tensor atom_biases, Tensor readout, "
       "float readout_bias, Tensor species_energy, float scale, bool with_gradient) -> "
@@ -634,6 +870,8 @@ TORCH_LIBRARY(cgkd, m) {
 TORCH_LIBRARY_IMPL(cgkd, CPU, m) {
   m.impl("environment", &environment);
   m.impl("environment_backward", &environment_backward);
+  m.impl("feature_environment", &feature_environment);
+  m.impl("feature_environment_backward", &feature_environment_backward);
   m.impl("repulsion", &repulsion);
   m.impl("dense", &dense);
 }

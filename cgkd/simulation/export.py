@@ -9,9 +9,9 @@ for an ensemble, ``member_bead_energies(positions, box)`` each member's. Two fla
   forces from autograd. Pure TorchScript: any openmmtorch loads it, on any platform.
 * fused (:class:`FusedOpenMMPotential`): ``forward`` returns ``(energy, forces)``
   (``TorchForce.setOutputsForces(True)``), computed by the fused CPU kernels of
-  :mod:`cgkd.ops` in a few passes over the pairs; several times faster on the CPU. It needs
-  those kernels loaded (``torch.ops.load_library``) before OpenMM reads the file, and every
-  network must have one interaction block. The file's metadata says which flavour it is
+  :mod:`cgkd.ops` in a few passes over the pairs per interaction layer; several times faster
+  on the CPU. It needs those kernels loaded (``torch.ops.load_library``) before OpenMM reads
+  the file. The file's metadata says which flavour it is
   (``outputs_forces``).
 
 In MD, consecutive calls see nearly the same positions, so both keep a Verlet list
@@ -190,15 +190,23 @@ class OpenMMPotential(nn.Module):
         )
 
 
+def fused_network(network: HipnnTS, dtype: torch.dtype) -> nn.Module:
+    """The network as the fused kernels evaluate it: :class:`FusedNetwork` for one interaction
+    block (every layer in the kernels), :class:`FusedDeepNetwork` for more."""
+    if len(network.blocks) == 1:
+        return FusedNetwork(network, dtype)
+    return FusedDeepNetwork(network, dtype)
+
+
 class FusedNetwork(nn.Module):
     """One one-block HIP-NN-TS network's parameters as the fused kernels take them (frozen)."""
 
     def __init__(self, network: HipnnTS, dtype: torch.dtype):
         super().__init__()
-        if not network.fusable:
+        if len(network.blocks) != 1:
             raise ValueError(
-                "a network has more than one interaction block; the fused kernels evaluate "
-                "one-block networks only (export with fused=False)"
+                f"FusedNetwork evaluates one-block networks, not {len(network.blocks)} blocks; "
+                "use fused_network"
             )
         block = network.blocks[0]
         layer = block.interaction
@@ -283,16 +291,177 @@ class FusedNetwork(nn.Module):
             self.order,
         )
 
+    def energies_and_gradient(
+        self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Bead energies [N] (kJ/mol) and the gradient of their sum [N, 3] (kJ/mol/nm)."""
+        with torch.no_grad():
+            sums = self.pair_sums(x, box, verlet, species)
+            energies, grad_sums = self.energies(sums, species, True)
+            return energies, self.gradient(grad_sums, x, box, verlet, species)
+
+    def bead_energies(
+        self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
+    ) -> Tensor:
+        """Bead energies [N] (kJ/mol)."""
+        with torch.no_grad():
+            return self.energies(self.pair_sums(x, box, verlet, species), species, False)[0]
+
+
+class FusedDeepNetwork(nn.Module):
+    """A HIP-NN-TS network of several interaction blocks, its pair sums in the fused kernels.
+
+    The first layer's pair sums come from ``environment`` (it reads one-hot species), each
+    deeper layer's from ``feature_environment`` on the previous block's features projected by
+    its pair weights. What is per bead (the layers' combination of their sums, the atom
+    layers, the readouts) runs in TorchScript, with autograd giving the gradient of the energy
+    w.r.t. every layer's pair sums and projected features; the backward kernels turn those
+    into dE/dx, deepest layer first. Frozen copy of the network, in ``dtype``.
+    """
+
+    def __init__(self, network: HipnnTS, dtype: torch.dtype):
+        super().__init__()
+        net = copy.deepcopy(network).to(dtype)
+        for parameter in net.parameters():
+            parameter.requires_grad_(False)
+        self.first_block = net.blocks[0]
+        self.first_readout = net.readouts[0]
+        self.deeper_blocks = nn.ModuleList(list(net.blocks)[1:])
+        self.deeper_readouts = nn.ModuleList(list(net.readouts)[1:])
+        self.species_energy = net.species_energy
+        first = net.blocks[0].interaction
+        # [nu * S, F]: the first layer's pair weights, sensitivity-major like its pair sums.
+        self.register_buffer("first_weights", first.pair_weights.reshape(-1, first.n_out).clone())
+        self.energy_scale = float(net.energy_scale)
+        self.order = int(net.tensor_order)
+        self.n_species = int(net.n_species)
+
+    def _energies(
+        self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor, grad: bool
+    ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Bead energies [N] and, per layer (first to last), its pair sums and, for the deeper
+        layers, their projected features and sensitivity parameters (mu^-1, sigma); with
+        ``grad`` the pair sums are autograd leaves."""
+        first = self.first_block.interaction
+        sums = torch.ops.cgkd.environment(
+            x,
+            box,
+            verlet.first,
+            verlet.second,
+            verlet.shifts,
+            species,
+            first.sensitivity.inverse_mu,
+            first.sensitivity.sigma,
+            verlet.cutoff,
+            self.order,
+            self.n_species,
+        ).requires_grad_(grad)
+        n = x.shape[0]
+        one_hot = nn.functional.one_hot(species, self.n_species).to(x.dtype)
+        h = sums.permute(0, 2, 3, 1).reshape(n, sums.shape[2], -1) @ self.first_weights
+        features = self.first_block.atoms(first.combine(one_hot, h))
+        energies = self.species_energy(one_hot).squeeze(-1) + self.first_readout(features).squeeze(
+            -1
+        )
+        layer_sums = [sums]
+        projections: list[Tensor] = []
+        inverse_mus: list[Tensor] = []
+        sigmas: list[Tensor] = []
+        for block, readout in zip(self.deeper_blocks, self.deeper_readouts, strict=True):
+            layer = block.interaction
+            weights = layer.pair_weights.permute(1, 0, 2).reshape(layer.n_in, -1)
+            projected = (features @ weights).view(n, layer.n_sensitivities, layer.n_out)
+            deeper = torch.ops.cgkd.feature_environment(
+                x,
+                box,
+                verlet.first,
+                verlet.second,
+                verlet.shifts,
+                projected.detach(),
+                layer.sensitivity.inverse_mu,
+                layer.sensitivity.sigma,
+                verlet.cutoff,
+                self.order,
+            ).requires_grad_(grad)
+            features = block.atoms(layer.combine(features, deeper))
+            energies = energies + readout(features).squeeze(-1)
+            layer_sums.append(deeper)
+            projections.append(projected)
+            inverse_mus.append(layer.sensitivity.inverse_mu)
+            sigmas.append(layer.sensitivity.sigma)
+        return energies * self.energy_scale, layer_sums, projections, inverse_mus, sigmas
+
+    def energies_and_gradient(
+        self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Bead energies [N] (kJ/mol) and the gradient of their sum [N, 3] (kJ/mol/nm); needs
+        gradients enabled (OpenMM enables them)."""
+        if not torch.is_grad_enabled():
+            raise RuntimeError("call forward with gradients enabled (deep fused networks)")
+        energies, sums, projections, inverse_mus, sigmas = self._energies(
+            x, box, verlet, species, True
+        )
+        gradient = torch.zeros_like(x)
+        # Deepest layer first: its pair sums' gradient comes from the energy alone; each
+        # shallower one's also through the deeper layers' projected features.
+        total = energies.sum()
+        outputs = [total]
+        grad_outputs: list[Tensor | None] = [torch.ones_like(total)]
+        for k in range(len(projections) - 1, -1, -1):
+            grad_sums = torch.autograd.grad(outputs, [sums[k + 1]], grad_outputs, True)[0]
+            assert grad_sums is not None
+            x_gradient, grad_projected = torch.ops.cgkd.feature_environment_backward(
+                grad_sums,
+                x,
+                box,
+                verlet.first,
+                verlet.second,
+                verlet.shifts,
+                projections[k].detach(),
+                inverse_mus[k],
+                sigmas[k],
+                verlet.cutoff,
+                self.order,
+            )
+            gradient = gradient + x_gradient
+            outputs.append(projections[k])
+            grad_outputs.append(grad_projected)
+        grad_first = torch.autograd.grad(outputs, [sums[0]], grad_outputs)[0]
+        assert grad_first is not None
+        first = self.first_block.interaction
+        gradient = gradient + torch.ops.cgkd.environment_backward(
+            grad_first,
+            x,
+            box,
+            verlet.first,
+            verlet.second,
+            verlet.shifts,
+            species,
+            first.sensitivity.inverse_mu,
+            first.sensitivity.sigma,
+            verlet.cutoff,
+            self.order,
+        )
+        return energies.detach(), gradient
+
+    def bead_energies(
+        self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
+    ) -> Tensor:
+        """Bead energies [N] (kJ/mol)."""
+        with torch.no_grad():
+            return self._energies(x, box, verlet, species, False)[0]
+
 
 class FusedOpenMMPotential(nn.Module):
     """The same potential as :class:`OpenMMPotential`, evaluated by the fused CPU kernels
     (:mod:`cgkd.ops`, which must be loaded); ``forward`` returns ``(energy, forces)``.
 
-    Per call and member, three kernels: the pair sums of the first layer over the half
-    Verlet list, the dense layers with their gradient w.r.t. those sums (derived by hand),
-    and the forces from that gradient. The repulsion prior is a fourth kernel; bonds and
-    angles stay in TorchScript. Arithmetic in ``dtype`` (float32 like the plain export, or
-    float64).
+    Per call and one-block member, three kernels: the pair sums of the first layer over the
+    half Verlet list, the dense layers with their gradient w.r.t. those sums (derived by
+    hand), and the forces from that gradient (:class:`FusedNetwork`); a member of several
+    blocks adds two kernels per deeper layer (:class:`FusedDeepNetwork`). The repulsion prior
+    is a kernel too; bonds and angles stay in TorchScript. Arithmetic in ``dtype`` (float32
+    like the plain export, or float64).
     """
 
     def __init__(
@@ -308,7 +477,7 @@ class FusedOpenMMPotential(nn.Module):
                 "the fused kernels evaluate networks and priors, not pair tables; export a "
                 "classical model with cgkd.simulation.native"
             )
-        self.networks = nn.ModuleList([FusedNetwork(net, dtype) for net in potential.networks])
+        self.networks = nn.ModuleList([fused_network(net, dtype) for net in potential.networks])
         self.priors = copy.deepcopy(potential.priors).to(dtype)
         self.register_buffer("species", species.to(torch.long))
         self.length_unit = "nm"
@@ -331,13 +500,10 @@ class FusedOpenMMPotential(nn.Module):
             b = box.to(self.dtype)
         self.verlet.update(x, b)
         energies, gradient = self._priors(x, b, True)
-        with torch.no_grad():
-            for net in self.networks:
-                sums = net.pair_sums(x, b, self.verlet, self.species)
-                member, grad_sums = net.energies(sums, self.species, True)
-                member_gradient = net.gradient(grad_sums, x, b, self.verlet, self.species)
-                energies += member / float(self.n_members)
-                gradient += member_gradient / float(self.n_members)
+        for net in self.networks:
+            member, member_gradient = net.energies_and_gradient(x, b, self.verlet, self.species)
+            energies = energies + member / float(self.n_members)
+            gradient = gradient + member_gradient / float(self.n_members)
         return energies.sum().to(torch.float64), (-gradient).to(torch.float64)
 
     @torch.jit.export
@@ -355,8 +521,7 @@ class FusedOpenMMPotential(nn.Module):
             prior, _ = self._priors(x, b, False)
             members: list[Tensor] = []
             for net in self.networks:
-                sums = net.pair_sums(x, b, self.verlet, self.species)
-                members.append(net.energies(sums, self.species, False)[0])
+                members.append(net.bead_energies(x, b, self.verlet, self.species))
             return (torch.stack(members) + prior).to(torch.float64)
 
     def _priors(self, x: Tensor, box: Tensor, with_gradient: bool) -> tuple[Tensor, Tensor]:
@@ -446,15 +611,14 @@ def export_flavours(
     skin: float = DEFAULT_SKIN,
 ) -> dict[str, str | None]:
     """The plain export at ``path`` and, where the fused kernels build here and the potential
-    is networks (each with one interaction block) and priors, the fused one at
+    is networks and priors, the fused one at
     :func:`fused_path` (else None, and any stale fused file is removed):
     ``{"plain": ..., "fused": ...}``."""
     from cgkd import ops
 
     plain = export_torchscript(potential, species, path, metadata, skin)
     fused = fused_path(plain)
-    fusable = potential.networks and not potential.use_pair_table
-    if fusable and all(net.fusable for net in potential.networks) and ops.available():
+    if potential.networks and not potential.use_pair_table and ops.available():
         export_torchscript(potential, species, fused, metadata, skin, fused=True)
         return {"plain": str(plain), "fused": str(fused)}
     fused.unlink(missing_ok=True)

@@ -430,4 +430,3 @@ def model_forces(
             unit.kilojoule_per_mole / unit.nanometer
         )
     return forces
-
