@@ -6,7 +6,7 @@ usage: python benchmarks/md_speed.py --teach cache/teach-X --student cache/stude
 
 For each size N: AA is a TIP3P box of N waters (OpenMM, PME, rigid water, 2 fs), the default
 system's settings; CG is one bead per water at the molecules' centres of mass after the AA
-warm-up, at the CG time step of conf/simulate/langevin.yaml, Langevin dynamics. Models: the
+warm-up, at the default CG time step (MDSettings.timestep), Langevin dynamics. Models: the
 classical force-matched pair potential (native OpenMM System, no torch), the student (student.pt
 of the student stage), the ensemble's first member alone and the teacher ensemble
 (ensemble.pt), and any ``--extra`` model checkpoints (e.g. a network of two interaction
@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 # isort: off
 from cgkd.simulation.md import MDSettings, run_cg_md  # before openmm (openmmtorch plugin)
@@ -47,7 +46,6 @@ from cgkd.systems.reference_md import prepare
 from cgkd.systems.water import WaterBoxSpec
 from cgkd.units import ns_per_day
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "simulate" / "langevin.yaml"
 WATER_MASS = 18.015  # amu
 OUT = Path("/tmp/cgkd-md-speed")
 
@@ -162,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory_in_heap()
     OUT.mkdir(parents=True, exist_ok=True)
-    timestep = float(yaml.safe_load(CONF.read_text())["timestep"])
+    timestep = MDSettings().timestep  # the default CG time step (ps)
     summary: dict[int, dict[str, float]] = {}
     for size in args.sizes:
         steps = max(50, round(args.steps * min(1.0, 1000 / size)))

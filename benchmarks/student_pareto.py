@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -83,7 +82,7 @@ def variant_cost(sweep: Path, repeats: int, steps: int) -> list[float]:
     result = json.loads(sorted(sweep.glob("*/result.json"))[0].read_text())
     key = result["models"]["student"]["key"]
     student = next((sweep.parent / "cache").glob(f"student-{key}/student.pt"))
-    timestep = float(yaml.safe_load((REPO / "conf/simulate/langevin.yaml").read_text())["timestep"])
+    timestep = MDSettings().timestep  # the default CG time step (ps)
     _, x, box = aa_box(1000, 1)
     potential = load_potential(student, len(x))[0]
     exported = export_flavours(potential, torch.zeros(len(x), dtype=torch.long), OUT / "pareto.ts")
