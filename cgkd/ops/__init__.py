@@ -1,8 +1,10 @@
 """Fused CPU kernels for exported models (``torch.ops.cgkd.*``), compiled on first use.
 
-``hipnn_cpu.cpp`` holds, for a one-block HIP-NN-TS network: the first layer's pair sums over a
-half Verlet list (``environment``), the dense layers with their gradient w.r.t. those sums
-(``dense``), the forces from that gradient (``environment_backward``), the pair repulsion prior
+``hipnn_cpu.cpp`` holds, for HIP-NN-TS networks: the first layer's pair sums over a half
+Verlet list (``environment``), the dense layers of a one-block network with their gradient
+w.r.t. those sums (``dense``), the forces from that gradient (``environment_backward``), a
+deeper layer's pair sums over projected features and their backward
+(``feature_environment``, ``feature_environment_backward``), the pair repulsion prior
 (``repulsion``); ``cell_list.cpp`` the Verlet list's pair search (``half_pairs``): a few passes over
 the pairs instead of the ~60 small tensor operations of the TorchScript model
 (:class:`cgkd.simulation.export.FusedOpenMMPotential` calls them). They are compiled with the

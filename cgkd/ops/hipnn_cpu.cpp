@@ -7,8 +7,11 @@
 // (1; u; the traceless u u^T in an orthonormal basis) and s_k the inverse-distance
 // sensitivities with the cos^2 cutoff (cgkd/models/hipnn.py). These kernels compute env from
 // a half Verlet list (every pair once, in either direction) and, given dE/d env, the gradient
-// dE/dx; everything per bead (the dense layers) stays in TorchScript. A third kernel is the
-// pair repulsion prior with its gradient.
+// dE/dx. For a one-block network, the dense layers (per bead) are a kernel too, with their
+// gradient derived by hand. A deeper interaction layer reads features, not species: its pair
+// sums (feature_environment) and their backward take the features projected by its pair
+// weights, and the per-bead layers between run in TorchScript. Another kernel is the pair
+// repulsion prior with its gradient.
 //
 // Work is split into one block of consecutive first beads per thread, each with its own
 // accumulation buffer, summed in block order: the result is deterministic for a given thread
