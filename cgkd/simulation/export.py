@@ -342,20 +342,24 @@ class FusedDeepNetwork(nn.Module):
         """Bead energies [N] and, per layer (first to last), its pair sums and, for the deeper
         layers, their projected features and sensitivity parameters (mu^-1, sigma); with
         ``grad`` the pair sums are autograd leaves."""
+        # The kernels run under no_grad: their outputs are leaves, whatever the (loaded)
+        # parameters' requires_grad; autograd reaches them only as inputs.
         first = self.first_block.interaction
-        sums = torch.ops.cgkd.environment(
-            x,
-            box,
-            verlet.first,
-            verlet.second,
-            verlet.shifts,
-            species,
-            first.sensitivity.inverse_mu,
-            first.sensitivity.sigma,
-            verlet.cutoff,
-            self.order,
-            self.n_species,
-        ).requires_grad_(grad)
+        with torch.no_grad():
+            sums = torch.ops.cgkd.environment(
+                x,
+                box,
+                verlet.first,
+                verlet.second,
+                verlet.shifts,
+                species,
+                first.sensitivity.inverse_mu,
+                first.sensitivity.sigma,
+                verlet.cutoff,
+                self.order,
+                self.n_species,
+            )
+        sums.requires_grad_(grad)
         n = x.shape[0]
         one_hot = nn.functional.one_hot(species, self.n_species).to(x.dtype)
         h = sums.permute(0, 2, 3, 1).reshape(n, sums.shape[2], -1) @ self.first_weights
@@ -371,18 +375,20 @@ class FusedDeepNetwork(nn.Module):
             layer = block.interaction
             weights = layer.pair_weights.permute(1, 0, 2).reshape(layer.n_in, -1)
             projected = (features @ weights).view(n, layer.n_sensitivities, layer.n_out)
-            deeper = torch.ops.cgkd.feature_environment(
-                x,
-                box,
-                verlet.first,
-                verlet.second,
-                verlet.shifts,
-                projected.detach(),
-                layer.sensitivity.inverse_mu,
-                layer.sensitivity.sigma,
-                verlet.cutoff,
-                self.order,
-            ).requires_grad_(grad)
+            with torch.no_grad():
+                deeper = torch.ops.cgkd.feature_environment(
+                    x,
+                    box,
+                    verlet.first,
+                    verlet.second,
+                    verlet.shifts,
+                    projected,
+                    layer.sensitivity.inverse_mu,
+                    layer.sensitivity.sigma,
+                    verlet.cutoff,
+                    self.order,
+                )
+            deeper.requires_grad_(grad)
             features = block.atoms(layer.combine(features, deeper))
             energies = energies + readout(features).squeeze(-1)
             layer_sums.append(deeper)
@@ -410,39 +416,41 @@ class FusedDeepNetwork(nn.Module):
         for k in range(len(projections) - 1, -1, -1):
             grad_sums = torch.autograd.grad(outputs, [sums[k + 1]], grad_outputs, True)[0]
             assert grad_sums is not None
-            x_gradient, grad_projected = torch.ops.cgkd.feature_environment_backward(
-                grad_sums,
-                x,
-                box,
-                verlet.first,
-                verlet.second,
-                verlet.shifts,
-                projections[k].detach(),
-                inverse_mus[k],
-                sigmas[k],
-                verlet.cutoff,
-                self.order,
-            )
+            with torch.no_grad():
+                x_gradient, grad_projected = torch.ops.cgkd.feature_environment_backward(
+                    grad_sums,
+                    x,
+                    box,
+                    verlet.first,
+                    verlet.second,
+                    verlet.shifts,
+                    projections[k],
+                    inverse_mus[k],
+                    sigmas[k],
+                    verlet.cutoff,
+                    self.order,
+                )
             gradient = gradient + x_gradient
             outputs.append(projections[k])
             grad_outputs.append(grad_projected)
         grad_first = torch.autograd.grad(outputs, [sums[0]], grad_outputs)[0]
         assert grad_first is not None
         first = self.first_block.interaction
-        gradient = gradient + torch.ops.cgkd.environment_backward(
-            grad_first,
-            x,
-            box,
-            verlet.first,
-            verlet.second,
-            verlet.shifts,
-            species,
-            first.sensitivity.inverse_mu,
-            first.sensitivity.sigma,
-            verlet.cutoff,
-            self.order,
-        )
-        return energies.detach(), gradient
+        with torch.no_grad():
+            gradient = gradient + torch.ops.cgkd.environment_backward(
+                grad_first,
+                x,
+                box,
+                verlet.first,
+                verlet.second,
+                verlet.shifts,
+                species,
+                first.sensitivity.inverse_mu,
+                first.sensitivity.sigma,
+                verlet.cutoff,
+                self.order,
+            )
+            return energies.detach(), gradient
 
     def bead_energies(
         self, x: Tensor, box: Tensor, verlet: KernelVerletList, species: Tensor
