@@ -42,7 +42,8 @@ from cgkd_runs import (
 #: what force matching can find train the baseline (the student's network on mapped forces),
 #: which needs no teachers.
 VARIANTS = {
-    "default": ((), {"student": "student (default)", "baseline": "baseline (default)"}),
+    "default": ((), {"student": "student (default)"}),
+    "baseline": ((), {"baseline": "baseline (default)"}),
     "ensemble": ((), {"ensemble": "teacher ensemble, used directly"}),
     "student_teacher_size": (
         (
