@@ -40,7 +40,8 @@ import openmm.unit as unit
 from cgkd.models.checkpoint import load_potential
 from cgkd.models.potential import CGPotential
 from cgkd.runtime import keep_freed_memory_in_heap
-from cgkd.simulation.export import FusedOpenMMPotential, export_flavours
+from cgkd.simulation.export import export_flavours
+from cgkd.simulation.fused import FusedOpenMMPotential
 from cgkd.simulation.native import export_native
 from cgkd.systems.reference_md import prepare
 from cgkd.systems.water import WaterBoxSpec
@@ -119,14 +120,14 @@ def kernel_profile(student: Path, x: np.ndarray, box: np.ndarray) -> list[str]:
     b = torch.as_tensor(box, dtype=torch.float32)
     module.verlet.update(positions, b)
     net, verlet = module.networks[0], module.verlet
-    sums = net.pair_sums(positions, b, verlet, species)
+    sums = net.first(positions, b, verlet, species)
     grad_sums = net.energies(sums, species, True)[1]
     scripted = torch.jit.freeze(torch.jit.script(module).eval())
     x64, box64 = torch.as_tensor(x), torch.as_tensor(box)
     parts = {
-        "pair sums (kernel)": lambda: net.pair_sums(positions, b, verlet, species),
+        "pair sums (kernel)": lambda: net.first(positions, b, verlet, species),
         "dense layers and their gradient (kernel)": lambda: net.energies(sums, species, True),
-        "forces from the pair-sum gradient (kernel)": lambda: net.gradient(
+        "forces from the pair-sum gradient (kernel)": lambda: net.first.gradient(
             grad_sums, positions, b, verlet, species
         ),
         "Verlet list rebuild (kernel; every few steps)": lambda: torch.ops.cgkd.half_pairs(

@@ -20,13 +20,13 @@ from cgkd import ops
 from cgkd.models.checkpoint import build_potential
 from cgkd.models.potential import CGPotential
 from cgkd.simulation.export import (
-    FusedOpenMMPotential,
     KernelVerletList,
     VerletList,
     export_flavours,
     is_fused,
     load_exported,
 )
+from cgkd.simulation.fused import FusedOpenMMPotential
 from cgkd.simulation.md import KERNELS, MDSettings, model_file, model_forces
 from cgkd.simulation.system import build_system
 

@@ -7,7 +7,7 @@ deeper layer's pair sums over projected features and their backward
 (``feature_environment``, ``feature_environment_backward``), the pair repulsion prior
 (``repulsion``); ``cell_list.cpp`` the Verlet list's pair search (``half_pairs``): a few passes over
 the pairs instead of the ~60 small tensor operations of the TorchScript model
-(:class:`cgkd.simulation.export.FusedOpenMMPotential` calls them). They are compiled with the
+(:class:`cgkd.simulation.fused.FusedOpenMMPotential` calls them). They are compiled with the
 system C++ compiler (``CXX``, default ``c++``; C++20) against the installed torch the first
 time they are needed (about 20 s) into a cache directory (``CGKD_OPS_DIR``, default
 ``~/.cache/cgkd/ops``), keyed by the source, the torch version and the flags, so a changed

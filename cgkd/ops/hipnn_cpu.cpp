@@ -749,6 +749,31 @@ void check_projected(const at::Tensor& projected, const at::Tensor& positions,
               "projected features must be [N, sensitivities, features]");
 }
 
+// A deeper layer's inputs, contiguous in the dtype of the positions ``x`` (contiguous).
+struct FeatureInputs {
+  const at::Tensor& x;
+  at::Tensor box, shifts, first, second, projected, inverse_mu, sigma;
+
+  FeatureInputs(const at::Tensor& x, const at::Tensor& box, const at::Tensor& first,
+                const at::Tensor& second, const at::Tensor& shifts, const at::Tensor& projected,
+                const at::Tensor& inverse_mu, const at::Tensor& sigma)
+      : x(x),
+        box(box.to(x.dtype()).contiguous()),
+        shifts(shifts.to(x.dtype()).contiguous()),
+        first(first.contiguous()),
+        second(second.contiguous()),
+        projected(projected.to(x.dtype()).contiguous()),
+        inverse_mu(inverse_mu.to(x.dtype()).contiguous()),
+        sigma(sigma.to(x.dtype()).contiguous()) {}
+
+  // The Verlet list (no species: a deeper layer reads features).
+  template <typename T>
+  PairList<T> list() const {
+    return {x.data_ptr<T>(),          box.data_ptr<T>(),         shifts.data_ptr<T>(),
+            first.data_ptr<int64_t>(), second.data_ptr<int64_t>(), nullptr};
+  }
+};
+
 at::Tensor feature_environment(const at::Tensor& positions, const at::Tensor& box,
                                const at::Tensor& first, const at::Tensor& second,
                                const at::Tensor& shifts, const at::Tensor& projected,
@@ -759,22 +784,13 @@ at::Tensor feature_environment(const at::Tensor& positions, const at::Tensor& bo
   const auto x = positions.contiguous();
   const int64_t F = projected.size(2);
   auto env = at::zeros({x.size(0), n_directions(order), F}, x.options());
+  const FeatureInputs in(x, box, first, second, shifts, projected, inverse_mu, sigma);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_feature_environment", [&] {
-    const auto b = box.to(x.dtype()).contiguous();
-    const auto sh = shifts.to(x.dtype()).contiguous();
-    const auto fi = first.contiguous(), se = second.contiguous();
-    const auto pr = projected.to(x.dtype()).contiguous();
-    const auto mu = inverse_mu.to(x.dtype()).contiguous();
-    const auto sig = sigma.to(x.dtype()).contiguous();
-    const PairList<scalar_t> list{x.data_ptr<scalar_t>(),   b.data_ptr<scalar_t>(),
-                                  sh.data_ptr<scalar_t>(),  fi.data_ptr<int64_t>(),
-                                  se.data_ptr<int64_t>(),   nullptr};
     with_directions(order, [&]<int ND>() {
-      feature_environment_kernel<scalar_t, ND>(list, x.size(0), fi.numel(),
-                                               pr.data_ptr<scalar_t>(), F,
-                                               mu.data_ptr<scalar_t>(), sig.data_ptr<scalar_t>(),
-                                               mu.numel(), scalar_t(cutoff),
-                                               env.data_ptr<scalar_t>());
+      feature_environment_kernel<scalar_t, ND>(
+          in.list<scalar_t>(), x.size(0), in.first.numel(), in.projected.data_ptr<scalar_t>(), F,
+          in.inverse_mu.data_ptr<scalar_t>(), in.sigma.data_ptr<scalar_t>(),
+          in.inverse_mu.numel(), scalar_t(cutoff), env.data_ptr<scalar_t>());
     });
   });
   return env;
@@ -793,22 +809,14 @@ std::tuple<at::Tensor, at::Tensor> feature_environment_backward(
                   grad_env.size(1) == n_directions(order) && grad_env.size(2) == F,
               "grad_env must be [N, directions, features]");
   auto packed = at::zeros({n_beads, 3 + nu * F}, x.options());  // dE/dx, then dE/dP
+  const FeatureInputs in(x, box, first, second, shifts, projected, inverse_mu, sigma);
+  const auto g = grad_env.to(x.dtype()).contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cgkd_feature_environment_backward", [&] {
-    const auto g = grad_env.to(x.dtype()).contiguous();
-    const auto b = box.to(x.dtype()).contiguous();
-    const auto sh = shifts.to(x.dtype()).contiguous();
-    const auto fi = first.contiguous(), se = second.contiguous();
-    const auto pr = projected.to(x.dtype()).contiguous();
-    const auto mu = inverse_mu.to(x.dtype()).contiguous();
-    const auto sig = sigma.to(x.dtype()).contiguous();
-    const PairList<scalar_t> list{x.data_ptr<scalar_t>(),   b.data_ptr<scalar_t>(),
-                                  sh.data_ptr<scalar_t>(),  fi.data_ptr<int64_t>(),
-                                  se.data_ptr<int64_t>(),   nullptr};
     with_directions(order, [&]<int ND>() {
       feature_environment_backward_kernel<scalar_t, ND>(
-          list, n_beads, fi.numel(), g.data_ptr<scalar_t>(), pr.data_ptr<scalar_t>(), F,
-          mu.data_ptr<scalar_t>(), sig.data_ptr<scalar_t>(), nu, scalar_t(cutoff),
-          packed.data_ptr<scalar_t>());
+          in.list<scalar_t>(), n_beads, in.first.numel(), g.data_ptr<scalar_t>(),
+          in.projected.data_ptr<scalar_t>(), F, in.inverse_mu.data_ptr<scalar_t>(),
+          in.sigma.data_ptr<scalar_t>(), nu, scalar_t(cutoff), packed.data_ptr<scalar_t>());
     });
   });
   return {packed.narrow(1, 0, 3).contiguous(),
