@@ -151,7 +151,8 @@ def plot(
     table: dict, values: list[int], labels: dict[int, str], shown: list[str], axis: str, path: Path
 ) -> None:
     """One column per metric: student and baseline against the variable (error bars of one
-    sample std) above, the gap below; ticks at the values, named by ``labels`` where given."""
+    sample std; the structural deviations on a log scale) above, the gap below; ticks at the
+    values, named by ``labels`` where given."""
     fig, axes = plt.subplots(2, len(shown), figsize=(4.2 * len(shown), 6.4), squeeze=False)
     for column, name in enumerate(shown):
         for model in MODELS:
@@ -160,7 +161,8 @@ def plot(
         mean, spread = zip(*(table[name]["gap"][v] for v in values), strict=True)
         axes[1, column].errorbar(values, mean, spread, marker="o", capsize=3, color="k")
         axes[1, column].axhline(0.0, color="grey", lw=0.8)
-        axes[0, column].set(title=metric(name).header, xscale="log")
+        scale = "linear" if name == "force_rmse_mapped" else "log"  # forces span a few percent
+        axes[0, column].set(title=metric(name).header, xscale="log", yscale=scale)
         axes[1, column].set(xlabel=axis, ylabel="baseline - student", xscale="log")
         for row in (0, 1):
             axes[row, column].set_xticks(values, [labels.get(v, str(v)) for v in values])
