@@ -678,11 +678,14 @@ def test_friction_matched_to_the_vacf_uses_a_dense_aa_segment(quick_run):
     assert result.returncode == 0, result.stderr[-3000:]
     segment = json.loads(next((quick_run / "cache").glob("segment-*/done.json")).read_text())
     assert segment["picoseconds"] == pytest.approx(3.0) and segment["n_frames"] == 300
-    # the beads' velocities are their molecules' centre-of-mass velocities: equipartition
+    # the beads' velocities are their molecules' centre-of-mass velocities: equipartition.
+    # 120 beads over 3 ps: one frame's ratio scatters by sqrt(2/360) = 0.075 and the mean of
+    # ~10 independent frames by about 0.02; 0.08 is about 4 of those, and still fails for the
+    # oxygen's velocity in place of the centre of mass's (18/16 = 1.125).
     masses = read_h5md(next((quick_run / "cache").glob("map-*/cg.h5md"))).masses
     with np.load(quick_run / segment["segment"]) as dense:
         kinetic = (masses[:, None] * dense["velocities"] ** 2).sum(axis=-1).mean()
-    assert kinetic / (3 * kt(300.0)) == pytest.approx(1.0, abs=0.05)
+    assert kinetic / (3 * kt(300.0)) == pytest.approx(1.0, abs=0.08)
     calibrations = [
         json.loads(path.read_text())
         for path in (quick_run / "cache").glob("calibrate-student-*/done.json")
