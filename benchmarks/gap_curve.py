@@ -85,7 +85,13 @@ def main() -> None:
             entry["train_frames"] = training_frame_count(run)
     kept.save()
     entries = kept.entries
-    names = {position(e): e["run"] for e in entries}  # axis value -> its name in --values
+    names: dict[int, str] = {}  # axis value -> its name in --values
+    for entry in entries:
+        if names.setdefault(position(entry), entry["run"]) != entry["run"]:
+            sys.exit(
+                f"{kept.path}: '{ALL}' and '{entry['run']}' both train on {position(entry)} "
+                f"frames; drop one of them from that file and from --values"
+            )
     values = sorted(names)
     labels = {value: f"{ALL} ({value})" for value, name in names.items() if name == ALL}
     shown = [name for name in METRICS if all(name in e["models"]["student"] for e in entries)]
