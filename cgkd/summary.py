@@ -158,6 +158,7 @@ def plot_summary(
             capsize=3,
         )
         ax.grid(axis="x", alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))  # divergences of 1e-5
         if metric.name == "stable_fraction":
             ax.set_xlim(-0.05, 1.05)
         ax.set_yticks(positions, names if ax in axes[::n_columns] else [""] * len(rows))
