@@ -87,9 +87,10 @@ def main() -> None:
     entries = kept.entries
     names: dict[int, str] = {}  # axis value -> its name in --values
     for entry in entries:
-        if names.setdefault(position(entry), entry["run"]) != entry["run"]:
+        first = names.setdefault(position(entry), entry["run"])
+        if first != entry["run"]:
             sys.exit(
-                f"{kept.path}: '{ALL}' and '{entry['run']}' both train on {position(entry)} "
+                f"{kept.path}: '{first}' and '{entry['run']}' both train on {position(entry)} "
                 f"frames; drop one of them from that file and from --values"
             )
     values = sorted(names)
