@@ -162,16 +162,16 @@ def held_out_force_rmse(
     os.chdir(work)  # the stage cache and its recorded paths are relative to work
     try:
         own, other = Pipeline(cfg), Pipeline(clean)
-        dataset = _cached(other, Request("map"))["dataset"]
+        dataset = cached_record(other, Request("map"))["dataset"]
         frames = read_h5md(dataset)
         if not np.allclose(
-            read_h5md(_cached(own, Request("map"))["dataset"]).positions, frames.positions
+            read_h5md(cached_record(own, Request("map"))["dataset"]).positions, frames.positions
         ):
             raise ValueError(f"{dataset} maps other bead positions than {run}'s dataset")
         test = reference_splits(Context.unchecked(cfg), len(frames.positions)).test
         errors = {}
         for name in models:
-            path = Path(_cached(own, Request("simulate", name))["model_file"])
+            path = Path(cached_record(own, Request("simulate", name))["model_file"])
             forces = model_forces(path, frames.positions[test], frames.boxes[test], frames.masses)
             errors[name] = float(np.sqrt(np.mean((forces - frames.forces[test]) ** 2)))
         return errors
@@ -179,7 +179,7 @@ def held_out_force_rmse(
         os.chdir(here)
 
 
-def _cached(pipeline: Pipeline, request: Request) -> dict:
+def cached_record(pipeline: Pipeline, request: Request) -> dict:
     """The record of a cached stage; raises (never builds) when it is not cached."""
     plan = pipeline.plan(request)
     done = Path(pipeline.cfg.cache_dir) / plan.directory_name / "done.json"
