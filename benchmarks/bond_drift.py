@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cgkd_runs import REPO, KeptRuns, cached_record, run_directory
 
 from cgkd.analysis import cg_runs
-from cgkd.geometry.periodic import minimum_image
 from cgkd.io.h5md import read_h5md, read_h5md_bonds
+from cgkd.models.priors import bond_lengths
 from cgkd.stages.base import Request
 from cgkd.stages.runner import Pipeline
 
@@ -39,13 +39,6 @@ from cgkd.stages.runner import Pipeline
 RANGE = (0.001, 0.999)
 #: The parts of a run the fraction is reported for.
 PARTS = 10
-
-
-def bond_lengths(positions: np.ndarray, boxes: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """[T, K] minimum-image lengths (nm) of the ``bonds`` [K, 2] in frames ``positions``
-    [T, N, 3] with ``boxes`` [T, 3, 3] (nm)."""
-    vectors = positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]]
-    return np.linalg.norm(minimum_image(vectors, boxes), axis=-1)
 
 
 def outside_fraction(lengths: np.ndarray, kinds: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -73,8 +66,9 @@ def drift(run: Path, work: Path, models: list[str]) -> tuple[dict[str, np.ndarra
         fractions = {}
         for model in models:
             (trajectory,) = cg_runs(cached_record(pipeline, Request("simulate", model)), frames, 1)
-            positions = np.stack([trajectory.frame(t).positions for t in range(len(trajectory))])
-            boxes = np.stack([trajectory.frame(t).box for t in range(len(trajectory))])
+            read = [trajectory.frame(t) for t in range(len(trajectory))]
+            positions = np.stack([frame.positions for frame in read])
+            boxes = np.stack([frame.box for frame in read])
             fractions[model] = outside_fraction(
                 bond_lengths(positions, boxes, bonds), kinds, ranges
             )

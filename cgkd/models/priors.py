@@ -309,7 +309,9 @@ def boltzmann_harmonic(
     return float(values.mean()), temperature_kt / spread**2
 
 
-def _bond_lengths(positions: np.ndarray, boxes: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+def bond_lengths(positions: np.ndarray, boxes: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """[T, K] minimum-image lengths (nm) of the ``bonds`` [K, 2] in frames ``positions``
+    [T, N, 3] with ``boxes`` [T, 3, 3] (nm)."""
     return np.linalg.norm(
         minimum_image(positions[:, bonds[:, 1]] - positions[:, bonds[:, 0]], boxes), axis=-1
     )
@@ -371,7 +373,7 @@ def fit_priors(
         }
     pairs, triples = topology.bonds, topology.angles
     if bonds and len(pairs):
-        values = _bond_lengths(positions, boxes, pairs)
+        values = bond_lengths(positions, boxes, pairs)
         fitted = _fit_terms(values, topology.term_names(pairs), temperature_kt, "bond")
         prior["bonds"] = {"beads": pairs.tolist(), **fitted}
     if angles and len(triples):
