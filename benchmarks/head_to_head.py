@@ -9,7 +9,7 @@ Per seed, up to three ``cgkd run`` calls share one stage cache in ``--work``:
 
 - ``default``: the default student and the baseline, with ``--long-steps`` of CG MD (1 ns);
 - ``direct``: the classical model, the single teacher and the ensemble, ``--short-steps``;
-- ``optimal``: ``mapping.force_map=optimal``, its student and baseline, ``--short-steps``
+- ``optimal``: ``mapping.force_map=optimal``, its student and baseline, ``--long-steps``
   (not on water, where one bead is one rigid molecule: its basic map is the only valid one).
 
 Each run's result line is kept, with the commit, in ``<out>/runs.json``; a later call adds
@@ -108,7 +108,7 @@ def main() -> None:
     runs = {
         "default": Run((), ("student", "baseline"), args.long_steps),
         "direct": Run((), ("classical", "teacher", "ensemble"), args.short_steps),
-        "optimal": Run(("mapping.force_map=optimal",), ("student", "baseline"), args.short_steps),
+        "optimal": Run(("mapping.force_map=optimal",), ("student", "baseline"), args.long_steps),
     }
     chosen = args.runs or SYSTEM_RUNS[args.system]
     kept = KeptRuns(out / "runs.json", ("seed", "run"))
