@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from cgkd.io.frames import Frames
 from cgkd.observables.dynamics import shared_max_lag
 from cgkd.observables.sources import Curves, compare_sources, scalars
@@ -75,16 +77,18 @@ def compute(
     frames: Frames,
     settings: AnalysisSettings,
     ms_per_force_evaluation: dict[str, float],
+    bonds: np.ndarray | None = None,
 ) -> Computed:
-    """Observables of the reference (``frames``, the CG dataset) and of every simulated
-    model's saved replicas, measured alike; their deviations and scalars; held-out force
-    errors, stability and timings (``ms_per_force_evaluation`` by model, measured by the
-    caller) as one :class:`RunResult`. What the run is (its :class:`RunFacts` and the system's
-    name) is the config's, added when it is rendered (:func:`named`)."""
-    reference = Trajectory.from_frames(frames, name=str(records.cg["dataset"]))
+    """Observables of the reference (``frames``, the CG dataset, with its ``bonds`` [K, 2]
+    when it has any) and of every simulated model's saved replicas, measured alike; their
+    deviations and scalars; held-out force errors, stability and timings
+    (``ms_per_force_evaluation`` by model, measured by the caller) as one :class:`RunResult`.
+    What the run is (its :class:`RunFacts` and the system's name) is the config's, added when
+    it is rendered (:func:`named`)."""
+    reference = Trajectory.from_frames(frames, name=str(records.cg["dataset"]), bonds=bonds)
     log.info("observables of the AA-mapped reference (%d frames)", reference.n_frames)
     runs = {
-        name: cg_runs(record, frames, settings.frame_interval)
+        name: cg_runs(record, frames, settings.frame_interval, bonds)
         for name, record in records.runs.items()
     }
     # The reference resolves the `auto` settings; every CG run is measured with its values,
@@ -169,9 +173,11 @@ def stable_runs(records: StageRecords, runs: dict[str, list[Trajectory]]) -> lis
     return kept
 
 
-def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:
+def cg_runs(
+    run: dict[str, Any], frames: Frames, dt: float, bonds: np.ndarray | None = None
+) -> list[Trajectory]:
     """The replicas of a simulate record that saved frames, streamed from their DCD files with
-    the species of the CG dataset ``frames`` and ``dt`` ps between frames."""
+    the species of the CG dataset ``frames``, its ``bonds`` and ``dt`` ps between frames."""
     return [
         Trajectory.from_dcd(
             replica["trajectory"],
@@ -179,6 +185,7 @@ def cg_runs(run: dict[str, Any], frames: Frames, dt: float) -> list[Trajectory]:
             dt=dt,
             types=frames.types,
             type_names=frames.type_names,
+            bonds=bonds,
         )
         for replica in run["replicas"]
         if replica["n_frames"] > 0

@@ -63,6 +63,8 @@ METRICS = (
     Metric(
         "tetrahedral_shift", "mean tetrahedral q - AA's", "", ".3f", ("tetrahedral", "mean diff.")
     ),
+    Metric("bond_jsd", "bond length JSD", "bits", ".4f", ("bonds", "JSD")),
+    Metric("bonds_outside", "bonds outside AA range", "", ".3f", ("bonds", "outside AA range")),
     Metric("d_ratio", "D ratio CG/AA", "", ".2f", ("msd", "D ratio")),
     Metric("stable_fraction", "stable fraction", "", ".2f"),
     Metric("ms_per_force_evaluation", "force evaluation", "ms", ".2f"),
@@ -97,6 +99,8 @@ class ModelResult:
     q6_jsd: float | None = None
     tetrahedral_jsd: float | None = None
     tetrahedral_shift: float | None = None
+    bond_jsd: float | None = None
+    bonds_outside: float | None = None
     d_ratio: float | None = None
     stable_fraction: float | None = None
     ms_per_force_evaluation: float | None = None

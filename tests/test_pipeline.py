@@ -497,6 +497,15 @@ def test_quick_reline_multibead_runs_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["stability"]) == {"student", "baseline"}
     assert "reline" in (tmp_path / "out" / "report.md").read_text()
+    # the choline bonds (CHN-CHO) are measured: their distribution and the share outside AA's
+    bonds = metrics["observables"]["bonds"]["student"]
+    assert 0.0 <= bonds["outside AA range"] <= 1.0 and bonds["JSD"] >= 0.0
+    line = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert (
+        line["models"]["baseline"]["bonds_outside"]
+        == metrics["observables"]["bonds"]["baseline"]["outside AA range"]
+    )
+    assert (tmp_path / "out" / "bonds.png").is_file()
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from cgkd.observables.base import (
     ObservableResult,
 )
 from cgkd.observables.blocks import block_average
+from cgkd.observables.bonds import BondLengths
 from cgkd.observables.compare import (
     compare,
     deviation,
@@ -44,6 +45,7 @@ __all__ = [
     "MSD",
     "RDF",
     "VACF",
+    "BondLengths",
     "CoordinationNumbers",
     "Frame",
     "HistogramObservable",

@@ -5,6 +5,8 @@
 - distributions (angles, order parameters, counts, densities, CDF maps): Jensen-Shannon
   divergence in bits (0 identical, 1 disjoint) and, where the result has one, the difference of
   the means;
+- bond lengths: as distributions, and the share of the lengths outside the range the
+  reference visits (:func:`outside_fraction`);
 - dynamics (MSD): the ratio of the diffusion coefficients and its relative error.
 """
 
@@ -22,6 +24,11 @@ from cgkd.observables.dynamics import diffusion_ratio
 CURVES = ("rdf", "n(r)", "S(q)")
 #: Result-name prefixes of dynamics compared through their diffusion coefficient.
 DYNAMICS = ("msd",)
+#: Result-name prefixes of distributions with a range the reference never leaves (bonds).
+BOUNDED = ("bonds",)
+#: The reference's range of a bounded distribution: from the bin where its cumulative
+#: probability passes the first value to the bin where it reaches the second.
+REFERENCE_RANGE = (0.001, 0.999)
 
 
 def mean_absolute_deviation(ref: ObservableResult, other: ObservableResult) -> float:
@@ -56,6 +63,17 @@ def jensen_shannon_divergence(ref: ObservableResult, other: ObservableResult) ->
     return float(0.5 * (_kullback_leibler(p, m) + _kullback_leibler(q, m)))
 
 
+def outside_fraction(ref: ObservableResult, other: ObservableResult) -> float:
+    """The probability of ``other`` in the bins outside the reference's range (the bins from
+    where the reference's cumulative probability passes 0.1 % to where it reaches 99.9 %,
+    :data:`REFERENCE_RANGE`); about 0 for a model that stays where the reference goes."""
+    _check_same_bins(ref, other)
+    cumulative = np.cumsum(_probabilities(ref))
+    low, high = np.searchsorted(cumulative, REFERENCE_RANGE)
+    inside = slice(int(low), int(high) + 1)
+    return float(1.0 - _probabilities(other)[inside].sum())
+
+
 def deviation(ref: ObservableResult, other: ObservableResult) -> dict[str, float]:
     """The metrics that fit the kind of observable (see the module docstring), by name."""
     if ref.name.startswith(DYNAMICS):
@@ -69,6 +87,8 @@ def deviation(ref: ObservableResult, other: ObservableResult) -> dict[str, float
     metrics = {"JSD": jensen_shannon_divergence(ref, other)}
     if "mean" in ref.attrs and "mean" in other.attrs:
         metrics["mean diff."] = float(other.attrs["mean"] - ref.attrs["mean"])
+    if ref.name.startswith(BOUNDED):
+        metrics["outside AA range"] = outside_fraction(ref, other)
     return metrics
 
 

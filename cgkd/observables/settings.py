@@ -102,6 +102,17 @@ class LocalDensitySettings:
 
 
 @dataclass
+class BondSettings:
+    """Bond-length distributions of the CG bonds of multi-bead molecules (none for one-bead
+    molecules): over every bond and over each bonded species pair, in ``n_bins`` bins up to
+    ``r_max`` (nm; longer bonds count in the last bin)."""
+
+    enabled: bool = True
+    r_max: float = 0.6
+    n_bins: int = 120
+
+
+@dataclass
 class MSDSettings:
     """MSD and diffusion coefficient (and the VACF where velocities exist) up to ``max_lag``
     (ps; None: half a block, i.e. run / (2 n_blocks) for one run). The linear fit
@@ -132,5 +143,6 @@ class AnalysisSettings:
     steinhardt: SteinhardtSettings = field(default_factory=SteinhardtSettings)
     coordination: CoordinationSettings = field(default_factory=CoordinationSettings)
     local_density: LocalDensitySettings = field(default_factory=LocalDensitySettings)
+    bonds: BondSettings = field(default_factory=BondSettings)
     msd: MSDSettings = field(default_factory=MSDSettings)
     timing_repeats: int = 30

@@ -4,7 +4,7 @@
 trajectory or on independent runs (replicas) and adds the results derived from the RDF
 (running coordination number n(r), S(q)). Result keys are the result names: ``rdf``,
 ``rdf A-B``, ``n(r)``, ``n(r) A-B``, ``S(q)``, ``adf``, ``cdf``, ``tetrahedral``, ``q4``, ``q6``,
-``coordination numbers``, ``local density``, ``msd``, ``vacf``.
+``coordination numbers``, ``local density``, ``bonds``, ``bonds A-B``, ``msd``, ``vacf``.
 
 Shell settings may be ``auto``: they follow the first shell of the system, the first minimum
 r1 of its total g(r) (:func:`cgkd.observables.rdf.first_minimum`), see :func:`resolve_auto`.
@@ -25,6 +25,7 @@ import numpy as np
 
 from cgkd.observables.adf import ADF, CDF
 from cgkd.observables.base import NotComputableError, Observable, ObservableResult
+from cgkd.observables.bonds import build_bond_lengths
 from cgkd.observables.dynamics import MSD, VACF
 from cgkd.observables.order import CoordinationNumbers, LocalDensity, Steinhardt, TetrahedralOrder
 from cgkd.observables.rdf import (
@@ -57,6 +58,7 @@ SECTIONS = {
     "q": "steinhardt",
     "coordination numbers": "coordination",
     "local density": "local_density",
+    "bonds": "bonds",
     "msd": "msd",
     "vacf": "msd",
 }
@@ -66,6 +68,7 @@ FIGURES = {
     "structure": ("rdf", "n(r)", "S(q)"),
     "angles": ("adf",),
     "order": ("tetrahedral", "q", "coordination numbers", "local density"),
+    "bonds": ("bonds",),
     "dynamics": ("msd", "vacf"),
 }
 
@@ -105,7 +108,8 @@ def build_observables(
     ``auto`` resolved), keyed by result name, and those that cannot be built, with the reason.
 
     Dynamics need the time between frames (``trajectory.dt``), the VACF needs velocities; a
-    system of several bead types gets an MSD (and D) of each type besides the total's.
+    system of several bead types gets an MSD (and D) of each type besides the total's; bond
+    lengths need bonds (``trajectory.bonds``).
     """
     unresolved = [
         f"analysis.{section}.{key}"
@@ -140,6 +144,9 @@ def build_observables(
     if _enabled(settings, "local_density"):
         local = settings["local_density"]
         built.append(LocalDensity(local["radius"], local["max_count"]))
+    if _enabled(settings, "bonds"):
+        bonds = settings["bonds"]
+        built += build_bond_lengths(bonds["r_max"], bonds["n_bins"], trajectory)
     if _enabled(settings, "msd"):
         msd = settings["msd"]
         if trajectory.dt is None:

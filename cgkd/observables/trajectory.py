@@ -53,6 +53,8 @@ class Trajectory:
         times: [T] time of each frame, ps (``dt * t`` when only ``dt`` is given).
         dt: time between frames, ps; needed by the dynamics observables.
         velocities: [T, N, 3] velocities, nm/ps, when the trajectory has them.
+        bonds: [K, 2] bead indices of the bonded pairs (CG bonds of multi-bead molecules);
+            none when not given.
         name: label for messages, e.g. the file it came from.
     """
 
@@ -66,6 +68,7 @@ class Trajectory:
         times: Sequence[float] | np.ndarray | None = None,
         dt: float | None = None,
         velocities: FrameArray | None = None,
+        bonds: np.ndarray | None = None,
         name: str = "trajectory",
     ) -> None:
         self.name = name
@@ -96,6 +99,14 @@ class Trajectory:
                 f"{name}: type_names {names} must name each of the {n_species} species once"
             )
         self.type_names: tuple[str, ...] = tuple(names)
+        self.bonds = np.zeros((0, 2), np.int64) if bonds is None else np.asarray(bonds, np.int64)
+        if self.bonds.ndim != 2 or self.bonds.shape[1] != 2:
+            raise ValueError(f"{name}: bonds must be [K, 2] bead pairs, got {self.bonds.shape}")
+        if len(self.bonds) and not (self.bonds.min() >= 0 and self.bonds.max() < self.n_beads):
+            raise ValueError(
+                f"{name}: bonds name beads {self.bonds.min()}..{self.bonds.max()}, but there are "
+                f"{self.n_beads}; give bonds of this system"
+            )
         if times is not None:
             self.times = np.asarray(times, dtype=np.float64)
             if self.times.shape != (self.n_frames,):
@@ -165,27 +176,32 @@ class Trajectory:
         return mask
 
     @classmethod
-    def from_frames(cls, frames: Frames, name: str = "frames") -> Trajectory:
-        """The positions, boxes, times and species of cgkd :class:`~cgkd.io.frames.Frames`."""
+    def from_frames(
+        cls, frames: Frames, name: str = "frames", bonds: np.ndarray | None = None
+    ) -> Trajectory:
+        """The positions, boxes, times and species of cgkd :class:`~cgkd.io.frames.Frames`,
+        with its ``bonds`` [K, 2] when given."""
         return cls(
             frames.positions,
             frames.boxes,
             types=frames.types,
             type_names=frames.type_names or None,
             times=frames.times,
+            bonds=bonds,
             name=name,
         )
 
     @classmethod
     def from_h5md(cls, path: str | Path) -> Trajectory:
-        """All frames of a cgkd H5MD file (positions, boxes, times, species), loaded into memory.
+        """All frames of a cgkd H5MD file (positions, boxes, times, species, bonds), loaded into
+        memory.
 
         cgkd's H5MD files are the mapped references: small next to the CG runs, and their
         frames are needed in order anyway.
         """
-        from cgkd.io.h5md import read_h5md
+        from cgkd.io.h5md import read_h5md, read_h5md_bonds
 
-        return cls.from_frames(read_h5md(path), name=str(path))
+        return cls.from_frames(read_h5md(path), name=str(path), bonds=read_h5md_bonds(path))
 
     @classmethod
     def from_dcd(
@@ -196,11 +212,13 @@ class Trajectory:
         dt: float | None = None,
         type_names: Sequence[str] | None = None,
         types: Sequence[int] | np.ndarray | None = None,
+        bonds: np.ndarray | None = None,
     ) -> Trajectory:
         """A DCD file streamed frame by frame through MDAnalysis (Angstrom converted to nm).
 
         ``topology`` is any file MDAnalysis reads (PDB). ``dt`` (ps between frames) defaults
-        to the file's own; species default to the topology's atom names in order of first use.
+        to the file's own; species default to the topology's atom names in order of first use;
+        ``bonds`` [K, 2] are the bonded bead pairs, when any.
         """
         import MDAnalysis
 
@@ -229,6 +247,7 @@ class Trajectory:
             types=types,
             type_names=type_names,
             dt=universe.trajectory.dt if dt is None else dt,
+            bonds=bonds,
             name=str(path),
         )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cgkd.analysis import AnalysisSettings, StageRecords, compute
 from cgkd.io.frames import Frames
+from cgkd.io.h5md import read_h5md_bonds
 from cgkd.observables.sources import save_curves
 from cgkd.results import CURVES_FILE, METRICS_FILE
 from cgkd.simulation.md import MDSettings, model_file, time_force_evaluation
@@ -107,7 +108,8 @@ def _analyze(context: Context) -> Record:
     )
     frames = dataset(records.cg)
     timings = _timings(context, records, frames)
-    computed = compute(records, frames, settings, timings)
+    bonds = read_h5md_bonds(records.cg["dataset"])
+    computed = compute(records, frames, settings, timings, bonds)
     out = context.directory
     write_json(out / METRICS_FILE, computed.result.to_json())
     save_curves(computed.curves, out / CURVES_FILE)
