@@ -1,6 +1,7 @@
 """What limits water's tetrahedral order in a one-bead model: the default student and
 baseline against targeted variants (the student's capacity; the teachers used directly;
-force matching with more interaction layers, a longer cutoff or longer training), on the
+force matching with more interaction layers, a longer cutoff or longer training; teachers
+and student of two interaction layers), on the
 long water reference, over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
@@ -56,6 +57,10 @@ VARIANTS = {
     "baseline_two_interactions": (
         ("student.model.n_interactions=2",),
         {"baseline": "baseline with 2 interaction layers"},
+    ),
+    "two_interactions": (
+        ("teacher.model.n_interactions=2", "student.model.n_interactions=2"),
+        {"student": "student ← teachers, all of 2 interaction layers"},
     ),
     "baseline_cutoff_08": (
         ("student.model.cutoff=0.8", "student.model.soft_max=0.7"),
