@@ -11,6 +11,7 @@ from cgkd.observables.base import (
     NotComputableError,
     ObservableResult,
     check_within_half_box,
+    uniform_bins,
 )
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -50,12 +51,9 @@ class ADF(_NeighbourTriplets):
     def __init__(self, cutoff: float, n_bins: int = 90, centre: int | str | None = None) -> None:
         if not cutoff > 0:
             raise ValueError(f"cutoff must be > 0 nm, got {cutoff}")
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         self.cutoff = float(cutoff)
         self.centre = centre
-        self.edges = np.linspace(0.0, 180.0, n_bins + 1)
-        self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
+        self.edges, self.x = uniform_bins(0.0, 180.0, n_bins)
         self.name = "adf" if centre is None else f"adf {centre}"
 
     def _histogram(self, frame: Frame) -> tuple[np.ndarray, float]:

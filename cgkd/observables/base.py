@@ -28,6 +28,15 @@ class NotComputableError(ValueError):
     setting to change. :func:`cgkd.observables.suite.evaluate` records it as skipped."""
 
 
+def uniform_bins(low: float, high: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges [n_bins + 1] and centres [n_bins] of ``n_bins`` equal bins over [low, high];
+    ValueError unless ``n_bins`` >= 1."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    edges = np.linspace(low, high, n_bins + 1)
+    return edges, 0.5 * (edges[:-1] + edges[1:])
+
+
 def check_within_half_box(name: str, value: float, box: np.ndarray) -> None:
     """NotComputableError if the distance ``value`` (nm) called ``name`` exceeds half the
     smallest perpendicular width of ``box`` [3, 3] (nm)."""

@@ -12,7 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from cgkd.geometry import minimum_image
-from cgkd.observables.base import HistogramObservable, NotComputableError, ObservableResult
+from cgkd.observables.base import (
+    HistogramObservable,
+    NotComputableError,
+    ObservableResult,
+    uniform_bins,
+)
 from cgkd.observables.trajectory import Frame, Trajectory
 
 
@@ -32,12 +37,9 @@ class BondLengths(HistogramObservable):
     ) -> None:
         if not r_max > 0:
             raise ValueError(f"r_max must be > 0 nm, got {r_max}")
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         self.r_max = float(r_max)
         self.pair = pair
-        self.edges = np.linspace(0.0, self.r_max, n_bins + 1)
-        self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
+        self.edges, self.x = uniform_bins(0.0, self.r_max, n_bins)
         self.name = "bonds" if pair is None else f"bonds {pair[0]}-{pair[1]}"
 
     def _prepare(self, runs: list[Trajectory]) -> None:

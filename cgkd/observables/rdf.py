@@ -12,6 +12,7 @@ from cgkd.observables.base import (
     NotComputableError,
     ObservableResult,
     check_within_half_box,
+    uniform_bins,
 )
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -35,11 +36,8 @@ class RDF(HistogramObservable):
     ) -> None:
         if not r_max > 0:
             raise ValueError(f"r_max must be > 0 nm, got {r_max}")
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         self.r_max = float(r_max)
-        self.edges = np.linspace(0.0, self.r_max, n_bins + 1)
-        self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
+        self.edges, self.x = uniform_bins(0.0, self.r_max, n_bins)
         self.pair = pair
         self.name = "rdf" if pair is None else f"rdf {pair[0]}-{pair[1]}"
 

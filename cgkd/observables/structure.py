@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgkd.observables.base import HistogramObservable, ObservableResult, orthorhombic_lengths
+from cgkd.observables.base import (
+    HistogramObservable,
+    ObservableResult,
+    orthorhombic_lengths,
+    uniform_bins,
+)
 from cgkd.observables.blocks import block_average
 from cgkd.observables.trajectory import Frame, Trajectory
 
@@ -101,13 +106,10 @@ class StructureFactor(HistogramObservable):
     ) -> None:
         if not (np.isfinite(q_max) and q_max > 0):
             raise ValueError(f"q_max must be a finite value > 0 nm^-1, got {q_max}")
-        if n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         if not 0.0 <= q_min < q_max:
             raise ValueError(f"q_min must be in [0, q_max={q_max}) nm^-1, got {q_min}")
         self.q_min, self.q_max = float(q_min), float(q_max)
-        self.edges = np.linspace(self.q_min, self.q_max, n_bins + 1)
-        self.x = 0.5 * (self.edges[:-1] + self.edges[1:])
+        self.edges, self.x = uniform_bins(self.q_min, self.q_max, n_bins)
         self.species = species
         self.name = "S(q)" if species is None else f"S(q) {species}-{species}"
 
