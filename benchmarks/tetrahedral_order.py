@@ -1,7 +1,7 @@
 """What limits water's tetrahedral order in a one-bead model: the default student and
 baseline against targeted variants (the student's capacity; the teachers used directly;
-force matching with more interaction layers, a longer cutoff or longer training; teachers
-and student of two interaction layers), on the
+force matching with more interaction layers, a longer cutoff, longer training or ten times
+the frames saved from the same AA run; teachers and student of two interaction layers), on the
 long water reference, over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
@@ -72,6 +72,10 @@ VARIANTS = {
     ),
     "baseline_frames_200": (("train_frames=200",), {"baseline": "baseline on 200 frames"}),
     "baseline_frames_400": (("train_frames=400",), {"baseline": "baseline on 400 frames"}),
+    "baseline_dense_frames": (
+        ("system.save_interval=50", "analysis.reference_stride=10"),
+        {"baseline": "baseline on 10x the frames (every 0.1 ps of the same 1 ns)"},
+    ),
     "baseline_epochs_60": (
         ("student.train.epochs=60", "student.train.early_stopping=12"),
         {"baseline": "baseline trained up to 60 epochs"},
