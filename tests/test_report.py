@@ -240,3 +240,24 @@ def test_a_run_without_teachers_says_so(computed):
     assert "; no teacher; single schedule" in report
     assert "teachers" not in report.split("## Forces")[1].split("##")[0]
     assert "; 4 teachers;" in render_report(result, {})
+
+
+def test_a_model_whose_bonds_drift_is_named_in_the_report(computed):
+    """A model with more than BOND_DRIFT of its bond lengths outside AA's range is named under
+    the stability table although its runs stayed finite; one that keeps its bonds is not."""
+    import dataclasses
+
+    from cgkd.report import BOND_DRIFT, render_report
+
+    result = computed[0].result
+    (model,) = result.stability
+
+    def stability_section(outside: float) -> str:
+        observables = {**result.observables, "bonds": {model: {"outside AA range": outside}}}
+        report = render_report(dataclasses.replace(result, observables=observables), {})
+        return report.split("## Stability of the CG runs")[1].split("##")[0]
+
+    assert f"{model}: {3 * BOND_DRIFT:.1%} of its bond lengths lie outside" in (
+        stability_section(3 * BOND_DRIFT)
+    )
+    assert "lie outside" not in stability_section(BOND_DRIFT / 2)
