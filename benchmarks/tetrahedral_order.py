@@ -76,6 +76,10 @@ VARIANTS = {
         ("system.save_interval=50", "analysis.reference_stride=10"),
         {"baseline": "baseline on 10x the frames (every 0.1 ps of the same 1 ns)"},
     ),
+    "baseline_dense_frames_4000": (
+        ("system.save_interval=50", "analysis.reference_stride=10", "train_frames=4000"),
+        {"baseline": "baseline on 5x the frames (4000 of those every 0.1 ps of the same 1 ns)"},
+    ),
     "baseline_epochs_60": (
         ("student.train.epochs=60", "student.train.early_stopping=12"),
         {"baseline": "baseline trained up to 60 epochs"},
