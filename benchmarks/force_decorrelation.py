@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cgkd.geometry import minimum_image
 from cgkd.io.h5md import read_h5md
 
 
@@ -38,9 +39,7 @@ def main() -> None:
     print("|---:|---:|---:|")
     for lag in args.lags:
         correlation = np.mean(np.sum(forces[:-lag] * forces[lag:], axis=-1)) / norm
-        moved = positions[lag:] - positions[:-lag]
-        lengths = np.diagonal(frames.boxes[lag:], axis1=1, axis2=2)[:, None, :]
-        moved -= lengths * np.round(moved / lengths)
+        moved = minimum_image(positions[lag:] - positions[:-lag], frames.boxes[lag:])
         rms = np.sqrt(np.mean(np.sum(moved * moved, axis=-1)))
         print(f"| {lag * spacing:.1f} | {correlation:.3f} | {rms:.3f} |")
 

@@ -188,8 +188,8 @@ def bond_drift_lines(result: RunResult) -> list[str]:
     return [
         f"{name}: {entry.bonds_outside:.1%} of its bond lengths lie outside the AA reference's "
         "0.1-99.9 % range (0.2 % for AA itself): its molecules come apart during CG MD; "
-        "compare the bonds figure, and prefer a model that keeps them (e.g. the distilled "
-        "student) or more AA frames."
+        "compare the bonds figure, and prefer a model that keeps them (on reline, the "
+        "distilled student does)."
         for name, entry in result.line().models.items()
         if entry.bonds_outside is not None and entry.bonds_outside > BOND_DRIFT
     ]
