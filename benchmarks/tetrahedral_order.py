@@ -1,8 +1,8 @@
 """What limits water's tetrahedral order in a one-bead model: the default student and
 baseline against targeted variants (the student's capacity; the teachers used directly;
-force matching with more interaction layers, a longer cutoff, longer training or ten times
-the frames saved from the same AA run; teachers and student of two interaction layers), on the
-long water reference, over seeds.
+force matching with more interaction layers, a longer cutoff, longer training, ten times
+the frames saved from the same AA run or a three times longer AA run; teachers and student of
+two interaction layers), on the long water reference, over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
@@ -79,6 +79,10 @@ VARIANTS = {
     "baseline_dense_frames_4000": (
         ("system.save_interval=50", "analysis.reference_stride=10", "train_frames=4000"),
         {"baseline": "baseline on 5x the frames (4000 of those every 0.1 ps of the same 1 ns)"},
+    ),
+    "baseline_long_frames": (
+        ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
+        {"baseline": "baseline on frames every 0.5 ps of a 3 ns run (6x the frames, 3x the time)"},
     ),
     "baseline_epochs_60": (
         ("student.train.epochs=60", "student.train.early_stopping=12"),
