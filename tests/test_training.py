@@ -208,6 +208,26 @@ def test_splits_are_disjoint_and_cover_every_frame():
     assert Splits.from_dict(splits.to_dict()).to_dict() == splits.to_dict()
 
 
+def test_block_splits_keep_consecutive_frames_on_one_side():
+    splits = Splits.random(103, 0.1, 0.2, seed=3, block=10)  # 11 blocks, the last of 3 frames
+    together = np.concatenate([splits.train, splits.val, splits.test])
+    assert sorted(together.tolist()) == list(range(103))
+    side = np.empty(103, dtype=int)
+    for k, part in enumerate((splits.train, splits.val, splits.test)):
+        side[part] = k
+    blocks = side[:100].reshape(10, 10)
+    assert (blocks == blocks[:, :1]).all() and (side[100:] == side[100]).all()
+    assert len(np.unique(np.arange(103)[splits.val] // 10)) == 1  # round(0.1 * 11) blocks
+    assert len(np.unique(np.arange(103)[splits.test] // 10)) == 2  # round(0.2 * 11) blocks
+    assert len(Splits.random(103, 0.1, 0.2, seed=4, block=10).train) != 0
+    frame_by_frame = Splits.random(103, 0.1, 0.2, seed=3)
+    assert np.diff(np.sort(frame_by_frame.test)).min() < 10  # held-out frames among training
+    with pytest.raises(ValueError, match="split_block=0"):
+        Splits.random(10, 0.1, 0.1, seed=0, block=0)
+    with pytest.raises(ValueError, match="2 block"):
+        Splits.random(10, 0.1, 0.1, seed=0, block=5)
+
+
 def test_loss_error_choices_weigh_spikes_differently():
     target = torch.zeros(100)
     constant, spiky = torch.ones(100), torch.zeros(100)

@@ -22,6 +22,7 @@ SPLIT_READS = (
     "seed",
     "teacher.train.val_fraction",
     "teacher.train.test_fraction",
+    "teacher.train.split_block",
     "train_frames",
 )
 
@@ -57,13 +58,15 @@ def training_frames(context: Context, cg: Record, labels: Record | None = None) 
 
 
 def reference_splits(context: Context, n_frames: int) -> Splits:
-    """The reference frames' splits (reads :data:`SPLIT_READS`): random by ``seed``, the
-    training frames cut to the first ``train_frames`` of a shuffle by ``seed`` when set."""
+    """The reference frames' splits (reads :data:`SPLIT_READS`): random by ``seed`` in blocks
+    of ``split_block`` frames, the training frames cut to the first ``train_frames`` of a
+    shuffle by ``seed`` when set."""
     splits = Splits.random(
         n_frames,
         context("teacher.train.val_fraction"),
         context("teacher.train.test_fraction"),
         context("seed"),
+        context("teacher.train.split_block"),
     )
     wanted = context("train_frames")
     if wanted is None:

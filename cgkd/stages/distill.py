@@ -157,6 +157,7 @@ def soft_dataset(context: Context, frames: Frames) -> tuple[Frames, TrainingData
         context("student.train.val_fraction"),
         context("student.train.test_fraction"),
         context("seed"),
+        context("student.train.split_block"),
     )
     return soft, TrainingData.from_frames(soft, targets), splits
 

@@ -152,17 +152,29 @@ class Splits:
     test: np.ndarray
 
     @classmethod
-    def random(cls, n_frames: int, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-        """Shuffle ``n_frames`` with ``seed`` and cut off validation and test fractions."""
-        if n_frames < 3:
-            raise ValueError(f"need at least 3 frames to split into train/val/test, got {n_frames}")
-        order = np.random.default_rng(seed).permutation(n_frames)
-        n_val = max(1, round(val_fraction * n_frames))
-        n_test = max(1, round(test_fraction * n_frames))
+    def random(
+        cls, n_frames: int, val_fraction: float, test_fraction: float, seed: int, block: int = 1
+    ) -> Splits:
+        """Shuffle ``n_frames`` with ``seed`` in blocks of ``block`` consecutive frames and cut
+        off validation and test fractions, in whole blocks (at least one block each): frames
+        saved closer together than their forces decorrelate then stay on one side."""
+        if block < 1:
+            raise ValueError(f"split_block={block}: a block holds 1 or more frames")
+        n_blocks = -(-n_frames // block)
+        if n_blocks < 3:
+            raise ValueError(
+                f"need at least 3 blocks to split into train/val/test, got {n_frames} frames "
+                f"in {n_blocks} block(s) of {block}; save more frames or lower split_block"
+            )
+        order = np.random.default_rng(seed).permutation(n_blocks)
+        n_val = max(1, round(val_fraction * n_blocks))
+        n_test = max(1, round(test_fraction * n_blocks))
+        frames = np.arange(n_frames)
+        blocks = frames // block
         return cls(
-            train=np.sort(order[n_val + n_test :]),
-            val=np.sort(order[:n_val]),
-            test=np.sort(order[n_val : n_val + n_test]),
+            train=frames[np.isin(blocks, order[n_val + n_test :])],
+            val=frames[np.isin(blocks, order[:n_val])],
+            test=frames[np.isin(blocks, order[n_val : n_val + n_test])],
         )
 
     def to_dict(self) -> dict[str, list[int]]:

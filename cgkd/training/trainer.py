@@ -54,7 +54,9 @@ class TrainSettings:
     better validation loss; training stops after ``early_stopping`` such epochs and keeps the
     best epoch. ``grad_clip``: the largest gradient norm. The reference frames are split at
     random into ``val_fraction`` validation and ``test_fraction`` test frames, the rest
-    training. ``error``: the error of every loss term over all force components, rmse, mae
+    training, in blocks of ``split_block`` consecutive frames (1: frame by frame; with frames
+    saved closer than their forces decorrelate, blocks keep near-copies of held-out frames out
+    of training). ``error``: the error of every loss term over all force components, rmse, mae
     or rmse_mae (their sum); ``hierarchicality``: the weight of the regulariser that keeps
     later HIP-NN layers small corrections (both go into the model's ``LossWeights``).
     ``seed`` is set by the code (the run's, or a teacher member's), not by the config.
@@ -69,6 +71,7 @@ class TrainSettings:
     grad_clip: float = 10.0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    split_block: int = 1
     error: str = "rmse_mae"
     hierarchicality: float = 0.0
     seed: int = 0
