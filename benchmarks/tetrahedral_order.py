@@ -80,6 +80,10 @@ VARIANTS = {
         ("system.save_interval=50", "analysis.reference_stride=10", "train_frames=4000"),
         {"baseline": "baseline on 5x the frames (4000 of those every 0.1 ps of the same 1 ns)"},
     ),
+    "baseline_dense_frames_blocks": (
+        ("system.save_interval=50", "analysis.reference_stride=10", "teacher.train.split_block=50"),
+        {"baseline": "baseline on those frames every 0.1 ps, split in 5 ps blocks"},
+    ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
         {"baseline": "baseline on frames every 0.5 ps of a 3 ns run (6x the frames, 3x the time)"},
