@@ -84,6 +84,15 @@ VARIANTS = {
         ("system.save_interval=50", "analysis.reference_stride=10", "teacher.train.split_block=50"),
         {"baseline": "baseline on those frames every 0.1 ps, split in 5 ps blocks"},
     ),
+    "baseline_dense_frames_epochs_60": (
+        (
+            "system.save_interval=50",
+            "analysis.reference_stride=10",
+            "student.train.epochs=60",
+            "student.train.early_stopping=12",
+        ),
+        {"baseline": "baseline on those frames every 0.1 ps, trained up to 60 epochs"},
+    ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
         {"baseline": "baseline on frames every 0.5 ps of a 3 ns run (6x the frames, 3x the time)"},
