@@ -1,8 +1,9 @@
 """What limits water's tetrahedral order in a one-bead model: the default student and
 baseline against targeted variants (the student's capacity; the teachers used directly;
 force matching with more interaction layers, a longer cutoff, longer training, ten times
-the frames saved from the same AA run or a three times longer AA run; teachers and student of
-two interaction layers), on the long water reference, over seeds.
+the frames saved from the same AA run (also trained longer, or split in blocks) or a three
+times longer AA run; teachers and student of two interaction layers), on the long water
+reference, over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
