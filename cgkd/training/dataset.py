@@ -159,7 +159,10 @@ class Splits:
         off validation and test fractions, in whole blocks (at least one block each): frames
         saved closer together than their forces decorrelate then stay on one side."""
         if block < 1:
-            raise ValueError(f"split_block={block}: a block holds 1 or more frames")
+            raise ValueError(
+                f"split_block={block}: a block holds 1 or more frames; set "
+                "teacher.train.split_block (student.train.split_block for soft frames) to 1 or more"
+            )
         n_blocks = -(-n_frames // block)
         if n_blocks < 3:
             raise ValueError(
