@@ -1,9 +1,9 @@
 """What limits water's tetrahedral order in a one-bead model: the default student and
 baseline against targeted variants (the student's capacity; the teachers used directly;
 force matching with more interaction layers, a longer cutoff, longer training, ten times
-the frames saved from the same AA run (also trained longer, or split in blocks) or a three
-times longer AA run; teachers and student of two interaction layers), on the long water
-reference, over seeds.
+the frames saved from the same AA run (also trained longer, with a more patient learning
+rate, or split in blocks) or a three times longer AA run; teachers and student of two
+interaction layers), on the long water reference, over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
@@ -93,6 +93,19 @@ VARIANTS = {
             "student.train.early_stopping=12",
         ),
         {"baseline": "baseline on those frames every 0.1 ps, trained up to 60 epochs"},
+    ),
+    "baseline_dense_frames_patient": (
+        (
+            "system.save_interval=50",
+            "analysis.reference_stride=10",
+            "student.train.epochs=60",
+            "student.train.early_stopping=12",
+            "student.train.lr_patience=6",
+        ),
+        {
+            "baseline": "baseline on those frames every 0.1 ps, 60 epochs, "
+            "learning rate halved after 6 flat epochs (not 2)"
+        },
     ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
