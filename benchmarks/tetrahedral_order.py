@@ -107,6 +107,16 @@ VARIANTS = {
             "learning rate halved after 6 flat epochs (not 2)"
         },
     ),
+    "baseline_dense_frames_patient_90": (
+        (
+            "system.save_interval=50",
+            "analysis.reference_stride=10",
+            "student.train.epochs=90",
+            "student.train.early_stopping=12",
+            "student.train.lr_patience=6",
+        ),
+        {"baseline": "the same, trained up to 90 epochs"},
+    ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
         {"baseline": "baseline on frames every 0.5 ps of a 3 ns run (6x the frames, 3x the time)"},
