@@ -43,6 +43,9 @@ from cgkd_runs import (
 #: teachers' forces, so what the teachers' force matching finds bounds it: the variants of
 #: what force matching can find train the baseline (the student's network on mapped forces),
 #: which needs no teachers.
+#: the same 1 ns of water saved every 0.1 ps, the AA observables on every tenth frame
+DENSE = ("system.save_interval=50", "analysis.reference_stride=10")
+
 VARIANTS = {
     "default": ((), {"student": "student (default)"}),
     "baseline": ((), {"baseline": "baseline (default)"}),
@@ -74,21 +77,20 @@ VARIANTS = {
     "baseline_frames_200": (("train_frames=200",), {"baseline": "baseline on 200 frames"}),
     "baseline_frames_400": (("train_frames=400",), {"baseline": "baseline on 400 frames"}),
     "baseline_dense_frames": (
-        ("system.save_interval=50", "analysis.reference_stride=10"),
+        DENSE,
         {"baseline": "baseline on 10x the frames (every 0.1 ps of the same 1 ns)"},
     ),
     "baseline_dense_frames_4000": (
-        ("system.save_interval=50", "analysis.reference_stride=10", "train_frames=4000"),
+        (*DENSE, "train_frames=4000"),
         {"baseline": "baseline on 5x the frames (4000 of those every 0.1 ps of the same 1 ns)"},
     ),
     "baseline_dense_frames_blocks": (
-        ("system.save_interval=50", "analysis.reference_stride=10", "teacher.train.split_block=50"),
+        (*DENSE, "teacher.train.split_block=50"),
         {"baseline": "baseline on those frames every 0.1 ps, split in 5 ps blocks"},
     ),
     "baseline_dense_frames_epochs_60": (
         (
-            "system.save_interval=50",
-            "analysis.reference_stride=10",
+            *DENSE,
             "student.train.epochs=60",
             "student.train.early_stopping=12",
         ),
@@ -96,8 +98,7 @@ VARIANTS = {
     ),
     "baseline_dense_frames_patient": (
         (
-            "system.save_interval=50",
-            "analysis.reference_stride=10",
+            *DENSE,
             "student.train.epochs=60",
             "student.train.early_stopping=12",
             "student.train.lr_patience=6",
@@ -109,8 +110,7 @@ VARIANTS = {
     ),
     "baseline_dense_frames_patient_90": (
         (
-            "system.save_interval=50",
-            "analysis.reference_stride=10",
+            *DENSE,
             "student.train.epochs=90",
             "student.train.early_stopping=12",
             "student.train.lr_patience=6",
