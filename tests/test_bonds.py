@@ -86,6 +86,15 @@ def test_the_share_outside_the_reference_range_finds_drifted_bonds():
     assert metrics["JSD"] > deviation(reference, same)["JSD"]
 
 
+def test_a_model_inside_the_reference_range_has_exactly_none_outside():
+    """The share is summed over the bins outside, so rounding cannot make it 1e-16 or -2e-16
+    (which a check ``0 <= share`` then refuses) for a model that never leaves the range."""
+    reference = BondLengths().run(dimers(gaussian_lengths(0.3, seed=1))[0])
+    for seed in (2, 6, 7):  # 1 - (share inside) rounds to 1.1e-16 for seeds 6 and 7
+        narrow_lengths = 0.3 + 0.2 * (gaussian_lengths(0.3, seed=seed) - 0.3)
+        assert outside_fraction(reference, BondLengths().run(dimers(narrow_lengths)[0])) == 0.0
+
+
 def test_the_suite_measures_bonds_only_where_there_are_some():
     settings = OmegaConf.to_container(OmegaConf.structured(AnalysisSettings()))
     with_bonds, _ = dimers(gaussian_lengths(0.3, n_frames=10))

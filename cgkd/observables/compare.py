@@ -70,8 +70,9 @@ def outside_fraction(ref: ObservableResult, other: ObservableResult) -> float:
     _check_same_bins(ref, other)
     cumulative = np.cumsum(_probabilities(ref))
     low, high = np.searchsorted(cumulative, REFERENCE_RANGE)
-    inside = slice(int(low), int(high) + 1)
-    return float(1.0 - _probabilities(other)[inside].sum())
+    probabilities = _probabilities(other)
+    # summed outside, not 1 - inside, so that a model inside the range gives exactly 0
+    return float(probabilities[: int(low)].sum() + probabilities[int(high) + 1 :].sum())
 
 
 def deviation(ref: ObservableResult, other: ObservableResult) -> dict[str, float]:
