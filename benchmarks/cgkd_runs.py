@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class Run:
 
 
 def run_and_keep(
-    system: str,
+    reference: Sequence[str],
     runs: dict[str, Run],
     seeds: list[int],
     work: Path,
@@ -111,7 +112,8 @@ def run_and_keep(
     extra: list[str],
     kept: KeptRuns,
 ) -> None:
-    """Each run of each seed on ``system``'s long reference (``data_seed=0``), in
+    """Each run of each seed on the AA reference that the ``reference`` overrides select
+    (e.g. :data:`LONG_REFERENCES`, or ``input.*`` for a file; ``data_seed=0``), in
     :func:`run_directory` (the stage cache in ``work`` shared), with ``extra`` overrides
     last; keeps each run's result line with its seed, run name, CG MD length (ps) and the
     commit, saving after every run."""
@@ -120,7 +122,7 @@ def run_and_keep(
         for name, run in runs.items():
             directory = run_directory(work, kept, name, seed)
             settings = [
-                *LONG_REFERENCES[system],
+                *reference,
                 *run.overrides,
                 f"seed={seed}",
                 "data_seed=0",

@@ -78,7 +78,9 @@ def main() -> None:
         value: Run((f"{key}={'null' if value == ALL else value}",), MODELS, args.steps)
         for value in args.values
     }
-    run_and_keep(args.system, runs, args.seeds, args.work, args.threads, args.set, kept)
+    run_and_keep(
+        LONG_REFERENCES[args.system], runs, args.seeds, args.work, args.threads, args.set, kept
+    )
     for entry in kept.entries:
         if entry["run"] == ALL and "train_frames" not in entry:
             run = run_directory(args.work, kept, ALL, entry["seed"])

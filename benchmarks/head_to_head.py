@@ -113,7 +113,7 @@ def main() -> None:
     chosen = args.runs or SYSTEM_RUNS[args.system]
     kept = KeptRuns(out / "runs.json", ("seed", "run"))
     run_and_keep(
-        args.system,
+        LONG_REFERENCES[args.system],
         {name: runs[name] for name in chosen},
         args.seeds,
         args.work,

@@ -139,7 +139,9 @@ def main() -> None:
     runs = {
         name: Run(VARIANTS[name][0], tuple(VARIANTS[name][1]), args.steps) for name in args.variants
     }
-    run_and_keep("water", runs, args.seeds, args.work, args.threads, args.set, kept)
+    run_and_keep(
+        LONG_REFERENCES["water"], runs, args.seeds, args.work, args.threads, args.set, kept
+    )
     for entry in kept.entries:  # the AA reference's mean q, kept once per run
         if "aa_mean_q" not in entry:
             metrics = run_directory(args.work, kept, entry["run"], entry["seed"]) / "metrics.json"
