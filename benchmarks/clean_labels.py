@@ -79,6 +79,13 @@ class Reference:
         return f"mw_every{self.every:g}ps_noise{self.noise:g}"
 
 
+#: training up to 90 epochs, the learning rate halved only after 6 epochs without a new best
+PATIENT_90 = (
+    "student.train.epochs=90",
+    "student.train.early_stopping=12",
+    "student.train.lr_patience=6",
+)
+
 #: name -> (reference, overrides of the defaults, row label).
 VARIANTS = {
     "exact": (Reference(1.0, 0.0), (), "exact forces, frames every 1 ps"),
@@ -100,6 +107,11 @@ VARIANTS = {
             "student.train.lr_patience=6",
         ),
         "exact forces, up to 90 epochs, learning rate halved after 6 flat epochs",
+    ),
+    "noisy_patient_90": (
+        Reference(1.0, WATER_NOISE),
+        PATIENT_90,
+        "forces + TIP3P's label noise, likewise up to 90 epochs",
     ),
 }
 
