@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -219,3 +220,10 @@ def write_table(
         shown,
         notes=[f"{note} At {commits}; each run's numbers: `runs.json`."],
     )
+
+
+def mean_row(label: str, values: list[float], digits: int) -> str:
+    """A markdown row ``| label | n | mean ± std |`` of ``values`` over seeds (no spread for
+    one value), ``digits`` after the point."""
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"| {label} | {len(values)} | {statistics.mean(values):.{digits}f}{spread} |"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from cgkd_runs import (
     Run,
     add_run_options,
     held_out_force_rmse,
+    mean_row,
     run_and_keep,
     run_cgkd,
     run_directory,
@@ -355,8 +355,7 @@ def exact_errors(work: Path, kept: KeptRuns, threads: int) -> list[str]:
     for name, (*_, label) in VARIANTS.items():
         values = [e["exact_force_rmse"]["baseline"] for e in kept.entries if e["run"] == name]
         if values:
-            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-            lines.append(f"| {label} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
+            lines.append(mean_row(label, values, 2))
     return lines
 
 

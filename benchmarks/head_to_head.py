@@ -21,7 +21,6 @@ of its test frames (cleaner labels of the same frames), once the optimal run has
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from cgkd_runs import (
     Run,
     add_run_options,
     held_out_force_rmse,
+    mean_row,
     run_and_keep,
     run_directory,
     write_table,
@@ -90,8 +90,7 @@ def clean_errors(system: str, work: Path, kept: KeptRuns) -> list[str]:
             if e["run"] == run and model in e["clean_force_rmse"]
         ]
         if values:
-            spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
-            lines.append(f"| {label} | {len(values)} | {statistics.mean(values):.1f}{spread} |")
+            lines.append(mean_row(label, values, 1))
     return lines
 
 
