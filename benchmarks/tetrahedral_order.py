@@ -2,8 +2,9 @@
 baseline against targeted variants (the student's capacity; the teachers used directly;
 force matching with more interaction layers, a longer cutoff, longer training, ten times
 the frames saved from the same AA run (also trained longer, with a more patient learning
-rate, or split in blocks) or a three times longer AA run; teachers and student of two
-interaction layers), on the long water reference, over seeds.
+rate, or split in blocks, or simulated at a shorter CG time step) or a three times longer
+AA run; teachers and student of two interaction layers), on the long water reference,
+over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
@@ -38,6 +39,8 @@ from cgkd_runs import (
     run_directory,
     write_table,
 )
+
+from cgkd.simulation.md import MDSettings
 
 #: name -> (overrides, models simulated, row label of each model). A student learns its
 #: teachers' forces, so what the teachers' force matching finds bounds it: the variants of
@@ -125,20 +128,45 @@ VARIANTS = {
         ("student.train.epochs=60", "student.train.early_stopping=12"),
         {"baseline": "baseline trained up to 60 epochs"},
     ),
+    "baseline_dense_frames_md_2fs": (
+        (*DENSE, "simulate.timestep=0.002"),
+        {"baseline": "baseline on those frames every 0.1 ps, CG MD at 2 fs (not 5)"},
+    ),
+    "baseline_dense_frames_md_1fs": (
+        (*DENSE, "simulate.timestep=0.001"),
+        {"baseline": "baseline on those frames every 0.1 ps, CG MD at 1 fs (not 5)"},
+    ),
 }
+
+
+def md_steps(overrides: tuple[str, ...], steps: int) -> int:
+    """``steps`` of CG MD at the default time step, rescaled to a variant's own
+    ``simulate.timestep`` so that every variant simulates the same picoseconds."""
+    timestep = MDSettings.timestep
+    for override in overrides:
+        if override.startswith("simulate.timestep="):
+            timestep = float(override.split("=", 1)[1])
+    return round(steps * MDSettings.timestep / timestep)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--steps", type=int, default=20_000, help="CG MD steps (100 ps at 5 fs)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=20_000,
+        help="CG MD steps at the default 5 fs (100 ps; rescaled to the time step of a variant "
+        "that sets its own)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "distillation" / "tetrahedral")
     add_run_options(parser, "tetrahedral", [0])
     args = parser.parse_args()
     kept = KeptRuns(args.out / "runs.json", ("seed", "run"))
-    runs = {
-        name: Run(VARIANTS[name][0], tuple(VARIANTS[name][1]), args.steps) for name in args.variants
-    }
+    runs = {}
+    for name in args.variants:
+        overrides, rows = VARIANTS[name]
+        runs[name] = Run(overrides, tuple(rows), md_steps(overrides, args.steps))
     run_and_keep(
         LONG_REFERENCES["water"], runs, args.seeds, args.work, args.threads, args.set, kept
     )
