@@ -101,11 +101,7 @@ VARIANTS = {
     ),
     "exact_patient_90": (
         Reference(1.0, 0.0),
-        (
-            "student.train.epochs=90",
-            "student.train.early_stopping=12",
-            "student.train.lr_patience=6",
-        ),
+        PATIENT_90,
         "exact forces, up to 90 epochs, learning rate halved after 6 flat epochs",
     ),
     "noisy_patient_90": (
