@@ -120,6 +120,10 @@ VARIANTS = {
         ),
         {"baseline": "the same, trained up to 90 epochs"},
     ),
+    "baseline_dense_frames_two_interactions": (
+        (*DENSE, "student.model.n_interactions=2"),
+        {"baseline": "baseline with 2 interaction layers on those frames every 0.1 ps"},
+    ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
         {"baseline": "baseline on frames every 0.5 ps of a 3 ns run (6x the frames, 3x the time)"},
