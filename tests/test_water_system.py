@@ -53,6 +53,9 @@ def test_files_and_summary(generated: GeneratedSystem) -> None:
     stored = read_h5md_config(generated.trajectory)
     assert stored["system"]["n_molecules"] == 80 and stored["system"]["kind"] == "WaterBoxSpec"
     assert stored["ns_per_day"] == pytest.approx(generated.ns_per_day)
+    # where it ran, which a bitwise repeat needs: the spec's platform and thread count
+    assert (generated.platform, generated.threads) == ("CPU", TINY.threads)
+    assert stored["ran_on"] == {"platform": "CPU", "threads": TINY.threads}
     universe = MDAnalysis.Universe(str(generated.topology))
     assert universe.atoms.n_atoms == 240
     # Water's O-H bonds are written as CONECT records (OpenMM's writer skips them).

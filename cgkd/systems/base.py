@@ -46,8 +46,8 @@ class AASpec(abc.ABC):
     ``platform`` and ``threads`` as :func:`cgkd.simulation.engine.select_platform` (``auto``:
     CUDA when present, else CPU; ``threads`` set the CPU platform's thread count, ``None``:
     OpenMM's default, the run's ``threads``); forces are deterministic where the platform
-    offers it.
-    A run is reproducible for the same seed, platform and thread count.
+    offers it. On the CPU platform a seed repeats its run bit for bit only with
+    ``threads=1``: two runs of one seed at two threads part within picoseconds.
     """
 
     temperature: float = 300.0

@@ -59,7 +59,9 @@ class GeneratedSystem:
 
     ``npt_density_g_cm3`` and ``npt_density_std`` are the mean and standard deviation of the
     density over the second half of the NPT phase (``None`` without one); ``density_g_cm3`` is
-    the density of the production box.
+    the density of the production box. ``platform`` and ``threads`` are where the production
+    ran (``threads``: the CPU platform's thread count, ``None`` elsewhere), which decide
+    whether the same seed repeats the trajectory bit for bit (:class:`~cgkd.systems.base.AASpec`).
     """
 
     trajectory: Path
@@ -71,6 +73,8 @@ class GeneratedSystem:
     density_g_cm3: float
     npt_density_g_cm3: float | None = None
     npt_density_std: float | None = None
+    platform: str | None = None
+    threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly record (paths as strings)."""
@@ -155,6 +159,8 @@ def generate(
         _raise_if_failed(outcome, spec, "production")
         speed = ns_per_day(n_frames * spec.save_interval * spec.timestep, outcome.elapsed)
         writer.config["ns_per_day"] = speed
+        ran_on = _ran_on(simulation)
+        writer.config["ran_on"] = ran_on
         if npt_density is not None:
             writer.config["npt_density_g_cm3"] = list(npt_density)
     box = frame.boxes[0]
@@ -169,7 +175,17 @@ def generate(
         density_g_cm3=density(masses.sum(), abs(np.linalg.det(box))),
         npt_density_g_cm3=None if npt_density is None else npt_density[0],
         npt_density_std=None if npt_density is None else npt_density[1],
+        **ran_on,
     )
+
+
+def _ran_on(simulation: app.Simulation) -> dict[str, Any]:
+    """The platform ``simulation`` runs on and, on a platform with threads, their count."""
+    platform = simulation.context.getPlatform()
+    threads = None
+    if "Threads" in platform.getPropertyNames():
+        threads = int(platform.getPropertyValue(simulation.context, "Threads"))
+    return {"platform": platform.getName(), "threads": threads}
 
 
 def dense_segment(
