@@ -108,10 +108,11 @@ def test_model_forces_are_minus_the_gradient_on_every_frame(potential, liquid, t
 
 def test_md_with_prior_only_is_stable_and_writes_frames(prior_fluid, liquid, tmp_path):
     positions, box, _ = liquid
-    settings = MDSettings(steps=200, report_interval=50, timestep=0.002)
+    settings = MDSettings(steps=200, report_interval=50, timestep=0.002, platform="CPU", threads=1)
     result = run_liquid(prior_fluid, positions, box, settings, tmp_path / "run")
     assert result.stable, result.message
     assert result.n_frames == 4 and result.steps_completed == 200
+    assert (result.platform, result.threads) == ("CPU", 1)
     traj = mdtraj.load_dcd(result.trajectory, top=result.topology)
     assert traj.n_frames == 4 and traj.n_atoms == 40
     import MDAnalysis as mda

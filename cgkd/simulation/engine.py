@@ -2,7 +2,8 @@
 the NVE drift check, force timings, OpenMM labels) is built and driven here.
 
 - :func:`select_platform`: the platform (``auto``: CUDA when OpenMM has it, else CPU) and
-  its properties (threads on the CPU platform; deterministic forces on request).
+  its properties (threads on the CPU platform; deterministic forces on request);
+  :func:`ran_on`: the platform and thread count a Simulation got.
 - :func:`make_integrator`: Langevin middle (NVT; one friction, or one per bead type),
   dissipative particle dynamics (NVT, momentum conserving; one friction per pair of types),
   Nose-Hoover (NVT) or velocity Verlet (NVE).
@@ -71,6 +72,16 @@ def select_platform(
     if threads and "Threads" in supported:
         properties["Threads"] = str(threads)
     return platform, properties
+
+
+def ran_on(simulation: app.Simulation) -> dict[str, Any]:
+    """The platform ``simulation`` runs on (``platform``) and, on a platform with threads,
+    their count (``threads``; None elsewhere): what a speed or a bitwise repeat depends on."""
+    platform = simulation.context.getPlatform()
+    threads = None
+    if "Threads" in platform.getPropertyNames():
+        threads = int(platform.getPropertyValue(simulation.context, "Threads"))
+    return {"platform": platform.getName(), "threads": threads}
 
 
 def make_integrator(

@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from cgkd.simulation.engine import (  # before openmm
     RunOutcome,
     make_integrator,
     model_simulation,
+    ran_on,
     resume,
     run,
     select_platform,
@@ -164,7 +166,8 @@ class MDSettings:
 
 @dataclass
 class MDResult:
-    """Outcome of a CG run: stability, where it stopped, speed and the files written."""
+    """Outcome of a CG run: stability, where it stopped, speed, where it ran (OpenMM
+    platform; CPU threads, None on a GPU) and the files written."""
 
     stable: bool
     message: str
@@ -172,6 +175,8 @@ class MDResult:
     n_frames: int
     ms_per_step: float
     ns_per_day: float
+    platform: str
+    threads: int | None
     seed: int
     trajectory: str
     topology: str
@@ -311,11 +316,15 @@ def run_cg_md(
         log.warning(
             "CG MD stopped: %s (last good frame: %s)", outcome.message, paths["last_good.pdb"]
         )
-    return _result(outcome, settings, seed, paths)
+    return _result(outcome, settings, seed, paths, ran_on(simulation))
 
 
 def _result(
-    outcome: RunOutcome, settings: MDSettings, seed: int, paths: dict[str, Path]
+    outcome: RunOutcome,
+    settings: MDSettings,
+    seed: int,
+    paths: dict[str, Path],
+    where: dict[str, Any],
 ) -> MDResult:
     """The MDResult of a CG run that ended as ``outcome``."""
     done = outcome.last_good_step
@@ -327,6 +336,7 @@ def _result(
         n_frames=done // settings.report_interval,
         ms_per_step=1000.0 * outcome.elapsed / max(run_steps, 1),
         ns_per_day=ns_per_day(run_steps * settings.timestep, outcome.elapsed),
+        **where,
         seed=seed,
         trajectory=str(paths["trajectory.dcd"]),
         topology=str(paths["topology.pdb"]),

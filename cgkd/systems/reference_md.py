@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 # isort: off
-from cgkd.simulation.engine import create_simulation, make_integrator, run, start  # before openmm
+from cgkd.simulation.engine import (  # before openmm
+    create_simulation,
+    make_integrator,
+    ran_on,
+    run,
+    start,
+)
 import openmm
 from openmm import app, unit
 # isort: on
@@ -159,8 +165,8 @@ def generate(
         _raise_if_failed(outcome, spec, "production")
         speed = ns_per_day(n_frames * spec.save_interval * spec.timestep, outcome.elapsed)
         writer.config["ns_per_day"] = speed
-        ran_on = _ran_on(simulation)
-        writer.config["ran_on"] = ran_on
+        where = ran_on(simulation)
+        writer.config["ran_on"] = where
         if npt_density is not None:
             writer.config["npt_density_g_cm3"] = list(npt_density)
     box = frame.boxes[0]
@@ -175,17 +181,8 @@ def generate(
         density_g_cm3=density(masses.sum(), abs(np.linalg.det(box))),
         npt_density_g_cm3=None if npt_density is None else npt_density[0],
         npt_density_std=None if npt_density is None else npt_density[1],
-        **ran_on,
+        **where,
     )
-
-
-def _ran_on(simulation: app.Simulation) -> dict[str, Any]:
-    """The platform ``simulation`` runs on and, on a platform with threads, their count."""
-    platform = simulation.context.getPlatform()
-    threads = None
-    if "Threads" in platform.getPropertyNames():
-        threads = int(platform.getPropertyValue(simulation.context, "Threads"))
-    return {"platform": platform.getName(), "threads": threads}
 
 
 def dense_segment(
