@@ -215,7 +215,9 @@ def plot_shift_against_force_error(
     """Each model's mean tetrahedral q shift from AA's against its held-out force RMSE
     (kJ/mol/nm), one panel per seed (each seed has its own test frames); saves ``path``."""
     seeds = sorted({e["seed"] for e in entries})
-    fig, axes = plt.subplots(1, len(seeds), figsize=(4.5 * len(seeds) + 4, 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(seeds), figsize=(4.5 * len(seeds), 6.5), squeeze=False, layout="constrained"
+    )
     styles = {label: (f"C{k % 10}", "os^Dv"[k // 10]) for k, label in enumerate(labels.values())}
     for ax, seed in zip(axes[0], seeds, strict=True):
         for entry in (e for e in entries if e["seed"] == seed):
@@ -233,8 +235,14 @@ def plot_shift_against_force_error(
             ylabel="mean tetrahedral q - AA's",
         )
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()[:-1]}
-    fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 3.8 / fig.get_figwidth(), 1))
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="outside lower center",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
