@@ -27,6 +27,7 @@ from cgkd.results import (
     Stability,
     SystemFacts,
     Timings,
+    ran_on_words,
 )
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def compute(
             cg_ns_per_day={name: r["ns_per_day"] for name, r in records.runs.items()},
             cg_ms_per_step={name: r["ms_per_step"] for name, r in records.runs.items()},
             ms_per_force_evaluation=ms_per_force_evaluation,
+            ran_on=_ran_on(records),
         ),
         stability={name: _stability(r) for name, r in records.runs.items()},
         keys={name: r["model_key"] for name, r in records.runs.items()},
@@ -159,6 +161,15 @@ def with_shared_msd_window(
     durations = [[run.duration for run in runs] for runs in sources if runs]
     n_blocks = int(observables.get("n_blocks", 5))
     return {**observables, "msd": {**msd, "max_lag": shared_max_lag(durations, n_blocks)}}
+
+
+def _ran_on(records: StageRecords) -> dict[str, str]:
+    """Where the AA MD (``aa``) and each model's CG MD (its first replica) ran, in words, for
+    the stages whose records say so."""
+    sources = {"aa": records.aa}
+    sources.update({name: (run["replicas"] or [{}])[0] for name, run in records.runs.items()})
+    words = {name: ran_on_words(record) for name, record in sources.items()}
+    return {name: text for name, text in words.items() if text is not None}
 
 
 def stable_runs(records: StageRecords, runs: dict[str, list[Trajectory]]) -> list[list[Trajectory]]:

@@ -22,6 +22,7 @@ from cgkd.results import (
     ModelResult,
     RunFacts,
     RunResult,
+    Timings,
     measured,
     metric,
 )
@@ -170,10 +171,10 @@ def render_report(result: RunResult, figures: dict[str, Path]) -> str:
     timings = result.timings
     evaluation = metric("ms_per_force_evaluation")
     lines += ["", "## Timings (this machine)", "", "| what | value |", "|---|---|"]
-    lines.append(f"| AA MD | {_fmt(timings.aa_ns_per_day, 'ns/day')} |")
+    lines.append(f"| AA MD{_where(timings, 'aa')} | {_fmt(timings.aa_ns_per_day, 'ns/day')} |")
     for model, value in timings.cg_ns_per_day.items():
         lines.append(
-            f"| CG MD, {model} | {_fmt(value, 'ns/day')} "
+            f"| CG MD, {model}{_where(timings, model)} | {_fmt(value, 'ns/day')} "
             f"({_fmt(timings.cg_ms_per_step[model], 'ms/step')}) |"
         )
     for model, value in timings.ms_per_force_evaluation.items():
@@ -231,6 +232,12 @@ def _teacher_words(result: RunResult) -> str:
         # A run of the baseline or the classical model alone trains no teacher.
         return f"{run.n_members} teachers" if result.forces.teachers else "no teacher"
     return f"teacher: {run.teacher} {run.teacher_path or result.system.name}"
+
+
+def _where(timings: Timings, name: str) -> str:
+    """`` (CPU, 2 threads)`` after a timing's name where its stage recorded where it ran."""
+    text = timings.ran_on.get(name)
+    return f" ({text})" if text else ""
 
 
 def _fmt(value: Any, unit: str = "") -> str:

@@ -266,12 +266,24 @@ class Stability:
 class Timings:
     """Speeds on the machine of the run: AA MD (ns/day; None for imported data), CG MD per
     model (ns/day and ms/step, medians over replicas) and ms per force evaluation per model
-    (also the teachers: ``teacher``, ``ensemble``)."""
+    (also the teachers: ``teacher``, ``ensemble``); ``ran_on``: where the AA MD (``aa``) and
+    each model's CG MD ran, in words (``CPU, 2 threads``), where the stage recorded it."""
 
     aa_ns_per_day: float | None = None
     cg_ns_per_day: dict[str, float] = field(default_factory=dict)
     cg_ms_per_step: dict[str, float] = field(default_factory=dict)
     ms_per_force_evaluation: dict[str, float] = field(default_factory=dict)
+    ran_on: dict[str, str] = field(default_factory=dict)
+
+
+def ran_on_words(record: dict[str, Any]) -> str | None:
+    """Where an MD stage ran, from its record's ``platform`` and ``threads``: ``CPU, 2
+    threads``, ``CUDA``; None when the record does not say (imported data, older caches)."""
+    platform = record.get("platform")
+    if platform is None:
+        return None
+    threads = record.get("threads")
+    return platform if threads is None else f"{platform}, {threads} thread{'s' * (threads != 1)}"
 
 
 @dataclass

@@ -89,6 +89,8 @@ def records(directory: Path) -> StageRecords:
             "stable": True,
             "steps_completed": 200,
             "message": None,
+            "platform": "CPU",
+            "threads": 2,
         },
         {"n_frames": 0, "seed": 1, "stable": False, "steps_completed": 0, "message": "NaN"},
     ]
@@ -167,6 +169,7 @@ def test_report_of_imported_data_names_it_and_says_what_is_unknown_or_skipped(co
     report = (directory / "report.md").read_text()
     assert report.startswith("# cgkd report: argon\n")
     assert "| AA MD | n/a |" in report and "None" not in report
+    assert "| CG MD, student (CPU, 2 threads) | 100 ns/day (0.8 ms/step) |" in report
     r1 = result.result.analysis.first_shell["radius"]
     assert 0.36 < r1 < 0.49  # between the fcc shells at 0.354 and 0.5 nm
     assert f"r1 = {r1:.4g} nm" in report and "with 12 beads within it" in report

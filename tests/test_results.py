@@ -24,6 +24,7 @@ from cgkd.results import (
     Timings,
     measured,
     metric,
+    ran_on_words,
 )
 from cgkd.summary import summarize
 
@@ -79,6 +80,7 @@ def two_stage_run() -> RunResult:
             cg_ns_per_day={"student": 900.0, "baseline": 950.0},
             cg_ms_per_step={"student": 0.5, "baseline": 0.45},
             ms_per_force_evaluation={"student": 0.25, "baseline": 0.2, "ensemble": 1.0},
+            ran_on={"aa": "CUDA", "student": "CPU, 1 thread"},
         ),
         stability={
             "student": Stability(1.0, [Replica(2, True, 2000, None)]),
@@ -99,6 +101,19 @@ def test_every_metric_is_defined_once_with_one_label():
     assert metric("force_rmse_mapped").format(157.1194) == "157.12"
     with pytest.raises(KeyError, match="no metric 'rdf'; known: force_rmse_mapped"):
         metric("rdf")
+
+
+@pytest.mark.parametrize(
+    ("record", "words"),
+    [
+        ({"platform": "CPU", "threads": 2}, "CPU, 2 threads"),
+        ({"platform": "CPU", "threads": 1}, "CPU, 1 thread"),
+        ({"platform": "CUDA", "threads": None}, "CUDA"),
+        ({"ns_per_day": None}, None),  # imported data, or a cache from before the field
+    ],
+)
+def test_where_a_stage_ran_in_words(record, words):
+    assert ran_on_words(record) == words
 
 
 def test_run_record_and_result_line_survive_a_json_round_trip():
