@@ -126,7 +126,7 @@ def compute(
             cg_ns_per_day={name: r["ns_per_day"] for name, r in records.runs.items()},
             cg_ms_per_step={name: r["ms_per_step"] for name, r in records.runs.items()},
             ms_per_force_evaluation=ms_per_force_evaluation,
-            ran_on=_ran_on(records),
+            ran_on=_md_platforms(records),
         ),
         stability={name: _stability(r) for name, r in records.runs.items()},
         keys={name: r["model_key"] for name, r in records.runs.items()},
@@ -163,7 +163,7 @@ def with_shared_msd_window(
     return {**observables, "msd": {**msd, "max_lag": shared_max_lag(durations, n_blocks)}}
 
 
-def _ran_on(records: StageRecords) -> dict[str, str]:
+def _md_platforms(records: StageRecords) -> dict[str, str]:
     """Where the AA MD (``aa``) and each model's CG MD (its first replica) ran, in words, for
     the stages whose records say so."""
     sources = {"aa": records.aa}
