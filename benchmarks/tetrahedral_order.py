@@ -2,9 +2,9 @@
 baseline against targeted variants (the student's capacity; the teachers used directly;
 force matching with more interaction layers, a longer cutoff, longer training, ten times
 the frames saved from the same AA run (also trained longer, with a more patient learning
-rate, or split in blocks, or simulated at a shorter CG time step) or a three times longer
-AA run; teachers and student of two interaction layers), on the long water reference,
-over seeds.
+rate, or split in blocks, or simulated at a shorter CG time step, or refined by relative
+entropy) or a three times longer AA run; teachers and student of two interaction layers), on
+the long water reference, over seeds.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
@@ -123,6 +123,17 @@ VARIANTS = {
     "baseline_dense_frames_two_interactions": (
         (*DENSE, "student.model.n_interactions=2"),
         {"baseline": "baseline with 2 interaction layers on those frames every 0.1 ps"},
+    ),
+    "refined_dense_frames": (
+        DENSE,
+        {"refined": "baseline on those frames every 0.1 ps, refined by relative entropy"},
+    ),
+    "refined_dense_frames_two_interactions": (
+        (*DENSE, "student.model.n_interactions=2", "refine.walkers=2", "refine.rounds=100"),
+        {
+            "refined": "baseline with 2 interaction layers on those frames every 0.1 ps, refined "
+            "by relative entropy (100 rounds of 2 walkers)"
+        },
     ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),

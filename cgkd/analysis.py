@@ -18,6 +18,7 @@ from cgkd.observables.suite import Analysis, evaluate
 from cgkd.observables.trajectory import Trajectory
 from cgkd.results import (
     REFERENCE,
+    TRAINED_MODELS,
     AnalysisFacts,
     Forces,
     HeldOut,
@@ -135,7 +136,7 @@ def compute(
             "cg": records.cg["dataset"],
             **{
                 name: records.models[name]["model"]
-                for name in ("student", "baseline", "classical")
+                for name in TRAINED_MODELS
                 if name in records.models
             },
         },
@@ -242,7 +243,7 @@ def _forces(records: StageRecords) -> Forces:
         teachers = [HeldOut.from_json(_without(m, ("key", "history"))) for m in members]
         models["teacher"] = HeldOut.from_json(_without(members[0], _NOT_ERRORS))
         models["ensemble"] = HeldOut.from_json(records.teachers["ensemble"])
-    for name in ("student", "baseline", "classical"):
+    for name in TRAINED_MODELS:
         if name in records.models:
             models[name] = HeldOut.from_json(_without(records.models[name], _NOT_ERRORS))
     targets = records.models.get("targets")  # none when no student or baseline was simulated

@@ -2,7 +2,7 @@
 
 Commands (cgkd.stages.commands): run (every stage needed, then the report), generate, beads
 (a dry run of the mapping), map, prior, teach-member, teach, label, sample, screen, distill,
-classical, simulate, analyze (same as run) and graph (the stages a run needs and their cache
+refine, classical, simulate, analyze (same as run) and graph (the stages a run needs and their cache
 keys, without running anything).
 Overrides and ``--multirun`` are Hydra's, for example ``cgkd run experiment=quick``,
 ``cgkd distill --multirun loss.w_E=0,0.1,1`` or

@@ -18,6 +18,7 @@ from cgkd.results import (
     CURVES_FILE,
     METRICS_FILE,
     RESULT_FILE,
+    TRAINED_MODELS,
     AnalysisFacts,
     ModelResult,
     RunFacts,
@@ -212,7 +213,7 @@ def force_lines(result: RunResult) -> list[str]:
         lines.append(f"| teacher {member} | {_fmt(teacher.force_rmse_mapped)} | |")
     if "ensemble" in forces.models:
         lines.append(f"| ensemble | {_fmt(forces.models['ensemble'].force_rmse_mapped)} | |")
-    for model in ("student", "baseline", "classical"):
+    for model in TRAINED_MODELS:
         if model in forces.models:
             held = forces.models[model]
             teacher = "" if held.force_rmse_teacher is None else _fmt(held.force_rmse_teacher)

@@ -16,6 +16,10 @@ from typing import Any
 
 #: The source label of the AA-mapped reference in curves, deviations and skipped observables.
 REFERENCE = "AA (mapped)"
+#: The models a run trains (their stage records hold their held-out force errors), in
+#: report order: the distilled student, the baseline, the baseline or student refined by
+#: relative entropy and the classical pair potential.
+TRAINED_MODELS = ("student", "baseline", "refined", "classical")
 #: A run's full record (:class:`RunResult`).
 METRICS_FILE = "metrics.json"
 #: A run's one-line result (:class:`ResultLine`), which ``cgkd summarize`` collects.

@@ -23,6 +23,7 @@ from cgkd.simulation.md import MDSettings
 from cgkd.simulation.sampling import SamplerSettings
 from cgkd.systems import SYSTEM_KINDS
 from cgkd.training.losses import LossSettings
+from cgkd.training.relative_entropy import RefineSettings
 from cgkd.training.screening import ScreeningSettings
 from cgkd.training.trainer import TrainSettings
 
@@ -36,6 +37,7 @@ NetworkSchema = derive(
 )
 MDSchema = derive(MDSettings, module=__name__, name="MDSchema", runtime=("seed",))
 SamplerSchema = derive(SamplerSettings, module=__name__, name="SamplerSchema")
+RefineSchema = derive(RefineSettings, module=__name__, name="RefineSchema")
 TableSchema = derive(TableSettings, module=__name__, name="TableSchema")
 OptimalMapSchema = derive(OptimalMapSettings, module=__name__, name="OptimalMapSchema")
 BeadKindSchema = derive(BeadKind, module=__name__, name="BeadKindSchema")
@@ -211,6 +213,7 @@ class Config:
     student: StudentSettings = field(default_factory=StudentSettings)
     prior: PriorSettings = field(default_factory=PriorSettings)
     classical: TableSchema = field(default_factory=TableSchema)  # type: ignore[valid-type]
+    refine: RefineSchema = field(default_factory=RefineSchema)  # type: ignore[valid-type]
     loss: LossSettings = field(default_factory=LossSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     sampler: SamplerSchema = field(default_factory=SamplerSchema)  # type: ignore[valid-type]

@@ -15,7 +15,7 @@ from cgkd.analysis import AnalysisSettings, StageRecords, compute
 from cgkd.io.frames import Frames
 from cgkd.io.h5md import read_h5md_bonds
 from cgkd.observables.sources import save_curves
-from cgkd.results import CURVES_FILE, METRICS_FILE
+from cgkd.results import CURVES_FILE, METRICS_FILE, TRAINED_MODELS
 from cgkd.simulation.md import MDSettings, model_file, time_force_evaluation
 from cgkd.stages.base import Context, Record, Request, Stage, write_json
 from cgkd.stages.data import dataset
@@ -23,8 +23,6 @@ from cgkd.stages.distill import schedule
 from cgkd.stages.reference import reference_request
 from cgkd.stages.simulate import model_files, model_request, simulated_models
 
-#: Models whose stage record holds their held-out force errors (teacher and ensemble: teach).
-_TRAINED = ("student", "baseline", "classical")
 #: The loss curves of the trained models and ensemble members.
 HISTORIES_FILE = "histories.json"
 
@@ -33,7 +31,7 @@ def _uses_teacher(context: Context, names: set[str]) -> bool:
     """Whether the run reports the teacher: with the student or the teachers simulated, or
     the baseline in the two-stage schedule (its hard frames are screened with the teacher).
     A run of the baseline or the classical model alone needs no trained teacher."""
-    if names - {"baseline", "classical"}:
+    if names - {"baseline", "refined", "classical"}:
         return True
     return "baseline" in names and schedule(context) == "two_stage"
 
@@ -48,7 +46,7 @@ def _needs(context: Context) -> dict[str, Request]:
         needs["teacher"] = Request("teacher")
     for name in names:
         needs[f"simulate_{name}"] = Request("simulate", name)
-        if name in _TRAINED:
+        if name in TRAINED_MODELS:
             needs[name] = model_request(name, source)
     if teacher and {"student", "baseline"} & set(names):
         two_stage = schedule(context) == "two_stage"
@@ -65,10 +63,12 @@ def _records(context: Context) -> StageRecords:
     for name in names:
         model = upstream[f"simulate_{name}"]
         made_by = upstream.get(name) or upstream.get("teach") or upstream["teacher"]
-        key = made_by["key"] if name in _TRAINED else f"{made_by['key']}-{name}"
+        key = made_by["key"] if name in TRAINED_MODELS else f"{made_by['key']}-{name}"
         runs[name] = {**model, "model_key": key}
     models = {
-        name: upstream[name] for name in (*_TRAINED, "soft_student", "targets") if name in upstream
+        name: upstream[name]
+        for name in (*TRAINED_MODELS, "soft_student", "targets")
+        if name in upstream
     }
     return StageRecords(upstream["aa"], upstream["cg"], upstream.get("teach"), models, runs)
 

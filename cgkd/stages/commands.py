@@ -25,6 +25,7 @@ COMMANDS = {
     "sample": "teacher MD at the sampler's temperatures, labelled: soft targets (two-stage)",
     "screen": "the reference frames picked for hard targets (two-stage), with descriptors",
     "distill": "student and baseline models (schedule: single or two_stage)",
+    "refine": "the baseline (refine.start) refined by relative entropy, sampling its own CG MD",
     "classical": "the classical pair-table baseline (MS-CG), a native OpenMM System",
     "simulate": "CG MD in OpenMM of simulate.models (student, baseline, teacher, ...)",
     "analyze": "same as run: observables and metrics against the reference, the report",
@@ -47,6 +48,8 @@ def requests(cfg: DictConfig, command: str) -> dict[str, Request]:
         return {"analysis": Request("analyze")}
     if command == "teach":
         return {"teach": Request("teach")}
+    if command == "refine":
+        return {"refined": Request("refined")}
     return {command: Request(command)}
 
 

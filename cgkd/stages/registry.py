@@ -11,6 +11,7 @@ from cgkd.stages.label import LABEL
 from cgkd.stages.mapping import MAP
 from cgkd.stages.prior import PRIOR
 from cgkd.stages.reference import GENERATE, IMPORT
+from cgkd.stages.refine import REFINED
 from cgkd.stages.sample import SAMPLE
 from cgkd.stages.screen import SCREEN
 from cgkd.stages.segment import SEGMENT
@@ -35,6 +36,7 @@ STAGES: dict[str, Stage] = {
         SOFT_STUDENT,
         STUDENT,
         BASELINE,
+        REFINED,
         CLASSICAL,
         SEGMENT,
         CALIBRATE,

@@ -1,5 +1,6 @@
 """CG MD in OpenMM (``simulate``), one stage per model of ``simulate.models``: the distilled
-ones, the teachers used directly and the classical force-matched pair potential.
+ones, the one refined by relative entropy, the teachers used directly and the classical
+force-matched pair potential.
 
 ``simulate.replicas`` runs of each, replica k from a mapped AA frame (the last, then spread
 back over the dataset) with seed ``seed + k``. A run that goes bad is recorded as unstable,
@@ -22,9 +23,9 @@ from cgkd.stages.data import dataset
 
 log = logging.getLogger(__name__)
 
-#: Models the simulate stage can run: the distilled ones, the teachers used directly and the
-#: classical force-matched pair potential.
-SIMULATED_MODELS = ("student", "baseline", "teacher", "ensemble", "classical")
+#: Models the simulate stage can run: the distilled ones, the refined one, the teachers used
+#: directly and the classical force-matched pair potential.
+SIMULATED_MODELS = ("student", "baseline", "refined", "teacher", "ensemble", "classical")
 
 
 def simulated_models(context: Context) -> list[str]:
