@@ -81,15 +81,19 @@ def run_facts(cfg: DictConfig) -> RunFacts:
 
 def write_run(computed: Computed, output_dir: Path) -> Path:
     """Write a computed analysis into ``output_dir``: ``metrics.json``, ``observables.json``,
-    the observable figures, ``training.png``, ``report.md`` and ``result.json``; returns the
-    report's path."""
+    the observable figures, ``training.png`` (when a model was trained), ``report.md`` and
+    ``result.json``; returns the report's path."""
     result = computed.result
     figures = plot_sources(computed.curves, output_dir)
-    plot_loss_curves(computed.histories, output_dir / "training.png", title=result.system.name)
+    training = None  # a run of the classical or the refined model alone trained nothing
+    if computed.histories:
+        training = plot_loss_curves(
+            computed.histories, output_dir / "training.png", title=result.system.name
+        )
     (output_dir / METRICS_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str))
     save_curves(computed.curves, output_dir / CURVES_FILE)
     report = output_dir / "report.md"
-    report.write_text(render_report(result, figures))
+    report.write_text(render_report(result, figures, training))
     for drift in bond_drift_lines(result):
         log.warning(drift)
     line = result.line().to_json()
@@ -112,9 +116,10 @@ def metrics_table(headers: list[str], rows: list[tuple[list[str], ModelResult]])
     return lines
 
 
-def render_report(result: RunResult, figures: dict[str, Path]) -> str:
+def render_report(result: RunResult, figures: dict[str, Path], training: Path | None = None) -> str:
     """A markdown report of a run: its settings, the results per model, observables,
-    stability, forces and timings; ``figures``: {name: PNG path} of the observables."""
+    stability, forces and timings; ``figures``: {name: PNG path} of the observables;
+    ``training``: the loss curves' figure, if any."""
     run = result.run
     if run is None or result.analysis is None:
         raise ValueError("a report needs the run facts and the analysis facts of the run")
@@ -180,7 +185,8 @@ def render_report(result: RunResult, figures: dict[str, Path]) -> str:
         )
     for model, value in timings.ms_per_force_evaluation.items():
         lines.append(f"| {evaluation.label}, {model} | {_fmt(value, evaluation.unit)} |")
-    lines += ["", "![training](training.png)", ""]
+    if training is not None:
+        lines += ["", f"![training]({training.name})", ""]
     return "\n".join(lines)
 
 

@@ -142,6 +142,7 @@ def test_refined_baseline_is_simulated_and_reported(quick_run):
     refined = json.loads(next((quick_run / "cache").glob("refined-*/done.json")).read_text())
     baseline = json.loads(next((quick_run / "cache").glob("baseline-*/done.json")).read_text())
     assert refined["refined_from"] == baseline["key"]
+    assert next((quick_run / "cache").glob("refined-*/refinement.png")).is_file()
     assert [h["round"] for h in refined["history"]] == [0, 1, 2]
     assert all(h["cg_frames"] == 4 for h in refined["history"])
     # Three small steps from the baseline: its held-out force error before, then near it.

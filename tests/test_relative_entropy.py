@@ -13,6 +13,7 @@ from cgkd.models.checkpoint import build_potential
 from cgkd.simulation.export import export_torchscript
 from cgkd.simulation.md import MDSettings
 from cgkd.simulation.walkers import Walkers
+from cgkd.training.curves import plot_refinement
 from cgkd.training.relative_entropy import RefineSettings, refine, relative_entropy_surrogate
 from cgkd.units import kt
 
@@ -87,6 +88,15 @@ def test_refinement_finds_the_trap_that_made_the_reference(start_k):
     late = np.mean([abs(h["energy_gap"]) for h in history[-50:]])
     early = np.mean([abs(h["energy_gap"]) for h in history[:10]])
     assert late < 0.2 * early
+
+
+def test_refinement_figure_is_written_and_needs_rounds(tmp_path):
+    _, history = refine_trap(2000.0, trap_reference(600.0), rounds=12)
+    path = plot_refinement(history, tmp_path / "refinement.png", n_beads=10)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="no refinement rounds"):
+        plot_refinement([], tmp_path / "empty.png", n_beads=10)
+    assert not (tmp_path / "empty.png").exists()
 
 
 def test_refinement_resumes_from_its_checkpoint_exactly(tmp_path):

@@ -5,6 +5,7 @@ summarize label every metric alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -207,6 +208,15 @@ def test_the_computed_record_is_what_the_files_hold(computed):
         assert (directory / name).is_file(), name
 
 
+def test_a_run_that_trained_nothing_has_no_training_figure(computed, tmp_path):
+    """The classical or the refined model simulated alone: no loss curves to draw."""
+    result, directory = computed
+    assert "![training](training.png)" in (directory / "report.md").read_text()
+    write_run(dataclasses.replace(result, histories={}), tmp_path)
+    assert (tmp_path / "report.md").is_file() and not (tmp_path / "training.png").exists()
+    assert "training.png" not in (tmp_path / "report.md").read_text()
+
+
 def test_report_compare_and_summarize_label_every_metric_alike(computed, tmp_path):
     result, directory = computed
     shown = measured(result.result.line().models.values())
@@ -232,8 +242,6 @@ def test_report_compare_and_summarize_label_every_metric_alike(computed, tmp_pat
 
 def test_a_run_without_teachers_says_so(computed):
     """A run of the baseline alone trains no teacher: its report claims none and no spread."""
-    import dataclasses
-
     from cgkd.report import render_report
     from cgkd.results import Forces
 

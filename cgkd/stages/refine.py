@@ -6,8 +6,9 @@ The walkers run Langevin dynamics at ``simulate.temperature`` and ``simulate.tim
 with simulate's stability limits, in the flavour ``simulate.kernels`` picks, from the last
 reference frames back over the dataset (as simulate's replicas start). The record holds the
 refined model (``refined.pt``, ``refined.ts`` and its fused flavour), the round-by-round
-history and the held-out force errors before (``start_force_rmse_mapped``) and after: what
-fitting the ensemble cost in fitting the forces frame by frame.
+history (drawn in ``refinement.png``) and the held-out force errors before
+(``start_force_rmse_mapped``) and after: what fitting the ensemble cost in fitting the forces
+frame by frame.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cgkd.simulation.md import MDSettings, model_file
 from cgkd.simulation.walkers import Walkers
 from cgkd.stages.base import Context, Record, Request, Stage
 from cgkd.stages.data import SPLIT_READS, dataset, reference_splits
+from cgkd.training.curves import plot_refinement
 from cgkd.training.dataset import TrainingData
 from cgkd.training.relative_entropy import RefineSettings, refine
 from cgkd.training.trainer import evaluate
@@ -101,6 +103,8 @@ def _refined(context: Context) -> Record:
         out / "refined.pt", potential, saved["network_kwargs"], saved["prior"], {"history": history}
     )
     files = export_flavours(potential, species.cpu(), out / "refined.ts", meta)
+    if history:
+        plot_refinement(history, out / "refinement.png", frames.n_particles)
     return {
         "model": files["plain"],
         "checkpoint": str(out / "refined.pt"),

@@ -1,10 +1,12 @@
-"""Loss-curve figure: training and validation loss and learning rate per epoch of named runs."""
+"""Training figures: loss and learning rate per epoch of named runs; the rounds of a
+relative-entropy refinement."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -54,6 +56,34 @@ def plot_loss_curves(
     lr_ax.set_yscale("log")
     lr_ax.set_xlabel("epoch")
     lr_ax.set_ylabel("learning rate")
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
+    return Path(path)
+
+
+def plot_refinement(history: list[dict[str, float]], path: Path, n_beads: int) -> Path:
+    """Save a PNG of a relative-entropy refinement per round: the gap between the mean
+    energies of the reference frames and of the model's own frames (kJ/mol per bead; raw and
+    a running mean over 10 rounds) above the gradient's norm; return ``path``."""
+    if not history:
+        raise ValueError("no refinement rounds to plot")
+    rounds = np.array([entry["round"] for entry in history])
+    gap = np.array([entry["energy_gap"] for entry in history]) / n_beads
+    window = min(10, len(gap))
+    running = np.convolve(gap, np.ones(window) / window, mode="valid")
+    figure = Figure(figsize=(7.0, 5.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    gap_ax, norm_ax = figure.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    gap_ax.plot(rounds, gap, color="0.7", lw=0.8, label="per round")
+    gap_ax.plot(rounds[window - 1 :], running, color="C0", label=f"mean of {window} rounds")
+    gap_ax.axhline(0.0, color="k", lw=0.8)
+    gap_ax.set_ylabel("<U>_AA - <U>_CG (kJ/mol/bead)")
+    gap_ax.legend(fontsize="small")
+    gap_ax.set_title("relative-entropy refinement")
+    norm_ax.plot(rounds, [entry["gradient_norm"] for entry in history], color="C1")
+    norm_ax.set_yscale("log")
+    norm_ax.set_xlabel("round")
+    norm_ax.set_ylabel("gradient norm")
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120)
     return Path(path)
