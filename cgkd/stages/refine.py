@@ -13,6 +13,7 @@ frame by frame.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -66,7 +67,9 @@ def _refined(context: Context) -> Record:
     meta = {"type_names": type_names, "config": context("refine"), "refined_from": start["key"]}
 
     def exported() -> Path:
-        files = export_flavours(potential, species.cpu(), out / "refined.ts", meta)
+        """The model as it is now, exported from a CPU copy (it may train on a GPU)."""
+        current = copy.deepcopy(potential).cpu()
+        files = export_flavours(current, species.cpu(), out / "refined.ts", meta)
         return model_file(Path(files["plain"]), files["fused"] and Path(files["fused"]), md)
 
     n = frames.n_frames
@@ -98,7 +101,7 @@ def _refined(context: Context) -> Record:
         progress=context.progress,
         checkpoint=out / "checkpoint.pt",
     )
-    potential.eval()
+    potential = potential.cpu().eval()
     save_potential(
         out / "refined.pt", potential, saved["network_kwargs"], saved["prior"], {"history": history}
     )
