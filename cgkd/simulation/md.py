@@ -69,8 +69,8 @@ class MDSettings:
     ``replicas`` independent runs differ in seed (``seed + k``) and starting frame.
     ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
     the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.
-    ``models``: the models the simulate stage runs (student, baseline, teacher, ensemble,
-    classical). ``integrator``: also ``brownian`` (overdamped Langevin, per-type friction,
+    ``models``: the models the simulate stage runs (student, baseline, refined, teacher,
+    ensemble, classical). ``integrator``: also ``brownian`` (overdamped Langevin, per-type friction,
     no velocities: for liquids slower than Langevin at this timestep can make them) and
     ``dpd`` (dissipative particle dynamics: momentum conserving, pair friction within
     ``dpd_cutoff`` nm). ``frictions``: a friction (1/ps) per

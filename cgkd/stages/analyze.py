@@ -30,7 +30,8 @@ HISTORIES_FILE = "histories.json"
 def _uses_teacher(context: Context, names: set[str]) -> bool:
     """Whether the run reports the teacher: with the student or the teachers simulated, or
     the baseline in the two-stage schedule (its hard frames are screened with the teacher).
-    A run of the baseline or the classical model alone needs no trained teacher."""
+    A run of the baseline, the refined or the classical model alone reports no teacher (the
+    refined student's teacher trains, upstream of it, but is not compared)."""
     if names - {"baseline", "refined", "classical"}:
         return True
     return "baseline" in names and schedule(context) == "two_stage"
