@@ -56,9 +56,7 @@ def plot_loss_curves(
     lr_ax.set_yscale("log")
     lr_ax.set_xlabel("epoch")
     lr_ax.set_ylabel("learning rate")
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120)
-    return Path(path)
+    return _save(figure, path)
 
 
 def plot_refinement(history: list[dict[str, float]], path: Path, n_beads: int) -> Path:
@@ -84,6 +82,11 @@ def plot_refinement(history: list[dict[str, float]], path: Path, n_beads: int) -
     norm_ax.set_yscale("log")
     norm_ax.set_xlabel("round")
     norm_ax.set_ylabel("gradient norm")
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` to ``path`` as a PNG (atomic); return ``path``."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120)
     return Path(path)

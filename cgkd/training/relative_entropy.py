@@ -43,8 +43,8 @@ class RefineSettings:
     persistent CG MD runs of the current model ``steps`` further, saving a frame every
     ``save_interval`` steps, and draws ``reference_frames`` AA frames from the training split.
     The walkers start from reference frames (as simulate's replicas do), minimised, and run
-    ``equilibration`` unsaved steps first. The CG MD (integrator, temperature, time step,
-    friction, stability limits) is the ``simulate`` section's.
+    ``equilibration`` unsaved steps first. The walkers run Langevin dynamics (friction 1/ps)
+    at the ``simulate`` section's temperature and time step, with its stability limits.
     """
 
     start: str = "baseline"
