@@ -124,15 +124,15 @@ def test_classical_model_runs_as_a_native_openmm_system(quick_run):
 
 
 @pytest.mark.slow
-def test_refined_baseline_is_simulated_and_reported(quick_run):
-    """cgkd run simulate.models=[baseline,refined]: the cached baseline refined by relative
-    entropy (a few rounds), simulated and reported beside it."""
+def test_refined_student_is_simulated_and_reported(quick_run):
+    """The default models (quick leaves out the refined one): the cached student refined by
+    relative entropy (a few rounds), simulated and reported beside the student and baseline."""
     refine = ["refine.rounds=3", "refine.walkers=2", "refine.steps=40", "refine.save_interval=20"]
     result = cgkd(
         "run",
         "experiment=quick",
         "progress=false",
-        "simulate.models=[baseline,refined]",
+        "simulate.models=[student,baseline,refined]",
         "refine.equilibration=20",
         *refine,
         "hydra.run.dir=refined",
@@ -140,16 +140,16 @@ def test_refined_baseline_is_simulated_and_reported(quick_run):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     refined = json.loads(next((quick_run / "cache").glob("refined-*/done.json")).read_text())
-    baseline = json.loads(next((quick_run / "cache").glob("baseline-*/done.json")).read_text())
-    assert refined["refined_from"] == baseline["key"]
+    student = json.loads(next((quick_run / "cache").glob("student-*/done.json")).read_text())
+    assert refined["refined_from"] == student["key"]
     assert next((quick_run / "cache").glob("refined-*/refinement.png")).is_file()
     assert [h["round"] for h in refined["history"]] == [0, 1, 2]
     assert all(h["cg_frames"] == 4 for h in refined["history"])
-    # Three small steps from the baseline: its held-out force error before, then near it.
-    assert refined["start_force_rmse_mapped"] == pytest.approx(baseline["force_rmse_mapped"])
-    assert refined["force_rmse_mapped"] == pytest.approx(baseline["force_rmse_mapped"], rel=0.05)
+    # Three small steps from the student: its held-out force error before, then near it.
+    assert refined["start_force_rmse_mapped"] == pytest.approx(student["force_rmse_mapped"])
+    assert refined["force_rmse_mapped"] == pytest.approx(student["force_rmse_mapped"], rel=0.05)
     metrics = json.loads((quick_run / "refined" / "metrics.json").read_text())
-    assert set(metrics["observables"]["rdf"]) == {"baseline", "refined"}
+    assert set(metrics["observables"]["rdf"]) == {"student", "baseline", "refined"}
     assert metrics["stability"]["refined"]["stable_fraction"] == 1.0
     assert "refined" in metrics["forces"]
     assert "| refined |" in (quick_run / "refined" / "report.md").read_text()

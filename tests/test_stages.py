@@ -61,7 +61,7 @@ ROUTES = {
         "simulate.models=[student,baseline,teacher,ensemble,classical]",
         "classical.targets=teacher",
     ),
-    "refined": ("simulate.models=[student,refined]", "refine.start=student"),
+    "refined": ("simulate.models=[baseline,refined]", "refine.start=baseline"),
 }
 
 
@@ -168,14 +168,14 @@ def test_simulating_a_teacher_trains_no_student():
 def test_a_baseline_run_trains_no_teacher():
     """cgkd run simulate.models=[baseline] (single schedule) needs neither the teachers nor
     their labels; in the two-stage schedule its hard frames are screened with the teacher."""
-    single = plans(config("simulate.models=[baseline,refined,classical]"))
+    single = plans(config("simulate.models=[baseline,refined,classical]", "refine.start=baseline"))
     assert {"baseline", "refined", "classical", "analyze"} <= set(single)
     assert not {"teach", "label", "student"} & set(single)
     assert not any(name.startswith("member") for name in single)
     two_stage = plans(config("simulate.models=[baseline]", "schedule=two_stage"))
     assert {"teach", "sample", "screen"} <= set(two_stage)
     assert "teach" in plans(config("simulate.models=[student]"))
-    assert "teach" in plans(config("simulate.models=[refined]", "refine.start=student"))
+    assert "teach" in plans(config("simulate.models=[refined]"))  # it refines the student
 
 
 def _toy(reads, build) -> dict[str, Stage]:

@@ -69,26 +69,25 @@ class MDSettings:
     ``replicas`` independent runs differ in seed (``seed + k``) and starting frame.
     ``kernels``: ``auto`` runs a model's fused export (:mod:`cgkd.ops`) where it has one and
     the platform is the CPU, ``fused`` requires it, ``plain`` runs the plain TorchScript.
-    ``models``: the models the simulate stage runs (student, baseline, refined, teacher,
-    ensemble, classical). ``integrator``: also ``brownian`` (overdamped Langevin, per-type friction,
-    no velocities: for liquids slower than Langevin at this timestep can make them) and
-    ``dpd`` (dissipative particle dynamics: momentum conserving, pair friction within
-    ``dpd_cutoff`` nm). ``frictions``: a friction (1/ps) per
-    bead type name for ``langevin`` and ``dpd`` (the types not named keep ``friction``; a DPD
-    pair gets the mean of its two types'). ``friction: matched`` fits one friction per bead
-    type so that each type's diffusion coefficient matches the reference's
-    (:mod:`cgkd.simulation.friction`): ``calibration_steps`` steps of CG MD at each of
-    ``calibration_frictions`` (1/ps; None: 1, 10 and 30, or 100, 300 and 1000 for Brownian
-    dynamics, whose Euler steps need a large friction) first, then
-    ``calibration_refinements`` runs at the frictions fitted so far, each refitting every
-    type's friction through the two runs nearest its target (secant steps).
-    ``calibration_target``: what is matched (:data:`~cgkd.simulation.friction.TARGETS`):
-    ``msd`` the diffusion coefficient from the MSD over the analysis's lag window;
-    ``vacf`` the Green-Kubo D (the VACF integrated to ``vacf_max_lag`` ps) or ``vacf_decay``
-    the time the normalised VACF takes to fall to 1/e, both from dense segments (a frame
-    every 10 fs, with velocities) of ``calibration_steps`` steps: AA MD of the built-in system
-    and the CG calibration runs. The schema of the ``simulate`` config section; ``seed`` is
-    set by the code.
+    ``models``: the models the simulate stage runs (by default the student, the baseline and
+    the student refined by relative entropy; also teacher, ensemble, classical).
+    ``integrator``: also ``brownian`` (overdamped Langevin, per-type friction, no velocities:
+    for liquids slower than Langevin at this timestep can make them) and ``dpd`` (dissipative
+    particle dynamics: momentum conserving, pair friction within ``dpd_cutoff`` nm).
+    ``frictions``: a friction (1/ps) per bead type name for ``langevin`` and ``dpd`` (the types
+    not named keep ``friction``; a DPD pair gets the mean of its two types'). ``friction:
+    matched`` fits one friction per bead type so that each type's diffusion coefficient matches
+    the reference's (:mod:`cgkd.simulation.friction`): ``calibration_steps`` steps of CG MD at
+    each of ``calibration_frictions`` (1/ps; None: 1, 10 and 30, or 100, 300 and 1000 for
+    Brownian dynamics, whose Euler steps need a large friction) first, then
+    ``calibration_refinements`` runs at the frictions fitted so far, each refitting every type's
+    friction through the two runs nearest its target (secant steps). ``calibration_target``:
+    what is matched (:data:`~cgkd.simulation.friction.TARGETS`): ``msd`` the diffusion
+    coefficient from the MSD over the analysis's lag window; ``vacf`` the Green-Kubo D (the VACF
+    integrated to ``vacf_max_lag`` ps) or ``vacf_decay`` the time the normalised VACF takes to
+    fall to 1/e, both from dense segments (a frame every 10 fs, with velocities) of
+    ``calibration_steps`` steps: AA MD of the built-in system and the CG calibration runs. The
+    schema of the ``simulate`` config section; ``seed`` is set by the code.
     """
 
     integrator: str = "langevin"
@@ -105,7 +104,7 @@ class MDSettings:
     max_temperature_factor: float = 3.0
     replicas: int = 1
     kernels: str = "auto"
-    models: tuple[str, ...] = ("student", "baseline")
+    models: tuple[str, ...] = ("student", "baseline", "refined")
     frictions: dict[str, float] | None = None
     dpd_cutoff: float = 0.6
     calibration_frictions: tuple[float, ...] | None = None

@@ -25,7 +25,7 @@ COMMANDS = {
     "sample": "teacher MD at the sampler's temperatures, labelled: soft targets (two-stage)",
     "screen": "the reference frames picked for hard targets (two-stage), with descriptors",
     "distill": "student and baseline models (schedule: single or two_stage)",
-    "refine": "the baseline (refine.start) refined by relative entropy, sampling its own CG MD",
+    "refine": "the student (refine.start) refined by relative entropy, sampling its own CG MD",
     "classical": "the classical pair-table baseline (MS-CG), a native OpenMM System",
     "simulate": "CG MD in OpenMM of simulate.models (student, baseline, teacher, ...)",
     "analyze": "same as run: observables and metrics against the reference, the report",

@@ -47,10 +47,10 @@ class RefineSettings:
     at the ``simulate`` section's temperature and time step, with its stability limits.
     """
 
-    start: str = "baseline"
-    rounds: int = 200
+    start: str = "student"
+    rounds: int = 100
     learning_rate: float = 3e-4
-    walkers: int = 4
+    walkers: int = 2
     steps: int = 400
     save_interval: int = 20
     equilibration: int = 1000
