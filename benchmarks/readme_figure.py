@@ -1,5 +1,6 @@
-"""The figure of the README and the getting-started page: g(r) and the first-shell angle
-distribution of the AA reference, the student and the baseline of one run.
+"""The figure of the README and the getting-started page: g(r), the first-shell angle
+distribution and the tetrahedral order of the AA reference, the student, the baseline and
+the refined student of one run (the models it simulated).
 
     python benchmarks/readme_figure.py outputs/<date>/<time> [-o docs/figures/default_run.png]
 """
@@ -21,10 +22,12 @@ STYLES = {
     REFERENCE: {"color": "k", "lw": 2.2},
     "student": {"color": "C0", "lw": 1.4},
     "baseline": {"color": "C1", "lw": 1.2, "ls": "--"},
+    "refined": {"color": "C2", "lw": 1.4},
 }
 PANELS = (
     ("rdf", "r (nm)", "g(r)", "1-bead water, 300 molecules"),
     ("adf", "angle (deg)", "probability density (1/deg)", "angles within the first shell"),
+    ("tetrahedral", "tetrahedral q", "probability density", "tetrahedral order"),
 )
 
 
@@ -34,14 +37,15 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, default=Path("docs/figures/default_run.png"))
     args = parser.parse_args()
     curves = load_curves(args.run / CURVES_FILE)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 3.3))
     for ax, (name, xlabel, ylabel, title) in zip(axes, PANELS, strict=True):
-        for source, style in STYLES.items():
-            result = curves[source][name]
+        for source in (model for model in STYLES if model in curves):
+            style, result = STYLES[source], curves[source][name]
             ax.plot(result.x, result.y, label=source, **style)
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.set_title(title, fontsize=9)
     axes[0].set_xlim(0.2, None)
+    axes[2].set_xlim(-0.25, 1.0)
     axes[0].legend(frameon=False)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ force matching with more interaction layers, a longer cutoff, longer training, t
 the frames saved from the same AA run (also trained longer, with a more patient learning
 rate, or split in blocks, or simulated at a shorter CG time step, or refined by relative
 entropy) or a three times longer AA run; teachers and student of two interaction layers), on
-the long water reference, over seeds.
+the long water reference, over seeds; and, on the default pipeline's own 80 ps reference, its
+student and baseline against the student refined by relative entropy (the default route) and
+the baseline refined.
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
@@ -48,6 +50,13 @@ from cgkd.simulation.md import MDSettings
 #: which needs no teachers.
 #: the same 1 ns of water saved every 0.1 ps, the AA observables on every tenth frame
 DENSE = ("system.save_interval=50", "analysis.reference_stride=10")
+
+#: the default pipeline's own AA reference (80 ps of water, 400 frames every 0.2 ps), not the 1 ns
+DEFAULT_DATA = ("system.production=80", "system.save_interval=100")
+#: relative-entropy refinement of the baseline: the default 100 rounds of 2 walkers, or twice
+#: the rounds and walkers
+REFINE_BASELINE = ("refine.start=baseline",)
+LONG_REFINE = (*REFINE_BASELINE, "refine.rounds=200", "refine.walkers=4")
 
 VARIANTS = {
     "default": ((), {"student": "student (default)"}),
@@ -125,15 +134,33 @@ VARIANTS = {
         {"baseline": "baseline with 2 interaction layers on those frames every 0.1 ps"},
     ),
     "refined_dense_frames": (
-        DENSE,
-        {"refined": "baseline on those frames every 0.1 ps, refined by relative entropy"},
+        (*DENSE, *LONG_REFINE),
+        {
+            "refined": "baseline on those frames every 0.1 ps, refined by relative entropy "
+            "(200 rounds of 4 walkers)"
+        },
     ),
     "refined_dense_frames_two_interactions": (
-        (*DENSE, "student.model.n_interactions=2", "refine.walkers=2", "refine.rounds=100"),
+        (*DENSE, "student.model.n_interactions=2", *REFINE_BASELINE),
         {
             "refined": "baseline with 2 interaction layers on those frames every 0.1 ps, refined "
             "by relative entropy (100 rounds of 2 walkers)"
         },
+    ),
+    "default_data": (
+        DEFAULT_DATA,
+        {
+            "student": "student on the default 80 ps reference (400 frames)",
+            "baseline": "baseline on the default 80 ps reference",
+        },
+    ),
+    "refined_student_default_data": (
+        DEFAULT_DATA,
+        {"refined": "student on the default 80 ps reference, refined (the default route)"},
+    ),
+    "refined_baseline_default_data": (
+        (*DEFAULT_DATA, *REFINE_BASELINE),
+        {"refined": "baseline on the default 80 ps reference, refined"},
     ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
