@@ -158,6 +158,10 @@ VARIANTS = {
         DEFAULT_DATA,
         {"refined": "student on the default 80 ps reference, refined (the default route)"},
     ),
+    "refined_student_default_data_200": (
+        (*DEFAULT_DATA, "refine.rounds=200"),
+        {"refined": "student on the default 80 ps reference, refined for 200 rounds (not 100)"},
+    ),
     "refined_baseline_default_data": (
         (*DEFAULT_DATA, *REFINE_BASELINE),
         {"refined": "baseline on the default 80 ps reference, refined"},
