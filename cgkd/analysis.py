@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 Histories = dict[str, list[dict[str, float]]]
 #: Trained models whose loss curves the run shows, in legend order (after the teachers).
 TRAINED = ("soft_student", "student", "baseline")
+#: The model refined by relative entropy, whose history is per round, not per epoch.
+REFINED = "refined"
 #: Keys of a stage record that are files or curves, not held-out errors.
 _NOT_ERRORS = ("history", "key", "model", "torchscript", "checkpoint")
 
@@ -225,11 +227,16 @@ def analysis_facts(analyses: dict[str, Analysis]) -> AnalysisFacts:
 
 def histories(records: StageRecords) -> Histories:
     """The loss curves of every ensemble member ("teacher 0", ... by member index) and of the
-    trained models (:data:`TRAINED`)."""
+    trained models (:data:`TRAINED`), per epoch; and the refined model's rounds
+    (:data:`REFINED`), when one was refined."""
     members = records.teachers["members"] if records.teachers else []
     curves = {f"teacher {m['member']}": m["history"] for m in members}
     curves.update(
-        {name: records.models[name]["history"] for name in TRAINED if name in records.models}
+        {
+            name: records.models[name]["history"]
+            for name in (*TRAINED, REFINED)
+            if name in records.models
+        }
     )
     return curves
 

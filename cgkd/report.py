@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cgkd.analysis import Computed, named
+from cgkd.analysis import REFINED, Computed, named
 from cgkd.observables.sources import load_curves, plot_sources, save_curves
 from cgkd.observables.suite import TETRAHEDRAL_MAX_COORDINATION
 from cgkd.results import (
@@ -27,7 +28,7 @@ from cgkd.results import (
     measured,
     metric,
 )
-from cgkd.training.curves import plot_loss_curves
+from cgkd.training.curves import plot_loss_curves, plot_refinement
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,20 @@ def run_facts(cfg: DictConfig) -> RunFacts:
 
 def write_run(computed: Computed, output_dir: Path) -> Path:
     """Write a computed analysis into ``output_dir``: ``metrics.json``, ``observables.json``,
-    the observable figures, ``training.png`` (when a model was trained), ``report.md`` and
-    ``result.json``; returns the report's path."""
+    the observable figures, ``training.png`` (when a model was trained), ``refinement.png``
+    (when one was refined), ``report.md`` and ``result.json``; returns the report's path."""
     result = computed.result
     figures = plot_sources(computed.curves, output_dir)
-    training = None  # a run of the classical or the refined model alone trained nothing
-    if computed.histories:
-        training = plot_loss_curves(
-            computed.histories, output_dir / "training.png", title=result.system.name
+    epochs = {name: h for name, h in computed.histories.items() if name != REFINED}
+    training = []  # a run of the classical model alone trained nothing
+    if epochs:
+        training.append(
+            plot_loss_curves(epochs, output_dir / "training.png", title=result.system.name)
+        )
+    if computed.histories.get(REFINED):
+        rounds = computed.histories[REFINED]
+        training.append(
+            plot_refinement(rounds, output_dir / "refinement.png", result.system.n_beads)
         )
     (output_dir / METRICS_FILE).write_text(json.dumps(result.to_json(), indent=2, default=str))
     save_curves(computed.curves, output_dir / CURVES_FILE)
@@ -116,10 +123,12 @@ def metrics_table(headers: list[str], rows: list[tuple[list[str], ModelResult]])
     return lines
 
 
-def render_report(result: RunResult, figures: dict[str, Path], training: Path | None = None) -> str:
+def render_report(
+    result: RunResult, figures: dict[str, Path], training: Sequence[Path] = ()
+) -> str:
     """A markdown report of a run: its settings, the results per model, observables,
     stability, forces and timings; ``figures``: {name: PNG path} of the observables;
-    ``training``: the loss curves' figure, if any."""
+    ``training``: the figures of the training, if any (loss curves, refinement rounds)."""
     run = result.run
     if run is None or result.analysis is None:
         raise ValueError("a report needs the run facts and the analysis facts of the run")
@@ -185,8 +194,8 @@ def render_report(result: RunResult, figures: dict[str, Path], training: Path | 
         )
     for model, value in timings.ms_per_force_evaluation.items():
         lines.append(f"| {evaluation.label}, {model} | {_fmt(value, evaluation.unit)} |")
-    if training is not None:
-        lines += ["", f"![training]({training.name})", ""]
+    for figure in training:
+        lines += ["", f"![{figure.stem}]({figure.name})", ""]
     return "\n".join(lines)
 
 

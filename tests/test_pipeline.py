@@ -143,6 +143,8 @@ def test_refined_student_is_simulated_and_reported(quick_run):
     student = json.loads(next((quick_run / "cache").glob("student-*/done.json")).read_text())
     assert refined["refined_from"] == student["key"]
     assert next((quick_run / "cache").glob("refined-*/refinement.png")).is_file()
+    assert "![refinement](refinement.png)" in (quick_run / "refined" / "report.md").read_text()
+    assert (quick_run / "refined" / "refinement.png").is_file()
     assert [h["round"] for h in refined["history"]] == [0, 1, 2]
     assert all(h["cg_frames"] == 4 for h in refined["history"])
     # Three small steps from the student: its held-out force error before, then near it.

@@ -209,12 +209,27 @@ def test_the_computed_record_is_what_the_files_hold(computed):
 
 
 def test_a_run_that_trained_nothing_has_no_training_figure(computed, tmp_path):
-    """The classical or the refined model simulated alone: no loss curves to draw."""
+    """The classical model simulated alone: no loss curves to draw."""
     result, directory = computed
     assert "![training](training.png)" in (directory / "report.md").read_text()
+    assert not (directory / "refinement.png").exists()
     write_run(dataclasses.replace(result, histories={}), tmp_path)
     assert (tmp_path / "report.md").is_file() and not (tmp_path / "training.png").exists()
     assert "training.png" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_refined_model_has_its_rounds_drawn_not_its_loss_curve(computed, tmp_path):
+    """The refined model's history is per round: drawn as refinement.png, not as a loss curve
+    (whose per-epoch keys it lacks), also when it is the only model simulated."""
+    result, _ = computed
+    rounds = [
+        {"round": r, "energy_gap": 50.0 / (r + 1), "gradient_norm": 1.0, "seconds": r}
+        for r in range(5)
+    ]
+    write_run(dataclasses.replace(result, histories={"refined": rounds}), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert (tmp_path / "refinement.png").is_file() and not (tmp_path / "training.png").exists()
+    assert "![refinement](refinement.png)" in report and "training.png" not in report
 
 
 def test_report_compare_and_summarize_label_every_metric_alike(computed, tmp_path):
