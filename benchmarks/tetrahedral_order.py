@@ -166,6 +166,14 @@ VARIANTS = {
         (*DEFAULT_DATA, *REFINE_BASELINE),
         {"refined": "baseline on the default 80 ps reference, refined"},
     ),
+    "refined_baseline_two_interactions_default_data": (
+        (*DEFAULT_DATA, "student.model.n_interactions=2", *REFINE_BASELINE),
+        {"refined": "baseline with 2 interaction layers on the default 80 ps reference, refined"},
+    ),
+    "refined_baseline_32_features_default_data": (
+        (*DEFAULT_DATA, "student.model.n_features=32", *REFINE_BASELINE),
+        {"refined": "baseline of 32 features on the default 80 ps reference, refined"},
+    ),
     "baseline_long_frames": (
         ("system.production=3000", "system.save_interval=250", "analysis.reference_stride=5"),
         {"baseline": "baseline on frames every 0.5 ps of a 3 ns run (6x the frames, 3x the time)"},
