@@ -1,7 +1,7 @@
 """AA versus CG MD speed, every model side by side in one run on this machine.
 
-usage: python benchmarks/md_speed.py --teach cache/teach-X --student cache/student-X
-           --classical cache/classical-X [--sizes 300 1000 8000] [--steps 300] [--repeats 3]
+usage: python benchmarks/md_speed.py [--teach cache/teach-X] [--student cache/student-X]
+           [--classical cache/classical-X] [--sizes 300 1000 8000] [--steps 300] [--repeats 3]
            [--platform CPU] [--extra "NAME=cache/baseline-Y/baseline.pt" ...]
 
 For each size N: AA is a TIP3P box of N waters (OpenMM, PME, rigid water, 2 fs), the default
@@ -11,13 +11,15 @@ classical force-matched pair potential (native OpenMM System, no torch), the stu
 of the student stage), the ensemble's first member alone and the teacher ensemble
 (ensemble.pt), and any ``--extra`` model checkpoints (e.g. a network of two interaction
 layers), each exported for the N beads as plain TorchScript (forces by autograd) and as the
-fused flavour (the compiled kernels of cgkd.ops). Every run is repeated ``--repeats``
-times, all models in turn, so that a slow spell of a shared machine hits them alike.
+fused flavour (the compiled kernels of cgkd.ops); a model whose stage is not given is left
+out. Every run is repeated ``--repeats`` times, all models in turn, so that a slow spell of a
+shared machine hits them alike.
 
 Prints, per size, the median ms/step (with the range over the repeats), ns/day and ns/day
-relative to AA; then the goal ratios (student vs AA, vs the ensemble, vs the classical model;
-ms/step per 1000 beads against size); then where one fused student force call spends its
-time (kernel by kernel, medians over 50 calls on the 1000-bead frame).
+relative to AA; then, given the teachers, the student and the classical model, the goal
+ratios (student vs AA, vs the ensemble, vs the classical model; ms/step per 1000 beads
+against size) and where one fused student force call spends its time (kernel by kernel,
+medians over 50 calls on the 1000-bead frame).
 """
 
 from __future__ import annotations
@@ -74,22 +76,24 @@ def aa_box(molecules: int, steps: int) -> tuple[Callable[[], float], np.ndarray,
 
 
 def model_files(args: argparse.Namespace, n_beads: int, box: np.ndarray) -> dict[str, Path]:
-    """Every model's run file for ``n_beads`` one-bead waters."""
+    """The run file of every model given for ``n_beads`` one-bead waters."""
     species = torch.zeros(n_beads, dtype=torch.long)
     out = OUT / f"models-{n_beads}"
     out.mkdir(parents=True, exist_ok=True)
-    classical = load_potential(args.classical / "classical.pt", n_beads)[0].double()
-    files = {
-        "classical (native OpenMM)": export_native(
+    files = {}
+    if args.classical is not None:
+        classical = load_potential(args.classical / "classical.pt", n_beads)[0].double()
+        files["classical (native OpenMM)"] = export_native(
             classical, species, np.full(n_beads, WATER_MASS), box, out / "classical.xml"
         )
-    }
-    ensemble = load_potential(args.teach / "ensemble.pt", n_beads)[0]
-    potentials = {  # name: (file stem, model)
-        "student": ("student", load_potential(args.student / "student.pt", n_beads)[0]),
-        "teacher (single)": ("teacher", CGPotential([ensemble.networks[0]], ensemble.priors)),
-        f"teacher ensemble ({len(ensemble.networks)})": ("ensemble", ensemble),
-    }
+    potentials = {}  # name: (file stem, model)
+    if args.student is not None:
+        potentials["student"] = ("student", load_potential(args.student / "student.pt", n_beads)[0])
+    if args.teach is not None:
+        ensemble = load_potential(args.teach / "ensemble.pt", n_beads)[0]
+        single = CGPotential([ensemble.networks[0]], ensemble.priors)
+        potentials["teacher (single)"] = ("teacher", single)
+        potentials[f"teacher ensemble ({len(ensemble.networks)})"] = ("ensemble", ensemble)
     for k, extra in enumerate(args.extra):
         name, checkpoint = extra.split("=", 1)
         potentials[name] = (f"extra_{k}", load_potential(Path(checkpoint), n_beads)[0])
@@ -148,9 +152,9 @@ def kernel_profile(student: Path, x: np.ndarray, box: np.ndarray) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teach", type=Path, required=True, help="a finished teach stage")
-    parser.add_argument("--student", type=Path, required=True, help="a finished student stage")
-    parser.add_argument("--classical", type=Path, required=True, help="a classical stage")
+    parser.add_argument("--teach", type=Path, help="a finished teach stage")
+    parser.add_argument("--student", type=Path, help="a finished student stage")
+    parser.add_argument("--classical", type=Path, help="a classical stage")
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 8000])
     parser.add_argument("--steps", type=int, default=300, help="steps at 1000 beads")
     parser.add_argument("--repeats", type=int, default=3)
@@ -192,6 +196,8 @@ def main() -> None:
                 f"| {name} | {ms:.2f} | {min(values):.2f}-{max(values):.2f} | {ns:.1f} "
                 f"| {ns / aa_ns:.2f} |"
             )
+    if None in (args.teach, args.student, args.classical):
+        return  # the goals compare the student with the teachers and the classical model
     print("\n## Goal ratios (medians)\n")
     print(
         "| beads | student (fused) vs AA, ns/day | ensemble (fused) / student (fused), "
