@@ -87,7 +87,7 @@ def write_run(computed: Computed, output_dir: Path) -> Path:
     result = computed.result
     figures = plot_sources(computed.curves, output_dir)
     epochs = {name: h for name, h in computed.histories.items() if name != REFINED}
-    training = []  # a run of the classical model alone trained nothing
+    training: list[Path] = []  # a run of the classical model alone trained nothing
     if epochs:
         training.append(
             plot_loss_curves(epochs, output_dir / "training.png", title=result.system.name)
