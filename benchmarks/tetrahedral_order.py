@@ -6,7 +6,7 @@ rate, or split in blocks, or simulated at a shorter CG time step, or refined by 
 entropy) or a three times longer AA run; teachers and student of two interaction layers), on
 the long water reference, over seeds; and, on the default pipeline's own 80 ps reference, its
 student and baseline against the student refined by relative entropy (the default route) and
-the baseline refined.
+the baseline refined (also with twice the features or two interaction layers).
 
     python benchmarks/tetrahedral_order.py --seeds 0 [--variants NAME ...] [--set KEY=VALUE ...]
 
